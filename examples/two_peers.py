@@ -1,0 +1,36 @@
+"""Two peers on loopback: one sends, the other receives by push and by fetch.
+
+Run: python examples/two_peers.py   (traffic stays on 127.0.0.1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from mesh import Node
+
+
+async def main() -> None:
+    alice = await Node.start(home=None, host="127.0.0.1", port=0, bootstrap=[], mdns=False)
+    bob = await Node.start(home=None, host="127.0.0.1", port=0, bootstrap=[alice.address])
+    print(f"alice {alice.id[:16]}... listens on {alice.address[0]}:{alice.address[1]}")
+    print(f"bob   {bob.id[:16]}... listens on {bob.address[0]}:{bob.address[1]}")
+    try:
+        start = time.perf_counter()
+        receipt = await alice.send(bob.id, "hello bob")
+        sent_ms = (time.perf_counter() - start) * 1000
+        print(f"alice -> bob: stored on {receipt.replicas} replica(s) in {sent_ms:.1f} ms")
+        incoming = bob.messages()
+        message = await asyncio.wait_for(anext(incoming), timeout=5)
+        print(f"bob got {message.text!r} by push from {message.sender[:16]}...")
+        await bob.send(alice.id, "hi alice")
+        fetched = await alice.fetch()
+        print(f"alice fetched {[m.text for m in fetched]}")
+    finally:
+        await bob.stop()
+        await alice.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,166 @@
+"""The only module that imports nacl: small recipes over raw bytes.
+
+Every nacl exception is turned into a MeshError subclass here, so no caller ever has to
+know about nacl. nacl objects are expensive to build (an Ed25519 -> X25519 conversion
+alone costs ~50 us), so they are built once per key and kept in bounded LRU caches.
+
+Hashing is not here: callers use `hashlib.blake2b` directly (nacl's wrapper is 12x slower).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import unicodedata
+from typing import Literal
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.pwhash.argon2id as argon2id
+from nacl.public import PublicKey, SealedBox
+from nacl.secret import SecretBox
+from nacl.signing import SigningKey, VerifyKey
+
+from mesh.errors import BadSignatureError, MalformedError, NotForUsError, WrongPassphraseError
+
+__all__ = [
+    "KEY_SIZE",
+    "SEAL_OVERHEAD",
+    "SEED_SIZE",
+    "SIGNATURE_SIZE",
+    "KeyPair",
+    "decrypt_with_passphrase",
+    "ed25519_pk_to_x25519",
+    "encrypt_with_passphrase",
+    "generate_seed",
+    "seal",
+    "verify",
+]
+
+SEED_SIZE = 32
+KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+SEAL_OVERHEAD: int = nacl.bindings.crypto_box_SEALBYTES  # ephemeral key 32 + MAC 16
+
+# Bounded so that keys chosen by peers cannot grow memory without limit.
+_KEY_CACHE_SIZE = 4096
+
+# Passphrase blobs start with a level byte, so a later release can raise the cost and
+# still read old files. The default is INTERACTIVE (64 MiB, ~65 ms here): the identity is
+# unlocked at every start, on phones and on machines running many peers; MODERATE
+# (256 MiB, ~0.6 s) is available for people who want a slower brute force.
+KdfStrength = Literal["interactive", "moderate"]
+_KDF_LEVELS: dict[int, tuple[int, int]] = {
+    1: (argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE),
+    2: (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE),
+}
+_KDF_LEVEL_FOR: dict[str, int] = {"interactive": 1, "moderate": 2}
+_SALT_SIZE: int = argon2id.SALTBYTES
+_BOX_OVERHEAD: int = SecretBox.NONCE_SIZE + SecretBox.MACBYTES
+_MIN_BLOB = 1 + _SALT_SIZE + _BOX_OVERHEAD
+
+
+def generate_seed() -> bytes:
+    """A fresh random 32-byte Ed25519 seed."""
+    return secrets.token_bytes(SEED_SIZE)
+
+
+class KeyPair:
+    """An Ed25519 signing key and its derived X25519 key, with nacl objects built once."""
+
+    __slots__ = ("_signing_key", "_unsealer", "box_public_key", "seed", "verify_key")
+
+    def __init__(self, seed: bytes) -> None:
+        if type(seed) is not bytes or len(seed) != SEED_SIZE:
+            raise ValueError(f"a seed is exactly {SEED_SIZE} bytes")
+        signing_key = SigningKey(seed)
+        box_private = signing_key.to_curve25519_private_key()
+        self.seed = seed
+        self.verify_key = bytes(signing_key.verify_key)
+        self.box_public_key = bytes(box_private.public_key)
+        self._signing_key = signing_key
+        self._unsealer = SealedBox(box_private)
+
+    def __repr__(self) -> str:
+        # Never show the seed, not even in a traceback.
+        return f"KeyPair(verify_key={self.verify_key.hex()})"
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of `data`."""
+        return self._signing_key.sign(data).signature
+
+    def unseal(self, ciphertext: bytes) -> bytes:
+        """Open a crypto_box_seal ciphertext; NotForUsError if it was not sealed to us."""
+        try:
+            return self._unsealer.decrypt(ciphertext)
+        except (nacl.exceptions.CryptoError, TypeError, ValueError):
+            raise NotForUsError("cannot open: sealed to another key or damaged") from None
+
+
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _verify_key(verify_key: bytes) -> VerifyKey:
+    return VerifyKey(verify_key)
+
+
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def _sealer(box_public_key: bytes) -> SealedBox[PublicKey]:
+    return SealedBox(PublicKey(box_public_key))
+
+
+def verify(verify_key: bytes, data: bytes, signature: bytes) -> None:
+    """Check an Ed25519 signature; BadSignatureError if it does not verify."""
+    try:
+        _verify_key(verify_key).verify(data, signature)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise BadSignatureError("signature does not verify") from None
+
+
+def seal(box_public_key: bytes, plaintext: bytes) -> bytes:
+    """crypto_box_seal `plaintext` to an X25519 public key (SEAL_OVERHEAD bytes longer)."""
+    try:
+        return _sealer(box_public_key).encrypt(plaintext)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise MalformedError("cannot seal to this key: not a usable X25519 key") from None
+
+
+@functools.lru_cache(maxsize=_KEY_CACHE_SIZE)
+def ed25519_pk_to_x25519(verify_key: bytes) -> bytes:
+    """The X25519 public key derived from an Ed25519 one; MalformedError if not a valid point."""
+    try:
+        return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(verify_key)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise MalformedError("not a valid Ed25519 public key") from None
+
+
+def _passphrase_key(passphrase: str, salt: bytes, level: int) -> bytes:
+    opslimit, memlimit = _KDF_LEVELS[level]
+    # NFC so the same passphrase typed on two keyboards gives the same key.
+    secret = unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogatepass")
+    return argon2id.kdf(SecretBox.KEY_SIZE, secret, salt, opslimit=opslimit, memlimit=memlimit)
+
+
+def encrypt_with_passphrase(
+    data: bytes, passphrase: str, *, strength: KdfStrength = "interactive"
+) -> bytes:
+    """Encrypt with a key stretched from `passphrase` (argon2id + XSalsa20-Poly1305).
+
+    The blob is: level byte, random salt, then the SecretBox output (nonce, MAC, data).
+    """
+    if not passphrase:
+        raise WrongPassphraseError("an empty passphrase protects nothing: choose one")
+    level = _KDF_LEVEL_FOR[strength]
+    salt = secrets.token_bytes(_SALT_SIZE)
+    box = SecretBox(_passphrase_key(passphrase, salt, level))
+    return bytes([level]) + salt + bytes(box.encrypt(data))
+
+
+def decrypt_with_passphrase(blob: bytes, passphrase: str) -> bytes:
+    """Undo encrypt_with_passphrase; WrongPassphraseError if the passphrase is wrong."""
+    if type(blob) is not bytes or len(blob) < _MIN_BLOB or blob[0] not in _KDF_LEVELS:
+        raise MalformedError("not a passphrase-encrypted blob")
+    salt = blob[1 : 1 + _SALT_SIZE]
+    try:
+        box = SecretBox(_passphrase_key(passphrase, salt, blob[0]))
+        return box.decrypt(blob[1 + _SALT_SIZE :])
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise WrongPassphraseError("wrong passphrase: the identity could not be unlocked") from None

@@ -1,0 +1,103 @@
+"""Iterative node lookup that never waits for the slowest member of a wave.
+
+kademlia's crawler sends alpha requests, waits for all of them, then sends the next
+wave, so one dead peer stalls every wave it is in for the whole RPC timeout. Here up to
+`alpha` requests are in flight at any moment; each answer immediately refills the
+window, and the lookup ends as soon as the `confirm` closest candidates have answered,
+without waiting for stragglers further away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from mesh import wire
+from mesh.dht.protocol import Reply
+from mesh.dht.routing import Contact
+from mesh.errors import MeshError
+
+FindCall = Callable[[Contact, bytes], "asyncio.Future[Reply]"]
+
+
+class Lookup:
+    def __init__(self, target: bytes, own_id: bytes, seeds: Iterable[Contact], find: FindCall,
+                 *, k: int, alpha: int, confirm: int) -> None:
+        self.target = target
+        self.own_id = own_id
+        self.find = find
+        self.k = k
+        self.alpha = alpha
+        self.confirm = min(confirm, k)
+        self._t = int.from_bytes(target, "big")
+        self.candidates: dict[bytes, Contact] = {}
+        self.answered: set[bytes] = set()
+        self.failed: set[bytes] = set()
+        self.asked: set[bytes] = set()
+        self.in_flight = 0
+        self.rpcs = 0
+        self._done: asyncio.Future[list[Contact]] | None = None
+        self._add(seeds)
+
+    def _add(self, contacts: Iterable[Contact]) -> None:
+        for c in contacts:
+            if c.id != self.own_id and c.id not in self.candidates:
+                self.candidates[c.id] = c
+
+    def closest(self) -> list[Contact]:
+        live = [c for c in self.candidates.values() if c.id not in self.failed]
+        live.sort(key=lambda c: c.long_id ^ self._t)
+        return live[: self.k]
+
+    async def run(self) -> list[Contact]:
+        self._done = asyncio.get_running_loop().create_future()
+        self._step()
+        return await self._done
+
+    def _step(self) -> None:
+        assert self._done is not None
+        if self._done.done():
+            return
+        top = self.closest()
+        if all(c.id in self.answered for c in top[: self.confirm]):
+            self._finish(top)
+            return
+        for contact in top:
+            if self.in_flight >= self.alpha:
+                break
+            if contact.id not in self.asked:
+                self._ask(contact)
+        if self.in_flight == 0:
+            self._finish(top)
+
+    def _ask(self, contact: Contact) -> None:
+        self.asked.add(contact.id)
+        self.in_flight += 1
+        self.rpcs += 1
+        self.find(contact, self.target).add_done_callback(
+            lambda f, c=contact: self._on_answer(c, f)  # type: ignore[misc]
+        )
+
+    def _on_answer(self, contact: Contact, future: asyncio.Future[Reply]) -> None:
+        self.in_flight -= 1
+        if future.cancelled() or future.exception() is not None:
+            self.failed.add(contact.id)
+        else:
+            reply = future.result()
+            if reply.sender != contact.id:
+                self.failed.add(contact.id)  # another node now lives at that address
+            else:
+                self.answered.add(contact.id)
+                self._add(self._parse(reply.result))
+        self._step()
+
+    def _parse(self, result: object) -> list[Contact]:
+        try:
+            return [Contact(*t) for t in wire.check_contacts(result)]
+        except MeshError:
+            return []
+
+    def _finish(self, top: list[Contact]) -> None:
+        assert self._done is not None
+        if not self._done.done():
+            self._done.set_result(top)

@@ -1,0 +1,256 @@
+"""The RPC engine: one asyncio DatagramProtocol per node.
+
+Every datagram passes through `datagram_received`, which never raises: anything
+malformed, unsolicited or over a rate limit is dropped and counted (see `statistics()`),
+logged at debug at most once per reason. Replies are matched on (message id, source
+address), so a third party cannot answer for a peer; a cancelled or timed-out call
+releases its state at once. Request handlers are synchronous: a request is answered in
+the same callback that received it, with no task per datagram.
+
+The transport is anything with `sendto(data, addr)`: a real UDP socket, or the
+in-memory network of the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mesh import wire
+from mesh.errors import (
+    BadSignatureError,
+    ExpiredError,
+    MalformedError,
+    MeshError,
+    NetworkError,
+    RefusedError,
+    RemoteProtocolError,
+)
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+MAX_LOGGED_REASONS = 64
+
+
+class Transport(Protocol):
+    def sendto(self, data: bytes, addr: Any = None) -> None: ...
+
+
+class RequestHandler(Protocol):
+    def handle_request(
+        self, method: str, args: list[Any], sender: bytes, addr: Address
+    ) -> tuple[int, Any]: ...
+
+    def on_round_trip(self, sender: bytes, addr: Address) -> None: ...
+
+
+class RpcTimeout(NetworkError):
+    """The peer did not answer, even after the retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    sender: bytes
+    result: Any
+
+
+class _Pending:
+    __slots__ = ("addr", "data", "future", "retries", "timeout", "timer")
+
+    def __init__(self, future: asyncio.Future[Reply], data: bytes, addr: Address,
+                 retries: int, timeout: float) -> None:
+        self.future = future
+        self.data = data
+        self.addr = addr
+        self.retries = retries
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class TokenBuckets:
+    """Per-source request budgets; bounded memory whatever the number of sources."""
+
+    def __init__(self, rate: float, burst: float, max_sources: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_sources = max_sources
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def allow(self, source: str, now: float) -> bool:
+        tokens, last = self._state.get(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._state[source] = (tokens, now)
+            return False
+        if len(self._state) >= self.max_sources and source not in self._state:
+            self._state.clear()  # crude but bounded; honest peers simply refill at burst
+        self._state[source] = (tokens - 1.0, now)
+        return True
+
+
+class DhtProtocol(asyncio.DatagramProtocol):
+    def __init__(self, node_id: bytes, handler: RequestHandler, *, timeout: float = 1.0,
+                 retries: int = 1, rate: float = 4000.0, burst: float = 8000.0) -> None:
+        self.node_id = node_id
+        self.handler = handler
+        self.timeout = timeout
+        self.retries = retries
+        self.transport: Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.stats: Counter[str] = Counter()
+        self._pending: dict[tuple[int, Address], _Pending] = {}
+        self._msgid = int.from_bytes(os.urandom(4), "big")
+        self._limits = TokenBuckets(rate, burst)
+        self._logged: set[str] = set()
+
+    # -- asyncio.DatagramProtocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.cancel_all()
+
+    def error_received(self, exc: Exception) -> None:
+        self._drop("socket_error", str(type(exc).__name__))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.stats["datagrams_in"] += 1
+        source: Address = (addr[0], addr[1])
+        try:
+            dgram = wire.decode_datagram(data)
+            if dgram.kind == wire.REQUEST:
+                self._on_request(dgram, source)
+            else:
+                self._on_response(dgram, source)
+        except RemoteProtocolError as exc:
+            self._drop("malformed", str(exc))
+        except Exception as exc:  # a bug of ours must not kill the socket either
+            self.stats["handler_bugs"] += 1
+            log.exception("bug while handling a datagram: %s", type(exc).__name__)
+
+    # -- incoming -----------------------------------------------------------------
+
+    def _on_request(self, dgram: wire.Datagram, source: Address) -> None:
+        if not self._limits.allow(source[0], self.loop.time()):
+            self._drop("rate_limited", source[0])
+            return
+        method = str(dgram.method_or_status)
+        self.stats["requests_in"] += 1
+        try:
+            args = wire.validate_args(method, dgram.body)
+            status, result = self.handler.handle_request(method, args, dgram.sender, source)
+        except (RefusedError, BadSignatureError, ExpiredError) as exc:
+            self._drop("refused", f"{method}: {exc}")
+            status, result = wire.ERR_REFUSED, None
+        except RemoteProtocolError as exc:
+            self._drop("bad_request", f"{method}: {exc}")
+            status, result = wire.ERR_MALFORMED, None
+        self._send(wire.encode_response(dgram.msgid, self.node_id, status, result), source)
+
+    def _on_response(self, dgram: wire.Datagram, source: Address) -> None:
+        pending = self._pending.pop((dgram.msgid, source), None)
+        if pending is None:
+            self._drop("unsolicited", source[0])
+            return
+        self.stats["responses_in"] += 1
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.future.done():
+            return
+        self.handler.on_round_trip(dgram.sender, source)
+        if dgram.method_or_status != wire.OK:
+            pending.future.set_exception(RefusedError(f"peer refused (code {dgram.method_or_status})"))
+        else:
+            pending.future.set_result(Reply(dgram.sender, dgram.body))
+
+    def _drop(self, reason: str, detail: str) -> None:
+        self.stats["dropped"] += 1
+        self.stats["dropped_" + reason] += 1
+        if reason not in self._logged and len(self._logged) < MAX_LOGGED_REASONS:
+            self._logged.add(reason)
+            log.debug("dropping datagram (%s): %.80s; further ones are only counted",
+                      reason, detail)
+
+    # -- outgoing -----------------------------------------------------------------
+
+    def call(self, addr: Address, method: str, args: list[Any], *,
+             timeout: float | None = None, retries: int | None = None) -> asyncio.Future[Reply]:
+        """Send a request; the future resolves to a Reply or fails with a MeshError."""
+        future: asyncio.Future[Reply] = self.loop.create_future()
+        if self.transport is None:
+            future.set_exception(NetworkError("node is stopped"))
+            return future
+        self._msgid = (self._msgid + 1) & wire.MAX_MSGID
+        key = (self._msgid, addr)
+        data = wire.encode_request(self._msgid, self.node_id, method, args)
+        if len(data) > wire.MAX_DATAGRAM:
+            future.set_exception(MalformedError(f"{method} request exceeds {wire.MAX_DATAGRAM} B"))
+            return future
+        pending = _Pending(future, data, addr, self.retries if retries is None else retries,
+                           self.timeout if timeout is None else timeout)
+        self._pending[key] = pending
+        future.add_done_callback(lambda _f: self._release(key, pending))
+        self.stats["requests_out"] += 1
+        self._transmit(key, pending)
+        return future
+
+    def _transmit(self, key: tuple[int, Address], pending: _Pending) -> None:
+        self._send(pending.data, pending.addr)
+        pending.timer = self.loop.call_later(pending.timeout, self._on_timeout, key)
+
+    def _on_timeout(self, key: tuple[int, Address]) -> None:
+        pending = self._pending.get(key)
+        if pending is None or pending.future.done():
+            return
+        if pending.retries > 0:
+            pending.retries -= 1
+            self.stats["retries"] += 1
+            self._transmit(key, pending)
+            return
+        self.stats["timeouts"] += 1
+        pending.future.set_exception(RpcTimeout(f"no answer from {key[1][0]}:{key[1][1]}"))
+
+    def _release(self, key: tuple[int, Address], pending: _Pending) -> None:
+        if self._pending.get(key) is pending:
+            del self._pending[key]
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.future.cancelled():
+            self.stats["cancelled"] += 1
+        elif pending.future.exception() is not None:
+            pass  # retrieved here so asyncio never logs "exception was never retrieved"
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.transport.sendto(data, addr)
+            self.stats["datagrams_out"] += 1
+        except OSError as exc:
+            self._drop("send_failed", type(exc).__name__)
+
+    def cancel_all(self) -> None:
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.cancel()
+        self._pending.clear()
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self.stats)
+        stats["pending_calls"] = len(self._pending)
+        return stats
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, MeshError) else type(exc).__name__
+
+
+OnReply = Callable[[asyncio.Future[Reply]], None]

@@ -1,0 +1,588 @@
+"""DhtServer: the mailbox DHT of one peer (both the client and the replica side).
+
+Client side: `put` stores records on the replicas of a key and returns how many
+acknowledged; `fetch` asks every replica, unions by record id and repairs replicas that
+miss records; `delete` and `subscribe` carry owner-signed requests. Replica side:
+`handle_request` answers the RPCs of protocol.py synchronously.
+
+Maintenance (expiry, republish to peers that became closer, listen renewal) runs in one
+background task per server. Wall-clock time (record expiry) comes from `wall`, loop time
+(timers) from the event loop, so the simulator can drive both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mesh import envelope, wire
+from mesh.dht.lookup import Lookup
+from mesh.dht.protocol import Address, DhtProtocol, Reply
+from mesh.dht.routing import Contact, RoutingTable
+from mesh.dht.storage import PutResult, RecordStorage
+from mesh.envelope import OwnerRequest, Record
+from mesh.errors import MeshError, RefusedError, RemoteProtocolError, UnreachableError
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = {PutResult.STORED, PutResult.DUPLICATE, PutResult.TOMBSTONED}
+FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; others send ids
+
+
+Binder = Callable[[Callable[[], DhtProtocol], str, int],
+                  Awaitable[tuple[asyncio.BaseTransport, Address]]]
+
+
+async def bind_udp(factory: Callable[[], DhtProtocol], host: str,
+                   port: int) -> tuple[asyncio.BaseTransport, Address]:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
+    sock = transport.get_extra_info("sockname")
+    return transport, (sock[0], sock[1])
+
+
+@dataclass(frozen=True)
+class DhtConfig:
+    ksize: int = 20  # bucket size and replication factor; see docs/replication.md
+    alpha: int = 3
+    confirm: int = 3  # closest candidates that must answer before a lookup ends
+    quorum: int = 10
+    straggler_grace: float = 0.25
+    rpc_timeout: float = 1.0
+    rpc_retries: int = 1
+    max_per_ip: int = 16
+    listen_duration: int = 300
+    republish_interval: float = 600.0
+    maintenance_interval: float = 30.0
+    request_rate: float = 4000.0
+    request_burst: float = 8000.0
+
+
+class Tally:
+    """Waits for replica answers: all of them, or a quorum plus a short grace."""
+
+    def __init__(self, futures: list[asyncio.Future[Any]], quorum: int, grace: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.outstanding = len(futures)
+        self.ok = 0
+        self.quorum = max(1, min(quorum, len(futures)))
+        self.grace = grace
+        self._timer: asyncio.TimerHandle | None = None
+        if not futures:
+            self.done.set_result(None)
+        for f in futures:
+            f.add_done_callback(self._one_done)
+
+    def _one_done(self, f: asyncio.Future[Any]) -> None:
+        self.outstanding -= 1
+        if not f.cancelled() and f.exception() is None and f.result() is not False:
+            self.ok += 1
+        if self.done.done():
+            return
+        if self.outstanding == 0:
+            self.done.set_result(None)
+        elif self.ok >= self.quorum and self._timer is None:
+            self._timer = self.loop.call_later(self.grace, self._expire)
+
+    def _expire(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self) -> None:
+        try:
+            await self.done
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+class DhtServer:
+    def __init__(self, node_id: bytes | None = None, config: DhtConfig | None = None,
+                 storage: RecordStorage | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.node_id = node_id or os.urandom(wire.NODE_ID_SIZE)
+        self.config = config or DhtConfig()
+        self.storage = storage or RecordStorage()
+        self.wall = wall
+        self.table = RoutingTable(self.node_id, self.config.ksize, self.config.max_per_ip)
+        self.protocol: DhtProtocol | None = None
+        self.address: Address | None = None
+        self.listeners: dict[bytes, dict[Address, float]] = {}
+        self.own_keys: set[bytes] = set()
+        self.on_push: Callable[[bytes, Record], None] | None = None
+        self._verified: OrderedDict[Address, None] = OrderedDict()
+        self._verifying: set[Address] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._transport: asyncio.BaseTransport | None = None
+        self._handlers: dict[str, Callable[[list[Any], bytes, Address], Any]] = {
+            "ping": self._rpc_ping, "find": self._rpc_find, "store": self._rpc_store,
+            "fetch": self._rpc_fetch, "get": self._rpc_get, "delete": self._rpc_delete,
+            "listen": self._rpc_listen, "push": self._rpc_push,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def make_protocol(self) -> DhtProtocol:
+        c = self.config
+        self.protocol = DhtProtocol(self.node_id, self, timeout=c.rpc_timeout,
+                                    retries=c.rpc_retries, rate=c.request_rate,
+                                    burst=c.request_burst)
+        return self.protocol
+
+    async def listen(self, host: str, port: int = 0, bind: Binder | None = None) -> Address:
+        """Bind a UDP socket (or, with `bind`, an endpoint of another network such as
+        the simulator's) and start maintenance."""
+        transport, self.address = await (bind or bind_udp)(self.make_protocol, host, port)
+        self._transport = transport
+        self.start_maintenance()
+        return self.address
+
+    def start_maintenance(self) -> None:
+        self.spawn(self._maintenance())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.protocol is not None:
+            self.protocol.cancel_all()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, MeshError):
+                log.error("background task failed: %r", exc)
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self.protocol.statistics()) if self.protocol else {}
+        stats.update(self.storage.statistics())
+        stats["contacts"] = len(self.table)
+        stats["listeners"] = sum(len(v) for v in self.listeners.values())
+        return stats
+
+    # -- calls ----------------------------------------------------------------------
+
+    def _call(self, contact: Contact | Address, method: str, args: list[Any],
+              retries: int | None = None) -> asyncio.Future[Reply]:
+        assert self.protocol is not None, "server is not listening"
+        addr = contact.address if isinstance(contact, Contact) else contact
+        fut = self.protocol.call(addr, method, args, retries=retries)
+        if isinstance(contact, Contact):
+            fut.add_done_callback(lambda f: self._note_result(contact, f))
+        return fut
+
+    def _note_result(self, contact: Contact, fut: asyncio.Future[Reply]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None and not isinstance(exc, RefusedError):
+            self.table.remove_contact(contact)
+
+    def ping(self, addr: Address) -> asyncio.Future[Reply]:
+        return self._call(addr, "ping", [])
+
+    async def bootstrap(self, addresses: Iterable[Address]) -> int:
+        """Ping the given peers, then look ourselves up to fill the routing table."""
+        pings = [self.ping(a) for a in addresses]
+        if pings:
+            await asyncio.gather(*pings, return_exceptions=True)
+        if len(self.table) == 0:
+            return 0
+        await self.lookup(self.node_id, confirm=self.config.ksize)
+        await self.refresh_buckets()
+        return len(self.table)
+
+    async def refresh_buckets(self) -> None:
+        """Look up a random id in every bucket but our own, so far regions are known."""
+        lookups = []
+        for bucket in self.table.buckets:
+            low, high = bucket.range
+            if low <= self.table.own_long_id <= high:
+                continue
+            target = random.randint(low, min(high, 2**160 - 1)).to_bytes(20, "big")
+            lookups.append(self.lookup(target))
+        await asyncio.gather(*lookups, return_exceptions=True)
+
+    async def lookup(self, target: bytes, confirm: int | None = None) -> list[Contact]:
+        c = self.config
+        seeds = self.table.find_neighbors(target, c.ksize)
+        lookup = Lookup(target, self.node_id, seeds, lambda contact, t: self._call(
+            contact, "find", [t]), k=c.ksize, alpha=c.alpha,
+            confirm=c.confirm if confirm is None else confirm)
+        return await lookup.run()
+
+    def _self_is_replica(self, key: bytes, targets: list[Contact]) -> bool:
+        if len(targets) < self.config.ksize:
+            return True
+        k = int.from_bytes(key, "big")
+        return (self.table.own_long_id ^ k) < (targets[-1].long_id ^ k)
+
+    # -- put ----------------------------------------------------------------------
+
+    async def put(self, key: bytes, records: list[Record]) -> int:
+        """Store records on the replicas of `key`; returns how many replicas took all."""
+        targets = await self.lookup(key)
+        acked = 0
+        if self._self_is_replica(key, targets):
+            acked += self._store_locally(key, records)
+            targets = targets[: self.config.ksize - 1]
+        futures = [self._store_on(c, key, records) for c in targets]
+        tally = Tally(futures, self.config.quorum - acked, self.config.straggler_grace)
+        await tally.wait()
+        acked += tally.ok
+        if acked == 0:
+            raise UnreachableError("no peer is reachable: the message stays queued")
+        return acked
+
+    def _store_locally(self, key: bytes, records: list[Record]) -> int:
+        now = self.wall()
+        results = [self._accept_record(key, r, now, "") for r in records]
+        return int(all(r in ACCEPTED for r in results))
+
+    def _store_on(self, contact: Contact | Address, key: bytes,
+                  records: list[Record]) -> asyncio.Future[Any]:
+        """One future per replica; its result is False if any record was refused."""
+        calls = [self._call(contact, "store", [key, chunk]) for chunk in chunk_records(records)]
+        loop = asyncio.get_running_loop()
+        outer: asyncio.Future[Any] = loop.create_future()
+        gathered = asyncio.gather(*calls)
+
+        def finish(g: asyncio.Future[list[Reply]]) -> None:
+            if outer.done():
+                return
+            if g.cancelled() or g.exception() is not None:
+                outer.set_exception(g.exception() or asyncio.CancelledError())
+                return
+            outer.set_result(all(_all_accepted(r.result) for r in g.result()))
+
+        gathered.add_done_callback(finish)
+        outer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return outer
+
+    # -- fetch and repair -----------------------------------------------------------
+
+    async def fetch(self, key: bytes) -> list[Record]:
+        """Every unexpired record any replica of `key` holds, union by id."""
+        targets = await self.lookup(key)
+        now = self.wall()
+        have: dict[bytes, Record] = {r.id: r for r in self.storage.records(key, now)}
+        calls = [self._call(c, "fetch", [key, i < FULL_PAGE_REPLICAS])
+                 for i, c in enumerate(targets)]
+        tally = Tally(calls, self.config.quorum, self.config.straggler_grace)
+        await tally.wait()
+        if targets and tally.ok == 0 and not have:
+            raise UnreachableError("no replica of this mailbox answered")
+        held_by = self._collect_fetch(calls, targets, have)
+        await self._fetch_missing(key, held_by, have)
+        self.spawn(self._repair(key, held_by, dict(have)))
+        return [r for r in have.values() if r.expires_at > now]
+
+    def _collect_fetch(self, calls: list[asyncio.Future[Reply]], targets: list[Contact],
+                       have: dict[bytes, Record]) -> dict[Contact, set[bytes]]:
+        held_by: dict[Contact, set[bytes]] = {}
+        for contact, call in zip(targets, calls, strict=True):
+            if not call.done() or call.cancelled() or call.exception() is not None:
+                continue
+            try:
+                ids, records = parse_fetch_result(call.result().result)
+            except RemoteProtocolError:
+                continue
+            held_by[contact] = set(ids)
+            for record in records:
+                if record.id in held_by[contact]:
+                    have.setdefault(record.id, record)
+        return held_by
+
+    async def _fetch_missing(self, key: bytes, held_by: dict[Contact, set[bytes]],
+                             have: dict[bytes, Record]) -> None:
+        for _ in range(16):  # each round pages at least one record in, or gives up
+            missing = set().union(*held_by.values()) - set(have) if held_by else set()
+            if not missing:
+                return
+            source = max(held_by, key=lambda c: len(held_by[c] & missing))
+            wanted = sorted(held_by[source] & missing)[: wire.MAX_IDS]
+            try:
+                reply = await self._call(source, "get", [key, wanted])
+                records = parse_records(reply.result)
+            except MeshError:
+                records = []
+            got = [r for r in records if r.id in missing]
+            if not got:
+                held_by[source] -= missing  # it will not give them: ask someone else
+                continue
+            for record in got:
+                have[record.id] = record
+
+    async def _repair(self, key: bytes, held_by: dict[Contact, set[bytes]],
+                      have: dict[bytes, Record]) -> None:
+        now = self.wall()
+        live = {rid: r for rid, r in have.items() if r.expires_at > now}
+        futures = []
+        for contact, ids in held_by.items():
+            missing = [live[rid] for rid in live.keys() - ids]
+            if missing:
+                futures.append(self._store_on(contact, key, missing))
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
+
+    # -- delete, listen -------------------------------------------------------------
+
+    async def delete(self, request: OwnerRequest) -> int:
+        """Send an owner-signed delete to every replica; returns how many accepted."""
+        targets = await self.lookup(request.mailbox_key)
+        obj = request.to_obj()
+        accepted = 0
+        if self._self_is_replica(request.mailbox_key, targets):
+            with contextlib.suppress(MeshError):
+                self._rpc_delete([obj], self.node_id, ("", 0))
+                accepted += 1
+        calls = [self._call(c, "delete", [obj]) for c in targets]
+        tally = Tally(calls, self.config.quorum, self.config.straggler_grace)
+        await tally.wait()
+        return accepted + tally.ok
+
+    async def subscribe(self, key: bytes, make_request: Callable[[int], OwnerRequest]) -> int:
+        """Ask the replicas of `key` to push new records to us; returns how many agreed."""
+        self.own_keys.add(key)
+        targets = await self.lookup(key)
+        obj = make_request(self.config.listen_duration).to_obj()
+        calls = [self._call(c, "listen", [obj]) for c in targets]
+        tally = Tally(calls, len(calls), self.config.straggler_grace)
+        await tally.wait()
+        return tally.ok
+
+    async def keep_subscribed(self, key: bytes, make_request: Callable[[int], OwnerRequest],
+                              ready: asyncio.Event | None = None) -> None:
+        """Renew the subscription before it expires, for as long as the node runs."""
+        while True:
+            with contextlib.suppress(MeshError):
+                await self.subscribe(key, make_request)
+            if ready is not None:
+                ready.set()
+            await asyncio.sleep(self.config.listen_duration / 3)
+
+    # -- maintenance ----------------------------------------------------------------
+
+    async def _maintenance(self) -> None:
+        interval = self.config.maintenance_interval
+        next_republish = asyncio.get_running_loop().time() + self.config.republish_interval
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            now = self.wall()
+            self.storage.expire(now)
+            self._expire_listeners(now)
+            if asyncio.get_running_loop().time() >= next_republish:
+                next_republish += self.config.republish_interval
+                await self.republish()
+
+    async def republish(self) -> None:
+        """Hand every held record to the current replicas that lack it."""
+        for key in self.storage.keys():
+            with contextlib.suppress(MeshError):
+                targets = await self.lookup(key)
+                calls = [self._call(c, "fetch", [key, False]) for c in targets]
+                await asyncio.gather(*calls, return_exceptions=True)
+                held_by = self._collect_fetch(calls, targets, {})
+                records = {r.id: r for r in self.storage.records(key, self.wall())}
+                await self._repair(key, held_by, records)
+
+    def _expire_listeners(self, now: float) -> None:
+        for key in list(self.listeners):
+            subs = {a: t for a, t in self.listeners[key].items() if t > now}
+            if subs:
+                self.listeners[key] = subs
+            else:
+                del self.listeners[key]
+
+    # -- replica side: RPC handlers -------------------------------------------------
+
+    def handle_request(self, method: str, args: list[Any], sender: bytes,
+                       addr: Address) -> tuple[int, Any]:
+        if sender not in self.table:
+            self._verify(addr)
+        return wire.OK, self._handlers[method](args, sender, addr)
+
+    def on_round_trip(self, sender: bytes, addr: Address) -> None:
+        self._verified[addr] = None
+        self._verified.move_to_end(addr)
+        if len(self._verified) > 4096:
+            self._verified.popitem(last=False)
+        known = self.table.get(sender)
+        if known is not None:
+            self.table.add_contact(known)
+            return
+        contact = Contact(sender, addr[0], addr[1])
+        head = self.table.add_contact(contact)
+        if sender in self.table:
+            self._welcome(contact)
+        elif head is not None:
+            self._check_alive(head)
+
+    def _verify(self, addr: Address) -> None:
+        """A stranger talked to us: it enters the table only once it answers a ping."""
+        if addr in self._verifying or len(self._verifying) >= 64 or addr in self._verified:
+            return
+        self._verifying.add(addr)
+        self.ping(addr).add_done_callback(lambda _f: self._verifying.discard(addr))
+
+    def _check_alive(self, head: Contact) -> None:
+        if head.address in self._verifying or len(self._verifying) >= 64:
+            return
+        self._verifying.add(head.address)
+        self._call(head, "ping", []).add_done_callback(
+            lambda _f: self._verifying.discard(head.address))
+
+    def _welcome(self, newcomer: Contact) -> None:
+        """Hand a newcomer the records of keys it is now a replica of (kademlia hashes
+        the already-hashed key here, so newcomers get almost nothing)."""
+        now = self.wall()
+        for key in self.storage.keys():
+            k = int.from_bytes(key, "big")
+            neighbors = self.table.find_neighbors(key, self.config.ksize)
+            if newcomer not in neighbors:
+                continue
+            mine = self.table.own_long_id ^ k
+            if any((n.long_id ^ k) < mine for n in neighbors if n.id != newcomer.id):
+                continue  # a closer replica will hand it over
+            records = self.storage.records(key, now)
+            if records:
+                self._store_on(newcomer, key, records)
+
+    def _rpc_ping(self, args: list[Any], sender: bytes, addr: Address) -> None:
+        return None
+
+    def _rpc_find(self, args: list[Any], sender: bytes, addr: Address) -> list[Any]:
+        return [c.to_tuple() for c in self.table.find_neighbors(args[0], wire.MAX_CONTACTS,
+                                                                exclude=sender)]
+
+    def _rpc_store(self, args: list[Any], sender: bytes, addr: Address) -> list[int]:
+        key, objs = args
+        now = self.wall()
+        records = [Record.from_obj(obj) for obj in objs]
+        return [int(self._accept_record(key, r, now, addr[0])) for r in records]
+
+    def _accept_record(self, key: bytes, record: Record, now: float, source: str) -> PutResult:
+        try:
+            envelope.check_record_format(record, now)
+        except RemoteProtocolError:
+            self.storage.counters["refused_format"] += 1
+            return PutResult.REFUSED_FORMAT
+        result = self.storage.put(key, record, now, source)
+        if result is PutResult.STORED:
+            self._push(key, record, now)
+        return result
+
+    def _push(self, key: bytes, record: Record, now: float) -> None:
+        subs = self.listeners.get(key)
+        if key in self.own_keys and self.on_push is not None:
+            self.on_push(key, record)
+        if not subs:
+            return
+        obj = record.to_obj()
+        for addr, until in subs.items():
+            if until > now and addr in self._verified:
+                self._call(addr, "push", [key, obj], retries=1)
+
+    def _rpc_fetch(self, args: list[Any], sender: bytes, addr: Address) -> list[Any]:
+        key, with_records = args
+        now = self.wall()
+        ids = self.storage.ids(key, now)
+        if not with_records:
+            return [ids, []]
+        budget = wire.PAGE_BUDGET - 18 * len(ids)
+        return [ids, page_of(self.storage.records(key, now), budget)]
+
+    def _rpc_get(self, args: list[Any], sender: bytes, addr: Address) -> list[Any]:
+        key, ids = args
+        return page_of(self.storage.get(key, ids, self.wall()), wire.PAGE_BUDGET)
+
+    def _rpc_delete(self, args: list[Any], sender: bytes, addr: Address) -> int:
+        request = self._owner_request(args, "delete")
+        ids = envelope.parse_delete_payload(request.payload)
+        return self.storage.delete(request.mailbox_key, ids, self.wall())
+
+    def _rpc_listen(self, args: list[Any], sender: bytes, addr: Address) -> int:
+        request = self._owner_request(args, "listen")
+        duration = min(envelope.parse_listen_payload(request.payload),
+                       self.config.listen_duration)
+        subs = self.listeners.setdefault(request.mailbox_key, {})
+        if addr not in subs and len(subs) >= 8:
+            raise RefusedError("too many listeners on this key")
+        subs[addr] = self.wall() + duration
+        return duration
+
+    def _owner_request(self, args: list[Any], op: str) -> OwnerRequest:
+        request = OwnerRequest.from_obj(args[0])
+        if request.op != op:
+            raise RefusedError("wrong owner request kind")
+        envelope.verify_owner_request(request, self.wall())
+        return request
+
+    def _rpc_push(self, args: list[Any], sender: bytes, addr: Address) -> None:
+        key, obj = args
+        if key not in self.own_keys or self.on_push is None:
+            raise RefusedError("not subscribed to this key")
+        record = Record.from_obj(obj)
+        envelope.check_record_format(record, self.wall())
+        self.on_push(key, record)
+
+
+def _all_accepted(result: Any) -> bool:
+    return type(result) is list and all(
+        type(code) is int and code in (0, 1, 2) for code in result)
+
+
+def chunk_records(records: list[Record]) -> list[list[Any]]:
+    """Split records into store requests that each fit in one datagram."""
+    chunks: list[list[Any]] = [[]]
+    size = 0
+    for record in records:
+        cost = len(record.ciphertext) + 40
+        if chunks[-1] and (size + cost > wire.PAGE_BUDGET or len(chunks[-1]) >= 8):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record.to_obj())
+        size += cost
+    return [c for c in chunks if c] or [[]]
+
+
+def page_of(records: list[Record], budget: int) -> list[Any]:
+    page, size = [], 0
+    for record in records:
+        cost = len(record.ciphertext) + 40
+        if size + cost > budget:
+            break
+        page.append(record.to_obj())
+        size += cost
+    return page
+
+
+def parse_records(obj: Any) -> list[Record]:
+    return [Record.from_obj(o) for o in wire.check_list(obj, wire.MAX_IDS, "records")]
+
+
+def parse_fetch_result(obj: Any) -> tuple[list[bytes], list[Record]]:
+    if type(obj) is not list or len(obj) != 2:
+        raise RemoteProtocolError("fetch result must be [ids, records]")
+    return wire.check_ids(obj[0]), parse_records(obj[1])

@@ -1,0 +1,103 @@
+"""One exception tree for mesh-messenger, split by whose fault it is.
+
+    MeshError
+    ├── LocalError                 the user's (or calling code's) mistake
+    │   ├── InvalidIdError         an ID with a typo, wrong length or checksum
+    │   ├── MessageTooLargeError   text over MAX_TEXT_BYTES
+    │   ├── EmptyMessageError      nothing to send
+    │   ├── UnknownContactError    a contact name that is not in the address book
+    │   ├── IdentityExistsError    `init` on a home that already has an identity
+    │   ├── NoIdentityError        a home with no identity
+    │   ├── WrongPassphraseError   identity file could not be decrypted
+    │   └── AlreadyRunningError    a second daemon on one home
+    ├── RemoteProtocolError        a peer (or the network) sent something bad
+    │   ├── MalformedError         not decodable / wrong types / wrong sizes
+    │   ├── BadSignatureError      signature does not verify
+    │   ├── NotForUsError          sealed to someone else, or addressed to someone else
+    │   ├── ExpiredError           past its absolute expiry
+    │   └── RefusedError           a peer refused a request (quota, format, auth)
+    ├── NetworkError               nobody answered
+    │   └── UnreachableError       no peer reachable; nothing was stored
+    └── StoreError                 the local SQLite store failed or is corrupt
+
+Peer misbehaviour never escapes a datagram handler: handlers catch RemoteProtocolError,
+count it and drop the datagram.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every error mesh-messenger raises on purpose."""
+
+
+class LocalError(MeshError):
+    """The caller's mistake; the message says what to do."""
+
+
+class InvalidIdError(LocalError):
+    pass
+
+
+class MessageTooLargeError(LocalError):
+    pass
+
+
+class EmptyMessageError(LocalError):
+    pass
+
+
+class UnknownContactError(LocalError):
+    pass
+
+
+class IdentityExistsError(LocalError):
+    pass
+
+
+class NoIdentityError(LocalError):
+    pass
+
+
+class WrongPassphraseError(LocalError):
+    pass
+
+
+class AlreadyRunningError(LocalError):
+    pass
+
+
+class RemoteProtocolError(MeshError):
+    """Something that came from a peer is bad. Dropped and counted, never fatal."""
+
+
+class MalformedError(RemoteProtocolError):
+    pass
+
+
+class BadSignatureError(RemoteProtocolError):
+    pass
+
+
+class NotForUsError(RemoteProtocolError):
+    pass
+
+
+class ExpiredError(RemoteProtocolError):
+    pass
+
+
+class RefusedError(RemoteProtocolError):
+    pass
+
+
+class NetworkError(MeshError):
+    pass
+
+
+class UnreachableError(NetworkError):
+    pass
+
+
+class StoreError(MeshError):
+    pass

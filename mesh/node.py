@@ -1,0 +1,377 @@
+"""Node: the public API of mesh-messenger.
+
+    a = await Node.start(home=None, host="127.0.0.1", port=0, bootstrap=[], mdns=False)
+    receipt = await a.send(b_id, "hello")     # returns once stored; receipt.replicas >= 1
+    msgs = await b.fetch()                     # new messages from the DHT mailbox
+    async for m in b.messages(): ...           # pushed as they arrive
+    await a.stop()
+
+A message is written to the local store (status "queued", plus its sealed record in the
+outbox) before any network I/O, so nothing accepted is lost if the process dies; the
+outbox is flushed on start and periodically. Received messages are committed before the
+push is acknowledged and before their records are deleted from the DHT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh import envelope
+from mesh.dht.server import Binder, DhtConfig, DhtServer
+from mesh.dht.storage import RecordStorage
+from mesh.envelope import DEFAULT_TTL, Message, Record
+from mesh.errors import (
+    InvalidIdError,
+    MeshError,
+    NoIdentityError,
+    RemoteProtocolError,
+    UnknownContactError,
+    UnreachableError,
+)
+from mesh.identity import Identity, PublicIdentity, is_valid_id
+from mesh.store import Store
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+DB_NAME = "mesh.db"
+SEEN_RECORDS_MAX = 4096
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: bytes
+    record_id: bytes
+    replicas: int
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    poll_interval: float = 30.0
+    outbox_interval: float = 10.0
+    delete_delay: float = 0.2
+    receipts: bool = True
+
+
+def parse_address(value: Address | str) -> Address:
+    if isinstance(value, tuple):
+        return (str(value[0]), int(value[1]))
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise InvalidIdError(f"not a HOST:PORT address: {value!r}")
+    return (host.strip("[]"), int(port))
+
+
+class Node:
+    def __init__(self, identity: Identity, store: Store, dht: DhtServer,
+                 options: NodeOptions, wall: Callable[[], float]) -> None:
+        self.identity = identity
+        self.store = store
+        self.dht = dht
+        self.options = options
+        self.wall = wall
+        self.discovery: Any = None
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._to_delete: list[bytes] = []
+        self._delete_scheduled = False
+        self._stopped = False
+        self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
+        dht.on_push = self._on_push
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, home: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
+                    port: int = 0, bootstrap: Iterable[Address | str] = (), mdns: bool = False,
+                    *, interfaces: Sequence[str] | None = None, network_name: str = "mesh",
+                    passphrase: str | None = None, create: bool = True,
+                    config: DhtConfig | None = None, options: NodeOptions | None = None,
+                    bind: Binder | None = None, wall: Callable[[], float] = time.time) -> Node:
+        store = open_store(home)
+        try:
+            identity = load_identity(store, passphrase, create)
+            node_id = persistent_node_id(store)
+            storage = RecordStorage(persist=store)
+            storage.load(wall())
+            dht = DhtServer(node_id, config, storage, wall)
+            node = cls(identity, store, dht, options or NodeOptions(), wall)
+            await dht.listen(host, port, bind)
+        except BaseException:
+            store.close()
+            raise
+        await node._join([parse_address(a) for a in bootstrap])
+        if mdns:
+            await node._start_discovery(interfaces, network_name)
+        return node
+
+    async def _join(self, bootstrap: list[Address]) -> None:
+        cached = [(h, p) for _nid, h, p, _seen in self.store.peers_recent(32)]
+        peers = list(dict.fromkeys(bootstrap + cached))
+        if peers:
+            await self.dht.bootstrap(peers)
+        await self._subscribe_once()
+        self.dht.spawn(self._renew_subscription())
+        self.dht.spawn(self._background())
+
+    async def _start_discovery(self, interfaces: Sequence[str] | None, network: str) -> None:
+        from mesh.discovery import Discovery  # zeroconf is only imported when used
+
+        self.discovery = Discovery(self, interfaces=interfaces, network_name=network)
+        await self.discovery.start()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.discovery is not None:
+            with contextlib.suppress(Exception):
+                await self.discovery.stop()
+        self._save_peers()
+        await self.dht.close()
+        self.store.close()
+
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def id(self) -> str:
+        return self.identity.id
+
+    @property
+    def address(self) -> Address:
+        assert self.dht.address is not None
+        return self.dht.address
+
+    def statistics(self) -> dict[str, int]:
+        stats = self.dht.statistics()
+        stats.update(self.counters)
+        stats["outbox"] = len(self.store.outbox_pending())
+        return stats
+
+    def _save_peers(self) -> None:
+        now = self.wall()
+        with contextlib.suppress(MeshError):
+            for contact in list(self.dht.table.contacts())[:64]:
+                self.store.peer_seen(contact.id, contact.ip, contact.port, now)
+
+    # -- sending ----------------------------------------------------------------------
+
+    def resolve(self, to: str) -> PublicIdentity:
+        """A contact name or an ID -> the recipient's public identity."""
+        to = to.strip()
+        contact = self.store.get_contact(to)
+        if contact is not None:
+            return PublicIdentity.from_id(contact.peer_id)
+        if is_valid_id(to) or to.lower().startswith("mesh"):
+            return PublicIdentity.from_id(to)
+        raise UnknownContactError(f"no contact named {to!r} (and it is not an ID)")
+
+    async def send(self, to: str, text: str, ttl: int | None = None) -> Receipt:
+        """Queue durably, then store on the recipient's mailbox replicas.
+
+        Raises UnreachableError when no peer answers; the message then stays queued and
+        is delivered by a later flush of the outbox.
+        """
+        recipient = self.resolve(to)
+        ttl = ttl or self._contact_ttl(recipient.id) or DEFAULT_TTL
+        message, record = envelope.seal_message(
+            self.identity, recipient, "text", text.encode("utf-8"), self.wall(), ttl)
+        self.store.queue_outgoing(message.id, recipient.id, "text", message.body,
+                                  message.sent_at, record.expires_at, recipient.mailbox_key,
+                                  record.pack())
+        replicas = await self._deliver(message.id, recipient.mailbox_key, record)
+        return Receipt(message.id, record.id, replicas)
+
+    def _contact_ttl(self, peer_id: str) -> int | None:
+        contact = self.store.find_contact_by_id(peer_id)
+        return contact.ttl if contact is not None else None
+
+    async def _deliver(self, message_id: bytes, mailbox_key: bytes, record: Record) -> int:
+        self.store.outbox_mark_attempt(message_id, self.wall())
+        replicas = await self.dht.put(mailbox_key, [record])
+        self.store.set_message_status(message_id, "out", "stored", replicas=replicas)
+        self.store.outbox_remove(message_id)
+        return replicas
+
+    async def flush_outbox(self) -> int:
+        """Try every queued message again; returns how many were stored."""
+        stored = 0
+        for item in self.store.outbox_pending():
+            try:
+                record = Record.unpack(item.record)
+            except MeshError:
+                self.store.outbox_remove(item.msg_id)
+                continue
+            if record.expires_at <= self.wall():
+                self.store.set_message_status(item.msg_id, "out", "failed")
+                self.store.outbox_remove(item.msg_id)
+                continue
+            try:
+                await self._deliver(item.msg_id, item.mailbox_key, record)
+                stored += 1
+            except UnreachableError:
+                break
+        return stored
+
+    # -- receiving ----------------------------------------------------------------
+
+    async def fetch(self) -> list[Message]:
+        """Fetch the mailbox from the DHT; returns the messages not seen before."""
+        records = await self.dht.fetch(self.identity.public.mailbox_key)
+        new = []
+        for record in records:
+            message = self._accept(record)
+            if message is not None:
+                new.append(message)
+        return new
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """New text messages as they arrive (pushed; polling only as a fallback)."""
+        while True:
+            yield await self._queue.get()
+
+    def inbox(self) -> list[Message]:
+        rows = self.store.list_messages(direction="in")
+        return [Message(r.msg_id, r.peer_id, self.id, r.sent_at,
+                        int(r.expires_at - r.sent_at), r.kind, r.body) for r in rows]
+
+    def _on_push(self, key: bytes, record: Record) -> None:
+        self._accept(record)
+
+    def _accept(self, record: Record) -> Message | None:
+        """Open, persist, acknowledge. Returns the message if it is new text."""
+        if record.id in self._seen:
+            return None
+        self._seen[record.id] = None
+        if len(self._seen) > SEEN_RECORDS_MAX:
+            self._seen.popitem(last=False)
+        now = self.wall()
+        try:
+            message = envelope.open_record(self.identity, record, now)
+        except RemoteProtocolError:
+            self.counters["bad_records"] += 1
+            return None
+        self._schedule_delete(record.id)
+        if message.kind == "receipt":
+            self._on_receipt(message)
+            return None
+        is_new = self.store.add_message(message.id, "in", message.sender, message.kind,
+                                        message.body, message.sent_at,
+                                        message.sent_at + message.ttl, "received",
+                                        received_at=now)
+        if not is_new:
+            return None
+        self.counters["received"] += 1
+        self._queue.put_nowait(message)
+        if self.options.receipts and message.sender != self.id:
+            self.dht.spawn(self._send_receipt(message))
+        return message
+
+    def _on_receipt(self, message: Message) -> None:
+        with contextlib.suppress(MeshError):
+            for message_id in envelope.parse_receipt_body(message.body):
+                row = self.store.get_message(message_id, "out")
+                if row is not None and row.peer_id == message.sender:
+                    self.store.set_message_status(message_id, "out", "delivered")
+                    self.counters["receipts"] += 1
+
+    async def _send_receipt(self, message: Message) -> None:
+        recipient = PublicIdentity.from_id(message.sender)
+        _, record = envelope.seal_message(self.identity, recipient, "receipt",
+                                          envelope.receipt_body([message.id]), self.wall(),
+                                          DEFAULT_TTL)
+        with contextlib.suppress(MeshError):
+            await self.dht.put(recipient.mailbox_key, [record])
+
+    def _schedule_delete(self, record_id: bytes) -> None:
+        self._to_delete.append(record_id)
+        if not self._delete_scheduled:
+            self._delete_scheduled = True
+            self.dht.spawn(self._delete_later())
+
+    async def _delete_later(self) -> None:
+        await asyncio.sleep(self.options.delete_delay)
+        self._delete_scheduled = False
+        batch, self._to_delete = self._to_delete[:256], self._to_delete[256:]
+        if self._to_delete:
+            self._schedule_delete_rest()
+        request = envelope.sign_owner_request(self.identity, "delete",
+                                              envelope.delete_payload(batch), self.wall())
+        with contextlib.suppress(MeshError):
+            await self.dht.delete(request)
+
+    def _schedule_delete_rest(self) -> None:
+        self._delete_scheduled = True
+        self.dht.spawn(self._delete_later())
+
+    # -- background -----------------------------------------------------------------
+
+    def _listen_request(self, duration: int) -> envelope.OwnerRequest:
+        return envelope.sign_owner_request(self.identity, "listen",
+                                           envelope.listen_payload(duration), self.wall())
+
+    async def _subscribe_once(self) -> None:
+        with contextlib.suppress(MeshError):
+            await self.dht.subscribe(self.identity.public.mailbox_key, self._listen_request)
+
+    async def _renew_subscription(self) -> None:
+        while True:
+            await asyncio.sleep(self.dht.config.listen_duration / 3)
+            await self._subscribe_once()
+
+    async def _background(self) -> None:
+        """Outbox retries and the polling fallback."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self.options.poll_interval
+        while True:
+            with contextlib.suppress(MeshError):
+                await self.flush_outbox()
+            if loop.time() >= next_poll:
+                next_poll = loop.time() + self.options.poll_interval
+                with contextlib.suppress(MeshError):
+                    await self.fetch()
+            await asyncio.sleep(self.options.outbox_interval)
+
+
+def open_store(home: str | os.PathLike[str] | None) -> Store:
+    if home is None:
+        return Store(None)
+    path = Path(home)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Store(path / DB_NAME)
+
+
+def load_identity(store: Store, passphrase: str | None, create: bool) -> Identity:
+    blob = store.get_identity_blob()
+    if blob is not None:
+        return Identity.from_bytes(blob, passphrase)
+    if not create:
+        raise NoIdentityError("this home has no identity yet: run `mesh init` first")
+    identity = Identity.generate()
+    store.set_identity_blob(identity.to_bytes(passphrase))
+    return identity
+
+
+def persistent_node_id(store: Store) -> bytes:
+    saved = store.get_setting("node_id")
+    if saved is not None:
+        with contextlib.suppress(ValueError):
+            node_id = bytes.fromhex(saved)
+            if len(node_id) == 20:
+                return node_id
+    node_id = os.urandom(20)
+    store.set_setting("node_id", node_id.hex())
+    return node_id

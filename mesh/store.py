@@ -1,0 +1,614 @@
+"""The local SQLite store: identity, settings, contacts, messages, outbox, held DHT
+records, tombstones and the peer cache.
+
+One connection per `Store`, no threads: calls are short and run inline on the event loop,
+so hundreds of in-memory test peers stay cheap. Every mutating method commits before it
+returns; every `sqlite3.Error` becomes a `StoreError` naming the file.
+
+Durability: on disk the database uses WAL with ``synchronous=FULL``, so a message the
+user sent or received is fsynced before anything acknowledges it (the UI, a receipt, the
+delete of the mailbox copy in the DHT). Cache-like writes (held records, tombstones, peer
+cache) use ``synchronous=NORMAL``: they survive a process crash, a power cut may lose the
+last few (the DHT republishes, peers are rediscovered), and a DHT peer under a burst does
+not pay one fsync per record. The next FULL commit makes them durable too (the WAL is
+append-only). ``secure_delete`` overwrites expired (disappearing) messages.
+
+Schema: ``PRAGMA user_version`` counts the applied `MIGRATIONS`; each one runs in one
+transaction with its version bump. A database from a newer release is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from mesh.errors import IdentityExistsError, LocalError, StoreError
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
+DIRECTIONS = frozenset({"in", "out"})
+PEER_CACHE_LIMIT = 1000
+BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
+
+# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
+# "failed" is reachable from queued only; a failed message that got out after all
+# (a late store ack, a receipt) may still move on, since that is not going backwards.
+_NEXT_STATUS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"stored", "delivered", "failed"}),
+    "stored": frozenset({"delivered"}),
+    "failed": frozenset({"stored", "delivered"}),
+    "delivered": frozenset(),
+    "received": frozenset(),  # every incoming message
+}
+STATUSES = frozenset(_NEXT_STATUS)
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE contacts (name TEXT PRIMARY KEY, peer_id TEXT NOT NULL, ttl INTEGER,
+                           added_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX contacts_peer ON contacts (peer_id);
+    CREATE TABLE messages (
+        msg_id BLOB NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        peer_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+        sent_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL,
+        received_at REAL, is_read INTEGER NOT NULL DEFAULT 0, replicas INTEGER,
+        UNIQUE (msg_id, direction));
+    CREATE INDEX messages_peer ON messages (peer_id, sent_at);
+    CREATE INDEX messages_expiry ON messages (expires_at);
+    CREATE INDEX messages_unread ON messages (peer_id) WHERE direction = 'in' AND is_read = 0;
+    CREATE TABLE outbox (msg_id BLOB PRIMARY KEY, mailbox_key BLOB NOT NULL,
+                         record BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                         created_at REAL NOT NULL, last_attempt_at REAL);
+    -- held rows carry whole records (up to 8 KiB): a rowid table keeps the key index small
+    CREATE TABLE held (key BLOB NOT NULL, record_id BLOB NOT NULL,
+                       expires_at INTEGER NOT NULL, packed BLOB NOT NULL,
+                       PRIMARY KEY (key, record_id));
+    CREATE INDEX held_expiry ON held (expires_at);
+    CREATE TABLE tombstones (key BLOB NOT NULL, record_id BLOB NOT NULL,
+                             expires_at INTEGER NOT NULL,
+                             PRIMARY KEY (key, record_id)) WITHOUT ROWID;
+    CREATE INDEX tombstones_expiry ON tombstones (expires_at);
+    CREATE TABLE peers (node_id BLOB PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
+                        last_seen REAL NOT NULL);
+    CREATE INDEX peers_last_seen ON peers (last_seen);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    name: str
+    peer_id: str
+    ttl: int | None
+    added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    msg_id: bytes
+    direction: Direction
+    peer_id: str
+    kind: str
+    body: bytes
+    sent_at: float
+    expires_at: float
+    status: str
+    received_at: float | None
+    read: bool
+    replicas: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    msg_id: bytes
+    mailbox_key: bytes
+    record: bytes
+    attempts: int
+    created_at: float
+    last_attempt_at: float | None
+
+
+# Bulk rows stay tuples (cheap to build, unpack like plain tuples) with field names.
+class HeldRecord(NamedTuple):
+    key: bytes
+    record_id: bytes
+    expires_at: int
+    packed: bytes
+
+
+class Tombstone(NamedTuple):
+    key: bytes
+    record_id: bytes
+    expires_at: int
+
+
+class PeerRow(NamedTuple):
+    node_id: bytes
+    host: str
+    port: int
+    last_seen: float
+
+
+_MESSAGE_COLUMNS = (
+    "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
+    "is_read, replicas"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
+    "status, received_at, is_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (msg_id, direction) DO NOTHING"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (msg_id, mailbox_key, record, created_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (msg_id) DO NOTHING"
+)
+_OUTBOX_COLUMNS = "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at"
+_HELD_PUT = (
+    "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key, record_id) DO NOTHING"
+)
+_CONTACT_COLUMNS = "name, peer_id, ttl, added_at"
+
+
+def _status_update_sql(target: str) -> str:
+    allowed_from = sorted(s for s, nxt in _NEXT_STATUS.items() if target in nxt or s == target)
+    quoted = ", ".join(f"'{s}'" for s in allowed_from)  # constants, never user input
+    return (
+        "UPDATE messages SET status = ?, replicas = coalesce(?, replicas) "
+        f"WHERE msg_id = ? AND direction = ? AND status IN ({quoted})"
+    )
+
+
+_SET_STATUS_SQL = {status: _status_update_sql(status) for status in STATUSES}
+
+
+class _ErrorGuard:
+    """Turns any sqlite3.Error raised inside ``with`` into a StoreError naming the file."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(_describe(self.where, exc)) from exc
+
+
+def _describe(where: str, exc: sqlite3.Error) -> str:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return f"the local store at {where} refused a write: {exc}"
+    if isinstance(exc, sqlite3.ProgrammingError):
+        return f"the local store at {where} cannot be used: {exc}"
+    return f"the local store at {where} is damaged or locked: {exc}"
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration script into statements (semicolons inside triggers are kept)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+def _create_private_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
+    os.close(fd)
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown message status {status!r}; expected one of {sorted(STATUSES)}")
+
+
+def _contact_name(name: str) -> str:
+    trimmed = name.strip()
+    if not trimmed:
+        raise LocalError("a contact name cannot be empty; pick a name such as 'alice'")
+    return trimmed
+
+
+def _message(row: Any) -> MessageRow:
+    fields = list(row)
+    fields[9] = bool(fields[9])  # is_read
+    return MessageRow(*fields)
+
+
+class Store:
+    """The local SQLite store. ``path=None`` keeps everything in memory."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        peer_cache_limit: int = PEER_CACHE_LIMIT,
+    ) -> None:
+        disk_path = None if path is None else os.fspath(path)
+        self.path: str | None = None if disk_path == ":memory:" else disk_path
+        self._guard = _ErrorGuard(self.path or ":memory:")
+        self._peer_limit = peer_cache_limit
+        if self.path is not None:
+            _create_private_file(self.path)
+        with self._guard:
+            self._conn = sqlite3.connect(
+                self.path or ":memory:", isolation_level=None, timeout=BUSY_TIMEOUT
+            )
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
+        version = int(self._one("PRAGMA user_version")[0])  # fails here on a non-database
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"the local store at {self._guard.where} has schema version {version}, newer "
+                f"than this mesh-messenger understands ({len(MIGRATIONS)}); upgrade mesh-messenger"
+            )
+        self._configure()
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            self._apply_migration(number)
+
+    def _configure(self) -> None:
+        with self._guard:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            if self.path is None:
+                return
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("store %s: journal mode is %s, not WAL", self.path, mode)
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA secure_delete = ON")
+
+    def _apply_migration(self, number: int) -> None:
+        with self._transaction() as conn:
+            # Another process may have migrated while we waited for the write lock.
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= number:
+                return
+            for statement in _split_statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number:d}")
+        log.debug("store %s: migrated to schema version %d", self._guard.where, number)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._guard:
+            return self._conn.execute(sql, params)
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._guard:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._guard:
+            return self._conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        with self._guard:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """Commit cache-like writes with synchronous=NORMAL (see module docstring)."""
+        if self.path is None:
+            yield
+            return
+        self._execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self._execute("PRAGMA synchronous = FULL")
+
+    def close(self) -> None:
+        with self._guard:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- identity and settings ------------------------------------------------------
+
+    def get_identity_blob(self) -> bytes | None:
+        row = self._one("SELECT blob FROM identity WHERE id = 1")
+        return None if row is None else bytes(row[0])
+
+    def set_identity_blob(self, blob: bytes, *, replace: bool = False) -> None:
+        on_conflict = "DO UPDATE SET blob = excluded.blob" if replace else "DO NOTHING"
+        sql = f"INSERT INTO identity (id, blob) VALUES (1, ?) ON CONFLICT (id) {on_conflict}"
+        if self._execute(sql, (blob,)).rowcount == 0:
+            raise IdentityExistsError(
+                "this home already has an identity; refusing to overwrite it "
+                "(use another home, or replace it explicitly)"
+            )
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        row = self._one("SELECT value FROM settings WHERE key = ?", (key,))
+        return default if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- contacts ---------------------------------------------------------------------
+
+    def add_contact(
+        self, name: str, peer_id: str, ttl: int | None = None, *, now: float | None = None
+    ) -> Contact:
+        contact = Contact(_contact_name(name), peer_id, ttl, time.time() if now is None else now)
+        cursor = self._execute(
+            f"INSERT INTO contacts ({_CONTACT_COLUMNS}) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            (contact.name, contact.peer_id, contact.ttl, contact.added_at),
+        )
+        if cursor.rowcount == 0:
+            raise LocalError(
+                f"a contact named {contact.name} already exists; remove it first or pick "
+                "another name"
+            )
+        return contact
+
+    def remove_contact(self, name: str) -> bool:
+        cursor = self._execute("DELETE FROM contacts WHERE name = ?", (name.strip(),))
+        return cursor.rowcount > 0
+
+    def get_contact(self, name: str) -> Contact | None:
+        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE name = ?"
+        row = self._one(sql, (name.strip(),))
+        return None if row is None else Contact(*row)
+
+    def find_contact_by_id(self, peer_id: str) -> Contact | None:
+        """The earliest-added contact with this ID (one ID may be saved under two names)."""
+        sql = (
+            f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE peer_id = ? "
+            "ORDER BY added_at, name LIMIT 1"
+        )
+        row = self._one(sql, (peer_id,))
+        return None if row is None else Contact(*row)
+
+    def list_contacts(self) -> list[Contact]:
+        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
+        return [Contact(*row) for row in self._all(sql)]
+
+    # -- messages -----------------------------------------------------------------------
+
+    def add_message(
+        self,
+        msg_id: bytes,
+        direction: Direction,
+        peer_id: str,
+        kind: str,
+        body: bytes,
+        sent_at: float,
+        expires_at: float,
+        status: str,
+        received_at: float | None = None,
+    ) -> bool:
+        """Insert a message; False, changing nothing, if the id is known for this direction."""
+        _check_direction(direction)
+        _check_status(status)
+        row = (msg_id, direction, peer_id, kind, body, sent_at, expires_at, status)
+        cursor = self._execute(_INSERT_MESSAGE, (*row, received_at, direction == "out"))
+        return cursor.rowcount == 1
+
+    def queue_outgoing(
+        self,
+        msg_id: bytes,
+        peer_id: str,
+        kind: str,
+        body: bytes,
+        sent_at: float,
+        expires_at: float,
+        mailbox_key: bytes,
+        record_bytes: bytes,
+    ) -> bool:
+        """Write a 'queued' message and its outbox item atomically; False if queued before."""
+        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, "queued", None, True)
+        with self._transaction() as conn:
+            if conn.execute(_INSERT_MESSAGE, row).rowcount == 0:
+                return False
+            conn.execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
+        return True
+
+    def get_message(self, msg_id: bytes, direction: Direction) -> MessageRow | None:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = ? AND direction = ?"
+        row = self._one(sql, (msg_id, direction))
+        return None if row is None else _message(row)
+
+    def list_messages(
+        self,
+        peer_id: str | None = None,
+        direction: Direction | None = None,
+        limit: int | None = None,
+    ) -> list[MessageRow]:
+        """Messages ordered by sent_at (then arrival); with ``limit``, the newest ones."""
+        if direction is not None:
+            _check_direction(direction)
+        filters = (("peer_id", peer_id), ("direction", direction))
+        used = {column: value for column, value in filters if value is not None}
+        where = " AND ".join(f"{column} = ?" for column in used) or "1"
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY sent_at DESC, "
+        rows = self._all(
+            sql + "rowid DESC LIMIT ?", (*used.values(), -1 if limit is None else limit)
+        )
+        rows.reverse()
+        return [_message(row) for row in rows]
+
+    def set_message_status(
+        self, msg_id: bytes, direction: Direction, status: str, replicas: int | None = None
+    ) -> bool:
+        """Move a message forward (or update replicas); False if unknown or backwards."""
+        _check_direction(direction)
+        _check_status(status)
+        cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
+        return cursor.rowcount == 1
+
+    def mark_read(self, peer_id: str) -> int:
+        cursor = self._execute(
+            "UPDATE messages SET is_read = 1 "
+            "WHERE peer_id = ? AND direction = 'in' AND is_read = 0",
+            (peer_id,),
+        )
+        return cursor.rowcount
+
+    def unread_counts(self) -> dict[str, int]:
+        sql = (
+            "SELECT peer_id, count(*) FROM messages "
+            "WHERE direction = 'in' AND is_read = 0 GROUP BY peer_id"
+        )
+        return {str(peer): int(count) for peer, count in self._all(sql)}
+
+    def delete_expired_messages(self, now: float) -> list[bytes]:
+        """Delete messages with expires_at <= now (and their outbox items); returns ids."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "DELETE FROM messages WHERE expires_at <= ? RETURNING msg_id, direction", (now,)
+            ).fetchall()
+            outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
+            conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)
+        if rows and self.path is not None:
+            # Do not leave the plaintext of disappearing messages in the WAL file.
+            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [bytes(msg_id) for msg_id, _ in rows]
+
+    # -- outbox -----------------------------------------------------------------------
+
+    def outbox_add(self, msg_id: bytes, mailbox_key: bytes, record: bytes, now: float) -> bool:
+        """Queue a sealed record for the DHT; False if this msg_id is already queued."""
+        cursor = self._execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record, now))
+        return cursor.rowcount == 1
+
+    def outbox_pending(self, limit: int | None = None) -> list[OutboxItem]:
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY created_at, rowid LIMIT ?"
+        return [OutboxItem(*row) for row in self._all(sql, (-1 if limit is None else limit,))]
+
+    def outbox_mark_attempt(self, msg_id: bytes, now: float) -> None:
+        self._execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE msg_id = ?",
+            (now, msg_id),
+        )
+
+    def outbox_remove(self, msg_id: bytes) -> bool:
+        return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
+
+    # -- held records and tombstones (for mesh.dht.storage) -----------------------------
+
+    def held_put(self, key: bytes, record_id: bytes, expires_at: int, packed: bytes) -> bool:
+        """Insert a record held for others; False if (key, record_id) is already held."""
+        with self._relaxed():
+            return self._execute(_HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
+
+    def held_put_many(self, rows: Iterable[tuple[bytes, bytes, int, bytes]]) -> int:
+        """Insert many held records in one transaction; returns how many were new."""
+        with self._relaxed(), self._transaction() as conn:
+            return conn.executemany(_HELD_PUT, rows).rowcount
+
+    def held_delete(self, key: bytes, record_ids: Iterable[bytes]) -> int:
+        params = [(key, record_id) for record_id in record_ids]
+        if not params:
+            return 0
+        with self._relaxed(), self._transaction() as conn:
+            sql = "DELETE FROM held WHERE key = ? AND record_id = ?"
+            return conn.executemany(sql, params).rowcount
+
+    def held_load(self, now: float) -> list[HeldRecord]:
+        """Unexpired held records (expires_at > now), in insertion order."""
+        sql = "SELECT key, record_id, expires_at, packed FROM held WHERE expires_at > ?"
+        return [HeldRecord._make(row) for row in self._all(f"{sql} ORDER BY rowid", (now,))]
+
+    def held_purge_expired(self, now: float) -> int:
+        """Delete held records and tombstones with expires_at <= now; returns how many."""
+        with self._relaxed(), self._transaction() as conn:
+            held = conn.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
+            stones = conn.execute("DELETE FROM tombstones WHERE expires_at <= ?", (now,)).rowcount
+        return held + stones
+
+    def tombstone_put(self, key: bytes, record_id: bytes, expires_at: int) -> None:
+        """Remember a deleted record id; a second put never shortens the tombstone."""
+        with self._relaxed():
+            self._execute(
+                "INSERT INTO tombstones (key, record_id, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key, record_id) "
+                "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                (key, record_id, expires_at),
+            )
+
+    def tombstones_load(self, now: float) -> list[Tombstone]:
+        sql = "SELECT key, record_id, expires_at FROM tombstones WHERE expires_at > ?"
+        return [Tombstone._make(row) for row in self._all(f"{sql} ORDER BY key, record_id", (now,))]
+
+    # -- peer cache ---------------------------------------------------------------------
+
+    def peer_seen(self, node_id: bytes, host: str, port: int, now: float) -> None:
+        """Remember where a peer was seen; keeps only the newest ``peer_cache_limit``."""
+        with self._relaxed(), self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE peers SET host = ?, port = ?, last_seen = ? WHERE node_id = ?",
+                (host, port, now, node_id),
+            )
+            if cursor.rowcount > 0:
+                return
+            conn.execute(
+                "INSERT INTO peers (node_id, host, port, last_seen) VALUES (?, ?, ?, ?)",
+                (node_id, host, port, now),
+            )
+            # Only new peers grow the table, so the (index-only) count runs only for them.
+            excess = conn.execute("SELECT count(*) FROM peers").fetchone()[0] - self._peer_limit
+            if excess > 0:
+                conn.execute(
+                    "DELETE FROM peers WHERE rowid IN "
+                    "(SELECT rowid FROM peers ORDER BY last_seen, rowid LIMIT ?)",
+                    (excess,),
+                )
+
+    def peers_recent(self, limit: int = 64) -> list[PeerRow]:
+        sql = (
+            "SELECT node_id, host, port, last_seen FROM peers "
+            "ORDER BY last_seen DESC, rowid DESC LIMIT ?"
+        )
+        return [PeerRow._make(row) for row in self._all(sql, (limit,))]
+
+    def peer_forget(self, node_id: bytes) -> bool:
+        with self._relaxed():
+            return self._execute("DELETE FROM peers WHERE node_id = ?", (node_id,)).rowcount > 0

@@ -1,0 +1,234 @@
+"""Datagram framing and strict validation of everything a peer can send.
+
+A datagram is one version byte followed by one msgpack array:
+
+    request:  [0, msgid, sender_node_id, method, args]
+    response: [1, msgid, sender_node_id, status, result]   status 0 = ok, else an error code
+
+`decode_datagram` either returns a fully validated `Datagram` or raises `MalformedError`;
+nothing a peer sends reaches the routing table or storage without passing through it.
+Pure: no sockets, no clock.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+from mesh.errors import MalformedError
+
+VERSION: Final = 1
+VERSION_BYTE: Final = bytes([VERSION])
+MAX_DATAGRAM: Final = 8192
+#: Room kept free in a response for framing, so a page of records never exceeds MAX_DATAGRAM.
+PAGE_BUDGET: Final = MAX_DATAGRAM - 320
+NODE_ID_SIZE: Final = 20
+KEY_SIZE: Final = 20
+RECORD_ID_SIZE: Final = 16
+MAX_CONTACTS: Final = 20
+MAX_IDS: Final = 256
+MAX_MSGID: Final = 2**32 - 1
+
+REQUEST: Final = 0
+RESPONSE: Final = 1
+
+# Response status codes.
+OK: Final = 0
+ERR_REFUSED: Final = 1
+ERR_MALFORMED: Final = 2
+ERR_BUSY: Final = 3
+
+Obj = Any  # a decoded msgpack object; validated before use
+ContactTuple = tuple[bytes, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    kind: int
+    msgid: int
+    sender: bytes
+    method_or_status: str | int
+    body: Obj
+
+
+def encode_request(msgid: int, sender: bytes, method: str, args: list[Obj]) -> bytes:
+    return VERSION_BYTE + msgpack.packb([REQUEST, msgid, sender, method, args])
+
+
+def encode_response(msgid: int, sender: bytes, status: int, result: Obj) -> bytes:
+    return VERSION_BYTE + msgpack.packb([RESPONSE, msgid, sender, status, result])
+
+
+_DECODE_ERRORS = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+                  msgpack.StackError, OverflowError)
+
+
+def decode_datagram(data: bytes) -> Datagram:
+    """Validate framing and header; the body is validated per method later."""
+    if len(data) > MAX_DATAGRAM:
+        raise MalformedError("datagram too large")
+    if not data or data[0] != VERSION:
+        raise MalformedError("unknown protocol version")
+    try:
+        obj = msgpack.unpackb(
+            data[1:], raw=False, strict_map_key=True, use_list=True,
+            max_array_len=2 * MAX_IDS, max_map_len=16,
+            max_str_len=MAX_DATAGRAM, max_bin_len=MAX_DATAGRAM, max_ext_len=0,
+        )
+    except _DECODE_ERRORS as exc:
+        raise MalformedError(f"undecodable datagram: {type(exc).__name__}") from None
+    if type(obj) is not list or len(obj) != 5:
+        raise MalformedError("datagram is not a 5-element array")
+    kind, msgid, sender, head, body = obj
+    if kind not in (REQUEST, RESPONSE) or type(kind) is not int:
+        raise MalformedError("bad datagram kind")
+    if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
+        raise MalformedError("bad message id")
+    check_node_id(sender)
+    if kind == REQUEST:
+        if type(head) is not str or head not in REQUEST_VALIDATORS:
+            raise MalformedError("unknown method")
+        if type(body) is not list:
+            raise MalformedError("arguments are not a list")
+    elif type(head) is not int or not 0 <= head <= 255:
+        raise MalformedError("bad status")
+    return Datagram(kind, msgid, sender, head, body)
+
+
+# -- field validators -----------------------------------------------------------------
+
+
+def check_bytes(value: Obj, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise MalformedError(f"{what} must be {size} bytes")
+    return value
+
+
+def check_node_id(value: Obj) -> bytes:
+    return check_bytes(value, NODE_ID_SIZE, "node id")
+
+
+def check_key(value: Obj) -> bytes:
+    return check_bytes(value, KEY_SIZE, "key")
+
+
+def check_int(value: Obj, low: int, high: int, what: str) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise MalformedError(f"{what} out of range")
+    return value
+
+
+def check_list(value: Obj, max_len: int, what: str) -> list[Obj]:
+    if type(value) is not list or len(value) > max_len:
+        raise MalformedError(f"{what} must be a list of at most {max_len}")
+    return value
+
+
+def check_ids(value: Obj) -> list[bytes]:
+    ids = check_list(value, MAX_IDS, "record ids")
+    for rid in ids:
+        check_bytes(rid, RECORD_ID_SIZE, "record id")
+    return ids
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_host(value: Obj) -> str:
+    if type(value) is not str or len(value) > 45 or not _is_ip(value):
+        raise MalformedError("host is not an IP address")
+    return value
+
+
+def check_contact(value: Obj) -> ContactTuple:
+    if type(value) is not list or len(value) != 3:
+        raise MalformedError("contact must be [node_id, host, port]")
+    node_id, host, port = value
+    return check_node_id(node_id), check_host(host), check_int(port, 1, 65535, "port")
+
+
+def check_contacts(value: Obj) -> list[ContactTuple]:
+    return [check_contact(c) for c in check_list(value, MAX_CONTACTS, "contacts")]
+
+
+def check_arity(args: list[Obj], n: int, method: str) -> None:
+    if len(args) != n:
+        raise MalformedError(f"{method} takes {n} arguments")
+
+
+# -- per-method argument validation ---------------------------------------------------
+# Records and owner requests are validated by envelope (Record.from_obj /
+# OwnerRequest.from_obj) in the handler, so wire only checks their outer shape here.
+
+
+def _args_ping(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 0, "ping")
+    return args
+
+
+def _args_find(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 1, "find")
+    check_key(args[0])
+    return args
+
+
+def _args_store(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 2, "store")
+    check_key(args[0])
+    check_list(args[1], 8, "records")
+    return args
+
+
+def _args_fetch(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 2, "fetch")
+    check_key(args[0])
+    if type(args[1]) is not bool:
+        raise MalformedError("fetch flag must be a bool")
+    return args
+
+
+def _args_get(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 2, "get")
+    check_key(args[0])
+    check_ids(args[1])
+    return args
+
+
+def _args_owner(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 1, "owner request")
+    check_list(args[0], 8, "owner request")
+    return args
+
+
+def _args_push(args: list[Obj]) -> list[Obj]:
+    check_arity(args, 2, "push")
+    check_key(args[0])
+    check_list(args[1], 4, "record")
+    return args
+
+
+REQUEST_VALIDATORS: Final[dict[str, Callable[[list[Obj]], list[Obj]]]] = {
+    "ping": _args_ping,
+    "find": _args_find,
+    "store": _args_store,
+    "fetch": _args_fetch,
+    "get": _args_get,
+    "delete": _args_owner,
+    "listen": _args_owner,
+    "push": _args_push,
+}
+
+
+def validate_args(method: str, args: list[Obj]) -> list[Obj]:
+    return REQUEST_VALIDATORS[method](args)
