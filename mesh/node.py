@@ -72,8 +72,14 @@ def parse_address(value: Address | str) -> Address:
 
 
 class Node:
-    def __init__(self, identity: Identity, store: Store, dht: DhtServer,
-                 options: NodeOptions, wall: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        dht: DhtServer,
+        options: NodeOptions,
+        wall: Callable[[], float],
+    ) -> None:
         self.identity = identity
         self.store = store
         self.dht = dht
@@ -86,18 +92,39 @@ class Node:
         self._delete_scheduled = False
         self._stopped = False
         self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
+        self._peer_event = asyncio.Event()
+        self._rejoin_scheduled = False
         dht.on_push = self._on_push
+        dht.on_new_contact = self._on_new_contact
 
     # -- lifecycle ------------------------------------------------------------------
 
     @classmethod
-    async def start(cls, home: str | os.PathLike[str] | None = None, host: str = "127.0.0.1",
-                    port: int = 0, bootstrap: Iterable[Address | str] = (), mdns: bool = False,
-                    *, interfaces: Sequence[str] | None = None, network_name: str = "mesh",
-                    passphrase: str | None = None, create: bool = True,
-                    config: DhtConfig | None = None, options: NodeOptions | None = None,
-                    bind: Binder | None = None, wall: Callable[[], float] = time.time) -> Node:
-        store = open_store(home)
+    async def start(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        bootstrap: Iterable[Address | str] = (),
+        mdns: bool = False,
+        *,
+        interfaces: Sequence[str] | None = None,
+        network_name: str = "mesh",
+        passphrase: str | None = None,
+        create: bool = True,
+        config: DhtConfig | None = None,
+        options: NodeOptions | None = None,
+        bind: Binder | None = None,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> Node:
+        """Open (or create) the identity in `home`, bind, join the DHT.
+
+        `store` injects an already open Store instead of `home` (the simulator keeps a
+        peer's in-memory store across restarts); `bind` and `wall` let it replace the UDP
+        socket and the clock.
+        """
+        store = store if store is not None else open_store(home)
         try:
             identity = load_identity(store, passphrase, create)
             node_id = persistent_node_id(store)
@@ -161,6 +188,51 @@ class Node:
         stats["outbox"] = len(self.store.outbox_pending())
         return stats
 
+    def peer_count(self) -> int:
+        return len(self.dht.table)
+
+    async def wait_peers(self, count: int = 1, timeout: float = 2.0) -> int:
+        """Wait until the routing table holds `count` contacts or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.dht.table) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._peer_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._peer_event.wait(), remaining)
+        return len(self.dht.table)
+
+    def add_peer(self, address: Address) -> None:
+        """A peer was found out of band (mDNS, the user): ping it; once it answers it
+        becomes a contact, and the node rejoins (subscribe, flush outbox, fetch)."""
+        if self._stopped:
+            return
+        self.dht.ping(parse_address(address))
+
+    def forget_peer(self, address: Address) -> None:
+        for contact in list(self.dht.table.contacts()):
+            if contact.address == address:
+                self.dht.table.remove_contact(contact)
+
+    def _on_new_contact(self, contact: object) -> None:
+        self._peer_event.set()
+        if not self._rejoin_scheduled and not self._stopped:
+            self._rejoin_scheduled = True
+            self.dht.spawn(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """After new peers appear (start, partition healed): catch up at once."""
+        await asyncio.sleep(0.05)  # coalesce a burst of discoveries into one round
+        self._rejoin_scheduled = False
+        with contextlib.suppress(MeshError):
+            if len(self.dht.table) < self.dht.config.ksize:
+                await self.dht.lookup(self.dht.node_id)
+            await self._subscribe_once()
+            await self.flush_outbox()
+            await self.fetch()
+
     def _save_peers(self) -> None:
         now = self.wall()
         with contextlib.suppress(MeshError):
@@ -188,10 +260,18 @@ class Node:
         recipient = self.resolve(to)
         ttl = ttl or self._contact_ttl(recipient.id) or DEFAULT_TTL
         message, record = envelope.seal_message(
-            self.identity, recipient, "text", text.encode("utf-8"), self.wall(), ttl)
-        self.store.queue_outgoing(message.id, recipient.id, "text", message.body,
-                                  message.sent_at, record.expires_at, recipient.mailbox_key,
-                                  record.pack())
+            self.identity, recipient, "text", text.encode("utf-8"), self.wall(), ttl
+        )
+        self.store.queue_outgoing(
+            message.id,
+            recipient.id,
+            "text",
+            message.body,
+            message.sent_at,
+            record.expires_at,
+            recipient.mailbox_key,
+            record.pack(),
+        )
         replicas = await self._deliver(message.id, recipient.mailbox_key, record)
         return Receipt(message.id, record.id, replicas)
 
@@ -245,8 +325,18 @@ class Node:
 
     def inbox(self) -> list[Message]:
         rows = self.store.list_messages(direction="in")
-        return [Message(r.msg_id, r.peer_id, self.id, r.sent_at,
-                        int(r.expires_at - r.sent_at), r.kind, r.body) for r in rows]
+        return [
+            Message(
+                r.msg_id,
+                r.peer_id,
+                self.id,
+                r.sent_at,
+                int(r.expires_at - r.sent_at),
+                r.kind,
+                r.body,
+            )
+            for r in rows
+        ]
 
     def _on_push(self, key: bytes, record: Record) -> None:
         self._accept(record)
@@ -268,10 +358,17 @@ class Node:
         if message.kind == "receipt":
             self._on_receipt(message)
             return None
-        is_new = self.store.add_message(message.id, "in", message.sender, message.kind,
-                                        message.body, message.sent_at,
-                                        message.sent_at + message.ttl, "received",
-                                        received_at=now)
+        is_new = self.store.add_message(
+            message.id,
+            "in",
+            message.sender,
+            message.kind,
+            message.body,
+            message.sent_at,
+            message.sent_at + message.ttl,
+            "received",
+            received_at=now,
+        )
         if not is_new:
             return None
         self.counters["received"] += 1
@@ -290,9 +387,14 @@ class Node:
 
     async def _send_receipt(self, message: Message) -> None:
         recipient = PublicIdentity.from_id(message.sender)
-        _, record = envelope.seal_message(self.identity, recipient, "receipt",
-                                          envelope.receipt_body([message.id]), self.wall(),
-                                          DEFAULT_TTL)
+        _, record = envelope.seal_message(
+            self.identity,
+            recipient,
+            "receipt",
+            envelope.receipt_body([message.id]),
+            self.wall(),
+            DEFAULT_TTL,
+        )
         with contextlib.suppress(MeshError):
             await self.dht.put(recipient.mailbox_key, [record])
 
@@ -308,8 +410,9 @@ class Node:
         batch, self._to_delete = self._to_delete[:256], self._to_delete[256:]
         if self._to_delete:
             self._schedule_delete_rest()
-        request = envelope.sign_owner_request(self.identity, "delete",
-                                              envelope.delete_payload(batch), self.wall())
+        request = envelope.sign_owner_request(
+            self.identity, "delete", envelope.delete_payload(batch), self.wall()
+        )
         with contextlib.suppress(MeshError):
             await self.dht.delete(request)
 
@@ -320,8 +423,9 @@ class Node:
     # -- background -----------------------------------------------------------------
 
     def _listen_request(self, duration: int) -> envelope.OwnerRequest:
-        return envelope.sign_owner_request(self.identity, "listen",
-                                           envelope.listen_payload(duration), self.wall())
+        return envelope.sign_owner_request(
+            self.identity, "listen", envelope.listen_payload(duration), self.wall()
+        )
 
     async def _subscribe_once(self) -> None:
         with contextlib.suppress(MeshError):

@@ -57,15 +57,23 @@ class Datagram:
 
 
 def encode_request(msgid: int, sender: bytes, method: str, args: list[Obj]) -> bytes:
-    return VERSION_BYTE + msgpack.packb([REQUEST, msgid, sender, method, args])
+    packed: bytes = msgpack.packb([REQUEST, msgid, sender, method, args])
+    return VERSION_BYTE + packed
 
 
 def encode_response(msgid: int, sender: bytes, status: int, result: Obj) -> bytes:
-    return VERSION_BYTE + msgpack.packb([RESPONSE, msgid, sender, status, result])
+    packed: bytes = msgpack.packb([RESPONSE, msgid, sender, status, result])
+    return VERSION_BYTE + packed
 
 
-_DECODE_ERRORS = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-                  msgpack.StackError, OverflowError)
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+    OverflowError,
+)
 
 
 def decode_datagram(data: bytes) -> Datagram:
@@ -76,9 +84,15 @@ def decode_datagram(data: bytes) -> Datagram:
         raise MalformedError("unknown protocol version")
     try:
         obj = msgpack.unpackb(
-            data[1:], raw=False, strict_map_key=True, use_list=True,
-            max_array_len=2 * MAX_IDS, max_map_len=16,
-            max_str_len=MAX_DATAGRAM, max_bin_len=MAX_DATAGRAM, max_ext_len=0,
+            data[1:],
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_array_len=2 * MAX_IDS,
+            max_map_len=16,
+            max_str_len=MAX_DATAGRAM,
+            max_bin_len=MAX_DATAGRAM,
+            max_ext_len=0,
         )
     except _DECODE_ERRORS as exc:
         raise MalformedError(f"undecodable datagram: {type(exc).__name__}") from None

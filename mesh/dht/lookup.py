@@ -21,8 +21,17 @@ FindCall = Callable[[Contact, bytes], "asyncio.Future[Reply]"]
 
 
 class Lookup:
-    def __init__(self, target: bytes, own_id: bytes, seeds: Iterable[Contact], find: FindCall,
-                 *, k: int, alpha: int, confirm: int) -> None:
+    def __init__(
+        self,
+        target: bytes,
+        own_id: bytes,
+        seeds: Iterable[Contact],
+        find: FindCall,
+        *,
+        k: int,
+        alpha: int,
+        confirm: int,
+    ) -> None:
         self.target = target
         self.own_id = own_id
         self.find = find

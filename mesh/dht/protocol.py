@@ -63,8 +63,14 @@ class Reply:
 class _Pending:
     __slots__ = ("addr", "data", "future", "retries", "timeout", "timer")
 
-    def __init__(self, future: asyncio.Future[Reply], data: bytes, addr: Address,
-                 retries: int, timeout: float) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[Reply],
+        data: bytes,
+        addr: Address,
+        retries: int,
+        timeout: float,
+    ) -> None:
         self.future = future
         self.data = data
         self.addr = addr
@@ -95,8 +101,16 @@ class TokenBuckets:
 
 
 class DhtProtocol(asyncio.DatagramProtocol):
-    def __init__(self, node_id: bytes, handler: RequestHandler, *, timeout: float = 1.0,
-                 retries: int = 1, rate: float = 4000.0, burst: float = 8000.0) -> None:
+    def __init__(
+        self,
+        node_id: bytes,
+        handler: RequestHandler,
+        *,
+        timeout: float = 1.0,
+        retries: int = 1,
+        rate: float = 4000.0,
+        burst: float = 8000.0,
+    ) -> None:
         self.node_id = node_id
         self.handler = handler
         self.timeout = timeout
@@ -167,7 +181,9 @@ class DhtProtocol(asyncio.DatagramProtocol):
             return
         self.handler.on_round_trip(dgram.sender, source)
         if dgram.method_or_status != wire.OK:
-            pending.future.set_exception(RefusedError(f"peer refused (code {dgram.method_or_status})"))
+            pending.future.set_exception(
+                RefusedError(f"peer refused (code {dgram.method_or_status})")
+            )
         else:
             pending.future.set_result(Reply(dgram.sender, dgram.body))
 
@@ -176,13 +192,21 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["dropped_" + reason] += 1
         if reason not in self._logged and len(self._logged) < MAX_LOGGED_REASONS:
             self._logged.add(reason)
-            log.debug("dropping datagram (%s): %.80s; further ones are only counted",
-                      reason, detail)
+            log.debug(
+                "dropping datagram (%s): %.80s; further ones are only counted", reason, detail
+            )
 
     # -- outgoing -----------------------------------------------------------------
 
-    def call(self, addr: Address, method: str, args: list[Any], *,
-             timeout: float | None = None, retries: int | None = None) -> asyncio.Future[Reply]:
+    def call(
+        self,
+        addr: Address,
+        method: str,
+        args: list[Any],
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> asyncio.Future[Reply]:
         """Send a request; the future resolves to a Reply or fails with a MeshError."""
         future: asyncio.Future[Reply] = self.loop.create_future()
         if self.transport is None:
@@ -194,8 +218,13 @@ class DhtProtocol(asyncio.DatagramProtocol):
         if len(data) > wire.MAX_DATAGRAM:
             future.set_exception(MalformedError(f"{method} request exceeds {wire.MAX_DATAGRAM} B"))
             return future
-        pending = _Pending(future, data, addr, self.retries if retries is None else retries,
-                           self.timeout if timeout is None else timeout)
+        pending = _Pending(
+            future,
+            data,
+            addr,
+            self.retries if retries is None else retries,
+            self.timeout if timeout is None else timeout,
+        )
         self._pending[key] = pending
         future.add_done_callback(lambda _f: self._release(key, pending))
         self.stats["requests_out"] += 1

@@ -26,7 +26,7 @@ ID_SPACE = 2**160
 class Contact(_KademliaNode):
     """A peer: 20-byte node id plus the UDP address it answered from."""
 
-    __slots__ = ("failures", "ip", "id", "long_id", "port")
+    __slots__ = ("failures", "id", "ip", "long_id", "port")
 
     def __init__(self, node_id: bytes, ip: str, port: int) -> None:
         self.id = node_id
@@ -94,7 +94,7 @@ class RoutingTable(_KademliaTable):
                 return index
         return len(self.buckets) - 1
 
-    def add_contact(self, node: Contact) -> Contact | None:  # type: ignore[override]
+    def add_contact(self, node: Contact) -> Contact | None:
         """Insert or refresh a verified contact.
 
         Returns None when the contact is in the table (or was refused by the per-IP cap),
@@ -123,7 +123,8 @@ class RoutingTable(_KademliaTable):
         return bucket.least_recent()
 
     def _splittable(self, bucket: Bucket) -> bool:
-        low, high = bucket.range
+        low: int = bucket.range[0]
+        high: int = bucket.range[1]
         return low <= self.own_long_id <= high and high > low
 
     def split_bucket(self, index: int) -> None:
@@ -151,7 +152,7 @@ class RoutingTable(_KademliaTable):
         else:
             self.per_ip.pop(node.ip, None)
 
-    def find_neighbors(  # type: ignore[override]
+    def find_neighbors(
         self, target: bytes, k: int | None = None, exclude: bytes | None = None
     ) -> list[Contact]:
         """The k contacts closest to `target` by XOR distance, across every bucket."""

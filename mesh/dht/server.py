@@ -37,12 +37,14 @@ ACCEPTED = {PutResult.STORED, PutResult.DUPLICATE, PutResult.TOMBSTONED}
 FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; others send ids
 
 
-Binder = Callable[[Callable[[], DhtProtocol], str, int],
-                  Awaitable[tuple[asyncio.BaseTransport, Address]]]
+Binder = Callable[
+    [Callable[[], DhtProtocol], str, int], Awaitable[tuple[asyncio.BaseTransport, Address]]
+]
 
 
-async def bind_udp(factory: Callable[[], DhtProtocol], host: str,
-                   port: int) -> tuple[asyncio.BaseTransport, Address]:
+async def bind_udp(
+    factory: Callable[[], DhtProtocol], host: str, port: int
+) -> tuple[asyncio.BaseTransport, Address]:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
     sock = transport.get_extra_info("sockname")
@@ -106,9 +108,13 @@ class Tally:
 
 
 class DhtServer:
-    def __init__(self, node_id: bytes | None = None, config: DhtConfig | None = None,
-                 storage: RecordStorage | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        node_id: bytes | None = None,
+        config: DhtConfig | None = None,
+        storage: RecordStorage | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.node_id = node_id or os.urandom(wire.NODE_ID_SIZE)
         self.config = config or DhtConfig()
         self.storage = storage or RecordStorage()
@@ -119,23 +125,34 @@ class DhtServer:
         self.listeners: dict[bytes, dict[Address, float]] = {}
         self.own_keys: set[bytes] = set()
         self.on_push: Callable[[bytes, Record], None] | None = None
+        self.on_new_contact: Callable[[Contact], None] | None = None
         self._verified: OrderedDict[Address, None] = OrderedDict()
         self._verifying: set[Address] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.BaseTransport | None = None
         self._handlers: dict[str, Callable[[list[Any], bytes, Address], Any]] = {
-            "ping": self._rpc_ping, "find": self._rpc_find, "store": self._rpc_store,
-            "fetch": self._rpc_fetch, "get": self._rpc_get, "delete": self._rpc_delete,
-            "listen": self._rpc_listen, "push": self._rpc_push,
+            "ping": self._rpc_ping,
+            "find": self._rpc_find,
+            "store": self._rpc_store,
+            "fetch": self._rpc_fetch,
+            "get": self._rpc_get,
+            "delete": self._rpc_delete,
+            "listen": self._rpc_listen,
+            "push": self._rpc_push,
         }
 
     # -- lifecycle ----------------------------------------------------------------
 
     def make_protocol(self) -> DhtProtocol:
         c = self.config
-        self.protocol = DhtProtocol(self.node_id, self, timeout=c.rpc_timeout,
-                                    retries=c.rpc_retries, rate=c.request_rate,
-                                    burst=c.request_burst)
+        self.protocol = DhtProtocol(
+            self.node_id,
+            self,
+            timeout=c.rpc_timeout,
+            retries=c.rpc_retries,
+            rate=c.request_rate,
+            burst=c.request_burst,
+        )
         return self.protocol
 
     async def listen(self, host: str, port: int = 0, bind: Binder | None = None) -> Address:
@@ -162,7 +179,7 @@ class DhtServer:
             self._transport = None
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -183,8 +200,9 @@ class DhtServer:
 
     # -- calls ----------------------------------------------------------------------
 
-    def _call(self, contact: Contact | Address, method: str, args: list[Any],
-              retries: int | None = None) -> asyncio.Future[Reply]:
+    def _call(
+        self, contact: Contact | Address, method: str, args: list[Any], retries: int | None = None
+    ) -> asyncio.Future[Reply]:
         assert self.protocol is not None, "server is not listening"
         addr = contact.address if isinstance(contact, Contact) else contact
         fut = self.protocol.call(addr, method, args, retries=retries)
@@ -227,9 +245,15 @@ class DhtServer:
     async def lookup(self, target: bytes, confirm: int | None = None) -> list[Contact]:
         c = self.config
         seeds = self.table.find_neighbors(target, c.ksize)
-        lookup = Lookup(target, self.node_id, seeds, lambda contact, t: self._call(
-            contact, "find", [t]), k=c.ksize, alpha=c.alpha,
-            confirm=c.confirm if confirm is None else confirm)
+        lookup = Lookup(
+            target,
+            self.node_id,
+            seeds,
+            lambda contact, t: self._call(contact, "find", [t]),
+            k=c.ksize,
+            alpha=c.alpha,
+            confirm=c.confirm if confirm is None else confirm,
+        )
         return await lookup.run()
 
     def _self_is_replica(self, key: bytes, targets: list[Contact]) -> bool:
@@ -260,8 +284,9 @@ class DhtServer:
         results = [self._accept_record(key, r, now, "") for r in records]
         return int(all(r in ACCEPTED for r in results))
 
-    def _store_on(self, contact: Contact | Address, key: bytes,
-                  records: list[Record]) -> asyncio.Future[Any]:
+    def _store_on(
+        self, contact: Contact | Address, key: bytes, records: list[Record]
+    ) -> asyncio.Future[Any]:
         """One future per replica; its result is False if any record was refused."""
         calls = [self._call(contact, "store", [key, chunk]) for chunk in chunk_records(records)]
         loop = asyncio.get_running_loop()
@@ -287,8 +312,9 @@ class DhtServer:
         targets = await self.lookup(key)
         now = self.wall()
         have: dict[bytes, Record] = {r.id: r for r in self.storage.records(key, now)}
-        calls = [self._call(c, "fetch", [key, i < FULL_PAGE_REPLICAS])
-                 for i, c in enumerate(targets)]
+        calls = [
+            self._call(c, "fetch", [key, i < FULL_PAGE_REPLICAS]) for i, c in enumerate(targets)
+        ]
         tally = Tally(calls, self.config.quorum, self.config.straggler_grace)
         await tally.wait()
         if targets and tally.ok == 0 and not have:
@@ -298,8 +324,9 @@ class DhtServer:
         self.spawn(self._repair(key, held_by, dict(have)))
         return [r for r in have.values() if r.expires_at > now]
 
-    def _collect_fetch(self, calls: list[asyncio.Future[Reply]], targets: list[Contact],
-                       have: dict[bytes, Record]) -> dict[Contact, set[bytes]]:
+    def _collect_fetch(
+        self, calls: list[asyncio.Future[Reply]], targets: list[Contact], have: dict[bytes, Record]
+    ) -> dict[Contact, set[bytes]]:
         held_by: dict[Contact, set[bytes]] = {}
         for contact, call in zip(targets, calls, strict=True):
             if not call.done() or call.cancelled() or call.exception() is not None:
@@ -314,8 +341,9 @@ class DhtServer:
                     have.setdefault(record.id, record)
         return held_by
 
-    async def _fetch_missing(self, key: bytes, held_by: dict[Contact, set[bytes]],
-                             have: dict[bytes, Record]) -> None:
+    async def _fetch_missing(
+        self, key: bytes, held_by: dict[Contact, set[bytes]], have: dict[bytes, Record]
+    ) -> None:
         for _ in range(16):  # each round pages at least one record in, or gives up
             missing = set().union(*held_by.values()) - set(have) if held_by else set()
             if not missing:
@@ -334,8 +362,9 @@ class DhtServer:
             for record in got:
                 have[record.id] = record
 
-    async def _repair(self, key: bytes, held_by: dict[Contact, set[bytes]],
-                      have: dict[bytes, Record]) -> None:
+    async def _repair(
+        self, key: bytes, held_by: dict[Contact, set[bytes]], have: dict[bytes, Record]
+    ) -> None:
         now = self.wall()
         live = {rid: r for rid, r in have.items() if r.expires_at > now}
         futures = []
@@ -372,8 +401,12 @@ class DhtServer:
         await tally.wait()
         return tally.ok
 
-    async def keep_subscribed(self, key: bytes, make_request: Callable[[int], OwnerRequest],
-                              ready: asyncio.Event | None = None) -> None:
+    async def keep_subscribed(
+        self,
+        key: bytes,
+        make_request: Callable[[int], OwnerRequest],
+        ready: asyncio.Event | None = None,
+    ) -> None:
         """Renew the subscription before it expires, for as long as the node runs."""
         while True:
             with contextlib.suppress(MeshError):
@@ -398,7 +431,7 @@ class DhtServer:
 
     async def republish(self) -> None:
         """Hand every held record to the current replicas that lack it."""
-        for key in self.storage.keys():
+        for key in self.storage.held_keys():
             with contextlib.suppress(MeshError):
                 targets = await self.lookup(key)
                 calls = [self._call(c, "fetch", [key, False]) for c in targets]
@@ -417,8 +450,9 @@ class DhtServer:
 
     # -- replica side: RPC handlers -------------------------------------------------
 
-    def handle_request(self, method: str, args: list[Any], sender: bytes,
-                       addr: Address) -> tuple[int, Any]:
+    def handle_request(
+        self, method: str, args: list[Any], sender: bytes, addr: Address
+    ) -> tuple[int, Any]:
         if sender not in self.table:
             self._verify(addr)
         return wire.OK, self._handlers[method](args, sender, addr)
@@ -436,6 +470,8 @@ class DhtServer:
         head = self.table.add_contact(contact)
         if sender in self.table:
             self._welcome(contact)
+            if self.on_new_contact is not None:
+                self.on_new_contact(contact)
         elif head is not None:
             self._check_alive(head)
 
@@ -451,13 +487,14 @@ class DhtServer:
             return
         self._verifying.add(head.address)
         self._call(head, "ping", []).add_done_callback(
-            lambda _f: self._verifying.discard(head.address))
+            lambda _f: self._verifying.discard(head.address)
+        )
 
     def _welcome(self, newcomer: Contact) -> None:
         """Hand a newcomer the records of keys it is now a replica of (kademlia hashes
         the already-hashed key here, so newcomers get almost nothing)."""
         now = self.wall()
-        for key in self.storage.keys():
+        for key in self.storage.held_keys():
             k = int.from_bytes(key, "big")
             neighbors = self.table.find_neighbors(key, self.config.ksize)
             if newcomer not in neighbors:
@@ -473,8 +510,10 @@ class DhtServer:
         return None
 
     def _rpc_find(self, args: list[Any], sender: bytes, addr: Address) -> list[Any]:
-        return [c.to_tuple() for c in self.table.find_neighbors(args[0], wire.MAX_CONTACTS,
-                                                                exclude=sender)]
+        return [
+            c.to_tuple()
+            for c in self.table.find_neighbors(args[0], wire.MAX_CONTACTS, exclude=sender)
+        ]
 
     def _rpc_store(self, args: list[Any], sender: bytes, addr: Address) -> list[int]:
         key, objs = args
@@ -524,8 +563,7 @@ class DhtServer:
 
     def _rpc_listen(self, args: list[Any], sender: bytes, addr: Address) -> int:
         request = self._owner_request(args, "listen")
-        duration = min(envelope.parse_listen_payload(request.payload),
-                       self.config.listen_duration)
+        duration = min(envelope.parse_listen_payload(request.payload), self.config.listen_duration)
         subs = self.listeners.setdefault(request.mailbox_key, {})
         if addr not in subs and len(subs) >= 8:
             raise RefusedError("too many listeners on this key")
@@ -549,8 +587,7 @@ class DhtServer:
 
 
 def _all_accepted(result: Any) -> bool:
-    return type(result) is list and all(
-        type(code) is int and code in (0, 1, 2) for code in result)
+    return type(result) is list and all(type(code) is int and code in (0, 1, 2) for code in result)
 
 
 def chunk_records(records: list[Record]) -> list[list[Any]]:

@@ -66,7 +66,7 @@ class RecordStorage:
 
     # -- queries ------------------------------------------------------------------
 
-    def keys(self) -> list[bytes]:
+    def held_keys(self) -> list[bytes]:
         return list(self._records)
 
     def __len__(self) -> int:
