@@ -1,15 +1,403 @@
-"""The `mesh` command: parses, calls mesh, prints."""
+"""The `mesh` command: parses, calls mesh, prints.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 queued (no peer reachable; the message waits in
+the outbox). A mistake gets one line on stderr, never a traceback. The home directory
+(`--home`, else MESH_HOME, else the per-user data directory) is `ctx.obj`, a Path, for
+every subcommand (bench, sim and chat included).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+import platformdirs
+import segno
 
-from cli import bench, chat, sim
+from cli import bench, chat, render, sim
+from mesh.control import list_messages, list_peers, read_inbox, send_text
+from mesh.daemon import run_daemon
+from mesh.envelope import MAX_TTL
+from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
+from mesh.home import NetConfig, init_home, is_locked, open_home, public_identity
+from mesh.identity import PublicIdentity
+from mesh.node import Address, parse_address
+from mesh.store import Store
+
+EXIT_ERROR = 1
+EXIT_QUEUED = 3
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group()
-def cli() -> None:
+class CliError(click.ClickException):
+    """One line on stderr and an exit code."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(render.one_line(message))
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class MeshGroup(click.Group):
+    """Turns every MeshError (and OS error) raised by a subcommand into one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MeshError as exc:
+            raise CliError(str(exc)) from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise CliError(f"{exc.strerror or exc}{where}") from None
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("mesh-messenger", appauthor=False))
+
+
+@click.group(cls=MeshGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MESH_HOME",
+    help="Directory of the identity and messages (default: MESH_HOME, else the per-user "
+    "data directory).",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
     """mesh-messenger: a serverless peer-to-peer messenger."""
+    ctx.obj = (home or default_home()).expanduser().absolute()
+
+
+# -- options shared by the commands that run a node ---------------------------------------
+
+
+def _parse_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
+    try:
+        return [parse_address(v) for v in values]
+    except MeshError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _parse_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an IP address") from None
+    return list(values)
+
+
+def network_options(func: F) -> F:
+    options = [
+        click.option(
+            "--peer",
+            "peers",
+            multiple=True,
+            metavar="HOST:PORT",
+            callback=_parse_peers,
+            help="A peer to join through (repeatable).",
+        ),
+        click.option("--no-mdns", is_flag=True, help="Do not look for peers with mDNS."),
+        click.option(
+            "--interface",
+            "interfaces",
+            multiple=True,
+            metavar="ADDR",
+            callback=_parse_interfaces,
+            help="Run mDNS on this local address only (repeatable; default: every IPv4 "
+            "interface but loopback).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def net_config(
+    host: str | None,
+    port: int | None,
+    peers: list[Address],
+    no_mdns: bool,
+    interfaces: list[str],
+) -> NetConfig:
+    listen = host or (interfaces[0] if interfaces else "0.0.0.0")
+    return NetConfig(listen, port, peers, not no_mdns, interfaces or None)
+
+
+def ask_passphrase(store: Store) -> str | None:
+    """The passphrase of a locked identity: MESH_PASSPHRASE, else asked in a terminal."""
+    if not is_locked(store):
+        return None
+    if "MESH_PASSPHRASE" in os.environ:
+        return os.environ["MESH_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
+    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
+    return passphrase
+
+
+# -- identity and contacts -----------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--name", help="Your name, as you would like contacts to see it.")
+@click.option("--passphrase", is_flag=True, help="Encrypt the identity with a passphrase.")
+@click.pass_obj
+def init(home: Path, name: str | None, passphrase: bool) -> None:
+    """Create the identity of this home (refuses if it has one)."""
+    secret = None
+    if passphrase:
+        secret = os.environ.get("MESH_PASSPHRASE") or click.prompt(
+            "new passphrase", hide_input=True, confirmation_prompt=True, err=True
+        )
+    identity = init_home(home, name, secret)
+    render.print_identity({"id": identity.id, "fingerprint": identity.public.fingerprint})
+    click.echo(f"home: {home}")
+
+
+@cli.command(name="id")
+@click.option("--qr", is_flag=True, help="Also draw the ID as a QR code.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def show_id(home: Path, qr: bool, as_json: bool) -> None:
+    """Print your ID (first line, alone) and its fingerprint."""
+    with open_home(home) as store:
+        secret = None if store.get_setting("public_id") else ask_passphrase(store)
+        public = public_identity(store, secret)
+        name = store.get_setting("name")
+    doc = {"id": public.id, "fingerprint": public.fingerprint, "name": name}
+    if as_json:
+        render.print_json(doc)
+        return
+    render.print_identity(doc)
+    if qr:
+        # IDs are case-insensitive: upper case fits QR's compact alphanumeric mode.
+        segno.make(public.id.upper(), error="m").terminal(compact=True)
+
+
+@cli.group()
+def contacts() -> None:
+    """Your address book: names for IDs."""
+
+
+@contacts.command(name="add")
+@click.argument("name")
+@click.argument("peer_id", metavar="ID")
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, MAX_TTL),
+    metavar="SECONDS",
+    help="Messages to this contact disappear after SECONDS.",
+)
+@click.pass_obj
+def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
+    """Save ID under NAME."""
+    public = PublicIdentity.from_id(peer_id)
+    with open_home(home) as store:
+        contact = store.add_contact(name, public.id, ttl)
+    click.echo(f"added {contact.name}: {public.id}")
+    click.echo(f"fingerprint: {public.fingerprint}")
+
+
+@contacts.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def contacts_list(home: Path, as_json: bool) -> None:
+    """List your contacts."""
+    with open_home(home) as store:
+        rows = [
+            {"name": c.name, "id": c.peer_id, "ttl": c.ttl, "added_at": c.added_at}
+            for c in store.list_contacts()
+        ]
+    if as_json:
+        render.print_json({"contacts": rows})
+    else:
+        render.print_contacts(rows)
+
+
+@contacts.command(name="remove")
+@click.argument("name")
+@click.pass_obj
+def contacts_remove(home: Path, name: str) -> None:
+    """Forget the contact NAME (messages stay)."""
+    with open_home(home) as store:
+        if not store.remove_contact(name):
+            raise UnknownContactError(f"no contact named {name.strip()!r}")
+    click.echo(f"removed {name.strip()}")
+
+
+# -- the node -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: 0.0.0.0, or the first --interface).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="UDP port (default: the one this home used last, else any free port).",
+)
+@network_options
+@click.pass_obj
+def up(
+    home: Path,
+    host: str | None,
+    port: int | None,
+    peers: list[Address],
+    no_mdns: bool,
+    interfaces: list[str],
+) -> None:
+    """Run your node until Ctrl-C or SIGTERM.
+
+    Prints `listening on HOST:PORT` first, then serves the control socket
+    HOME/control.sock that `send`, `inbox`, `peers` and `chat` use while it runs.
+    """
+    with open_home(home) as store:
+        passphrase = ask_passphrase(store)
+    net = net_config(host, port, peers, no_mdns, interfaces)
+    echo = _flushed_echo
+    asyncio.run(run_daemon(home, net, passphrase, echo, render.print_daemon_event))
+    echo("stopped")
+
+
+def _flushed_echo(text: str) -> None:
+    click.echo(text)
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.argument("to")
+@click.argument("text")
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, MAX_TTL),
+    metavar="SECONDS",
+    help="The message disappears after SECONDS (default: the contact's, else 7 days).",
+)
+@click.option(
+    "--host", help="Address of the short-lived node (default: 0.0.0.0, or the first --interface)."
+)
+@network_options
+@click.pass_obj
+def send(
+    home: Path,
+    to: str,
+    text: str,
+    ttl: int | None,
+    host: str | None,
+    peers: list[Address],
+    no_mdns: bool,
+    interfaces: list[str],
+) -> None:
+    """Send TEXT to TO (a contact name or an ID).
+
+    Goes through `mesh up` when it runs for this home, else starts a short-lived node.
+    Exit 0 once stored on the recipient's mailbox replicas; exit 3 if no peer is
+    reachable (the message stays queued and `mesh up` delivers it later).
+    """
+
+    net = net_config(host, None, peers, no_mdns, interfaces)
+    result = asyncio.run(
+        send_text(home, to, text, ttl, net, ask_passphrase, lambda mid: _queued(mid))
+    )
+    if result.status == "queued":
+        render.hint(
+            "no peer is reachable: the message stays queued, and `mesh up` delivers it "
+            "as soon as a peer appears"
+        )
+        raise click.exceptions.Exit(EXIT_QUEUED)
+    if result.replicas is None:  # the receipt overtook the replicas' acknowledgements
+        click.echo("delivered")
+        return
+    plural = "" if result.replicas == 1 else "s"
+    suffix = " (already delivered)" if result.status == "delivered" else ""
+    click.echo(f"stored on {result.replicas} replica{plural}{suffix}")
+
+
+def _queued(message_id: bytes) -> None:
+    _flushed_echo(f"queued {message_id.hex()}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--host", help="Address of the short-lived node (default: 0.0.0.0, or the first --interface)."
+)
+@network_options
+@click.pass_obj
+def inbox(
+    home: Path,
+    as_json: bool,
+    host: str | None,
+    peers: list[Address],
+    no_mdns: bool,
+    interfaces: list[str],
+) -> None:
+    """Fetch your mailbox and list the messages you received."""
+    net = net_config(host, None, peers, no_mdns, interfaces)
+    messages, fetched = asyncio.run(read_inbox(home, net, ask_passphrase))
+    if not fetched:
+        render.hint("no peer is reachable: showing the messages received so far")
+    if as_json:
+        render.print_json({"messages": messages, "fetched": fetched})
+    else:
+        render.print_inbox(messages)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def outbox(home: Path, as_json: bool) -> None:
+    """List sent messages and their status.
+
+    Status: queued (waiting for a peer), stored (on N replicas), delivered (receipt
+    received), failed (expired before any peer took it).
+    """
+    with open_home(home) as store:
+        messages = list_messages(store, "out", time.time())
+    if as_json:
+        render.print_json({"messages": messages})
+    else:
+        render.print_outbox(messages)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def peers(home: Path, as_json: bool) -> None:
+    """List the peers your node knows.
+
+    Asks the running `mesh up`; without one, lists the peers this home saw last.
+    """
+    doc = asyncio.run(list_peers(home))
+    if as_json:
+        render.print_json(doc)
+    else:
+        render.print_peers(doc)
+
+
+@cli.command()
+def demo() -> None:
+    """Four peers on loopback: a tour in a few seconds.
+
+    Discovery by mDNS, a message arriving by push, a message to a peer that is offline
+    delivered when it returns, and delivery receipts. Nothing leaves this machine.
+    """
+    from mesh.demo import run_demo
+
+    asyncio.run(run_demo())
 
 
 cli.add_command(bench.command)
@@ -18,4 +406,13 @@ cli.add_command(chat.command)
 
 
 def main() -> None:
-    cli()
+    try:
+        cli(prog_name="mesh")
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 DB_NAME = "mesh.db"
 SEEN_RECORDS_MAX = 4096
+STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class NodeOptions:
     poll_interval: float = 30.0
     outbox_interval: float = 10.0
     delete_delay: float = 0.2
+    rejoin_interval: float = 10.0  # at most one catch-up round per this many seconds
     receipts: bool = True
 
 
@@ -94,6 +96,9 @@ class Node:
         self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
+        self._last_rejoin = -1e9
+        self._finishing: set[asyncio.Task[Any]] = set()
+        self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
         dht.on_new_contact = self._on_new_contact
 
@@ -136,17 +141,25 @@ class Node:
         except BaseException:
             store.close()
             raise
-        await node._join([parse_address(a) for a in bootstrap])
-        if mdns:
-            await node._start_discovery(interfaces, network_name)
+        try:
+            await node._join([parse_address(a) for a in bootstrap])
+            if mdns:
+                await node._start_discovery(interfaces, network_name)
+        except BaseException:
+            await node.stop()
+            raise
         return node
 
     async def _join(self, bootstrap: list[Address]) -> None:
         cached = [(h, p) for _nid, h, p, _seen in self.store.peers_recent(32)]
         peers = list(dict.fromkeys(bootstrap + cached))
+        self._rejoin_scheduled = True  # contacts found while joining need no extra round
         if peers:
             await self.dht.bootstrap(peers)
-        await self._subscribe_once()
+        if len(self.dht.table) > 0:
+            await self._rejoin()  # subscribe, flush the outbox, fetch what waited for us
+        else:
+            self._rejoin_scheduled = False
         self.dht.spawn(self._renew_subscription())
         self.dht.spawn(self._background())
 
@@ -164,6 +177,9 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.discovery.stop()
         self._save_peers()
+        # Receipts and DHT deletes still in flight are part of what we promised.
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=STOP_GRACE)
         await self.dht.close()
         self.store.close()
 
@@ -218,14 +234,23 @@ class Node:
 
     def _on_new_contact(self, contact: object) -> None:
         self._peer_event.set()
-        if not self._rejoin_scheduled and not self._stopped:
-            self._rejoin_scheduled = True
-            self.dht.spawn(self._rejoin())
+        if self._rejoin_scheduled or self._stopped:
+            return
+        # Every newcomer anywhere is a new contact for some of us: catching up on each
+        # would make one join cost the whole network a round. A node that was alone, or
+        # has not caught up for a while (a partition healed), catches up at once.
+        now = asyncio.get_running_loop().time()
+        if len(self.dht.table) > 2 and now - self._last_rejoin < self.options.rejoin_interval:
+            return
+        self._rejoin_scheduled = True
+        self.dht.spawn(self._rejoin())
 
     async def _rejoin(self) -> None:
         """After new peers appear (start, partition healed): catch up at once."""
-        await asyncio.sleep(0.05)  # coalesce a burst of discoveries into one round
+        if self._last_rejoin > -1e9:
+            await asyncio.sleep(0.05)  # coalesce a burst of discoveries into one round
         self._rejoin_scheduled = False
+        self._last_rejoin = asyncio.get_running_loop().time()
         with contextlib.suppress(MeshError):
             if len(self.dht.table) < self.dht.config.ksize:
                 await self.dht.lookup(self.dht.node_id)
@@ -243,13 +268,7 @@ class Node:
 
     def resolve(self, to: str) -> PublicIdentity:
         """A contact name or an ID -> the recipient's public identity."""
-        to = to.strip()
-        contact = self.store.get_contact(to)
-        if contact is not None:
-            return PublicIdentity.from_id(contact.peer_id)
-        if is_valid_id(to) or to.lower().startswith("mesh"):
-            return PublicIdentity.from_id(to)
-        raise UnknownContactError(f"no contact named {to!r} (and it is not an ID)")
+        return resolve_recipient(self.store, to)[0]
 
     async def send(self, to: str, text: str, ttl: int | None = None) -> Receipt:
         """Queue durably, then store on the recipient's mailbox replicas.
@@ -257,8 +276,8 @@ class Node:
         Raises UnreachableError when no peer answers; the message then stays queued and
         is delivered by a later flush of the outbox.
         """
-        recipient = self.resolve(to)
-        ttl = ttl or self._contact_ttl(recipient.id) or DEFAULT_TTL
+        recipient, contact_ttl = resolve_recipient(self.store, to)
+        ttl = ttl or contact_ttl or DEFAULT_TTL
         message, record = envelope.seal_message(
             self.identity, recipient, "text", text.encode("utf-8"), self.wall(), ttl
         )
@@ -275,16 +294,18 @@ class Node:
         replicas = await self._deliver(message.id, recipient.mailbox_key, record)
         return Receipt(message.id, record.id, replicas)
 
-    def _contact_ttl(self, peer_id: str) -> int | None:
-        contact = self.store.find_contact_by_id(peer_id)
-        return contact.ttl if contact is not None else None
-
     async def _deliver(self, message_id: bytes, mailbox_key: bytes, record: Record) -> int:
         self.store.outbox_mark_attempt(message_id, self.wall())
         replicas = await self.dht.put(mailbox_key, [record])
-        self.store.set_message_status(message_id, "out", "stored", replicas=replicas)
+        if not self.store.set_message_status(message_id, "out", "stored", replicas=replicas):
+            self.store.set_message_replicas(message_id, "out", replicas)  # receipt came first
         self.store.outbox_remove(message_id)
+        self._status(message_id, "stored", replicas)
         return replicas
+
+    def _status(self, message_id: bytes, status: str, replicas: int | None = None) -> None:
+        if self.on_status is not None:
+            self.on_status(message_id, status, replicas)
 
     async def flush_outbox(self) -> int:
         """Try every queued message again; returns how many were stored."""
@@ -374,8 +395,13 @@ class Node:
         self.counters["received"] += 1
         self._queue.put_nowait(message)
         if self.options.receipts and message.sender != self.id:
-            self.dht.spawn(self._send_receipt(message))
+            self._finish_later(self._send_receipt(message))
         return message
+
+    def _finish_later(self, coro: Any) -> None:
+        task = self.dht.spawn(coro)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     def _on_receipt(self, message: Message) -> None:
         with contextlib.suppress(MeshError):
@@ -384,6 +410,7 @@ class Node:
                 if row is not None and row.peer_id == message.sender:
                     self.store.set_message_status(message_id, "out", "delivered")
                     self.counters["receipts"] += 1
+                    self._status(message_id, "delivered")
 
     async def _send_receipt(self, message: Message) -> None:
         recipient = PublicIdentity.from_id(message.sender)
@@ -402,23 +429,20 @@ class Node:
         self._to_delete.append(record_id)
         if not self._delete_scheduled:
             self._delete_scheduled = True
-            self.dht.spawn(self._delete_later())
+            self._finish_later(self._delete_later())
 
     async def _delete_later(self) -> None:
         await asyncio.sleep(self.options.delete_delay)
         self._delete_scheduled = False
         batch, self._to_delete = self._to_delete[:256], self._to_delete[256:]
         if self._to_delete:
-            self._schedule_delete_rest()
+            self._delete_scheduled = True
+            self._finish_later(self._delete_later())
         request = envelope.sign_owner_request(
             self.identity, "delete", envelope.delete_payload(batch), self.wall()
         )
         with contextlib.suppress(MeshError):
             await self.dht.delete(request)
-
-    def _schedule_delete_rest(self) -> None:
-        self._delete_scheduled = True
-        self.dht.spawn(self._delete_later())
 
     # -- background -----------------------------------------------------------------
 
@@ -448,6 +472,18 @@ class Node:
                 with contextlib.suppress(MeshError):
                     await self.fetch()
             await asyncio.sleep(self.options.outbox_interval)
+
+
+def resolve_recipient(store: Store, to: str) -> tuple[PublicIdentity, int | None]:
+    """A contact name or an ID -> (public identity, the contact's message TTL if any)."""
+    to = to.strip()
+    contact = store.get_contact(to)
+    if contact is not None:
+        return PublicIdentity.from_id(contact.peer_id), contact.ttl
+    if is_valid_id(to) or to.lower().startswith("mesh"):
+        known = store.find_contact_by_id(to)
+        return PublicIdentity.from_id(to), known.ttl if known is not None else None
+    raise UnknownContactError(f"no contact named {to!r} (and it is not an ID)")
 
 
 def open_store(home: str | os.PathLike[str] | None) -> Store:

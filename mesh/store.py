@@ -484,6 +484,14 @@ class Store:
         cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 
+    def set_message_replicas(self, msg_id: bytes, direction: Direction, replicas: int) -> bool:
+        """Record how many replicas took a message, whatever its status is by now."""
+        cursor = self._execute(
+            "UPDATE messages SET replicas = ? WHERE msg_id = ? AND direction = ?",
+            (replicas, msg_id, direction),
+        )
+        return cursor.rowcount == 1
+
     def mark_read(self, peer_id: str) -> int:
         cursor = self._execute(
             "UPDATE messages SET is_read = 1 "

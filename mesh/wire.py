@@ -5,8 +5,10 @@ A datagram is one version byte followed by one msgpack array:
     request:  [0, msgid, sender_node_id, method, args]
     response: [1, msgid, sender_node_id, status, result]   status 0 = ok, else an error code
 
-`decode_datagram` either returns a fully validated `Datagram` or raises `MalformedError`;
-nothing a peer sends reaches the routing table or storage without passing through it.
+`decode_datagram` either returns a fully validated `Datagram` or raises `DatagramError` (a
+`MalformedError` whose `reason` is one word from `DROP_REASONS`, safe to use as a counter
+name: never attacker data); `validate_args` raises only `MalformedError`. Nothing a peer
+sends reaches the routing table or storage without passing through both.
 Pure: no sockets, no clock.
 """
 
@@ -46,6 +48,19 @@ ERR_BUSY: Final = 3
 Obj = Any  # a decoded msgpack object; validated before use
 ContactTuple = tuple[bytes, str, int]
 
+#: Why `decode_datagram` refused a datagram; protocol.py counts each as `dropped_<reason>`.
+DROP_REASONS: Final = frozenset(
+    {"oversized", "bad_version", "undecodable", "bad_header", "bad_node_id", "unknown_method"}
+)
+
+
+class DatagramError(MalformedError):
+    """A datagram refused by framing or header checks."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 @dataclass(frozen=True, slots=True)
 class Datagram:
@@ -66,25 +81,10 @@ def encode_response(msgid: int, sender: bytes, status: int, result: Obj) -> byte
     return VERSION_BYTE + packed
 
 
-_DECODE_ERRORS = (
-    ValueError,
-    TypeError,
-    msgpack.ExtraData,
-    msgpack.FormatError,
-    msgpack.StackError,
-    OverflowError,
-)
-
-
-def decode_datagram(data: bytes) -> Datagram:
-    """Validate framing and header; the body is validated per method later."""
-    if len(data) > MAX_DATAGRAM:
-        raise MalformedError("datagram too large")
-    if not data or data[0] != VERSION:
-        raise MalformedError("unknown protocol version")
+def _unpack(data: bytes) -> Obj:
     try:
-        obj = msgpack.unpackb(
-            data[1:],
+        return msgpack.unpackb(
+            data,
             raw=False,
             strict_map_key=True,
             use_list=True,
@@ -94,23 +94,33 @@ def decode_datagram(data: bytes) -> Datagram:
             max_bin_len=MAX_DATAGRAM,
             max_ext_len=0,
         )
-    except _DECODE_ERRORS as exc:
-        raise MalformedError(f"undecodable datagram: {type(exc).__name__}") from None
+    except Exception as exc:  # msgpack documents that unpackb may raise almost anything
+        raise DatagramError("undecodable", f"undecodable: {type(exc).__name__}") from None
+
+
+def decode_datagram(data: bytes) -> Datagram:
+    """Validate framing and header; the body is validated per method later."""
+    if len(data) > MAX_DATAGRAM:
+        raise DatagramError("oversized", "datagram too large")
+    if not data or data[0] != VERSION:
+        raise DatagramError("bad_version", "unknown protocol version")
+    obj = _unpack(data[1:])
     if type(obj) is not list or len(obj) != 5:
-        raise MalformedError("datagram is not a 5-element array")
+        raise DatagramError("bad_header", "datagram is not a 5-element array")
     kind, msgid, sender, head, body = obj
-    if kind not in (REQUEST, RESPONSE) or type(kind) is not int:
-        raise MalformedError("bad datagram kind")
+    if type(kind) is not int or kind not in (REQUEST, RESPONSE):
+        raise DatagramError("bad_header", "bad datagram kind")
     if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
-        raise MalformedError("bad message id")
-    check_node_id(sender)
+        raise DatagramError("bad_header", "bad message id")
+    if type(sender) is not bytes or len(sender) != NODE_ID_SIZE:
+        raise DatagramError("bad_node_id", "sender node id must be 20 bytes")
     if kind == REQUEST:
         if type(head) is not str or head not in REQUEST_VALIDATORS:
-            raise MalformedError("unknown method")
+            raise DatagramError("unknown_method", "unknown method")
         if type(body) is not list:
-            raise MalformedError("arguments are not a list")
+            raise DatagramError("bad_header", "arguments are not a list")
     elif type(head) is not int or not 0 <= head <= 255:
-        raise MalformedError("bad status")
+        raise DatagramError("bad_header", "bad status")
     return Datagram(kind, msgid, sender, head, body)
 
 
@@ -150,18 +160,23 @@ def check_ids(value: Obj) -> list[bytes]:
     return ids
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 @functools.lru_cache(maxsize=4096)
-def _is_ip(value: str) -> bool:
+def _is_unicast_ip(value: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return False
-    return True
+    # A peer must not steer our requests at "everyone": 0.0.0.0, multicast, broadcast.
+    return not (ip.is_unspecified or ip.is_multicast or ip == _BROADCAST)
 
 
 def check_host(value: Obj) -> str:
-    if type(value) is not str or len(value) > 45 or not _is_ip(value):
-        raise MalformedError("host is not an IP address")
+    """A numeric unicast IP address (never a name: nothing a peer sends causes a DNS query)."""
+    if type(value) is not str or len(value) > 45 or not _is_unicast_ip(value):
+        raise MalformedError("host is not a unicast IP address")
     return value
 
 
@@ -245,4 +260,8 @@ REQUEST_VALIDATORS: Final[dict[str, Callable[[list[Obj]], list[Obj]]]] = {
 
 
 def validate_args(method: str, args: list[Obj]) -> list[Obj]:
-    return REQUEST_VALIDATORS[method](args)
+    """Check the arguments of a request whose header `decode_datagram` accepted."""
+    validator = REQUEST_VALIDATORS.get(method)
+    if validator is None or type(args) is not list:
+        raise MalformedError("unknown method or arguments are not a list")
+    return validator(args)

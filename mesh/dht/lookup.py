@@ -4,7 +4,9 @@ kademlia's crawler sends alpha requests, waits for all of them, then sends the n
 wave, so one dead peer stalls every wave it is in for the whole RPC timeout. Here up to
 `alpha` requests are in flight at any moment; each answer immediately refills the
 window, and the lookup ends as soon as the `confirm` closest candidates have answered,
-without waiting for stragglers further away.
+without waiting for stragglers further away. A request still unanswered after a soft
+timeout (a few round-trip times, far below the RPC timeout) stops holding its slot and is
+treated as failed unless it answers later, so a dead peer costs milliseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Lookup:
         k: int,
         alpha: int,
         confirm: int,
+        soft_timeout: float = 1.0,
+        is_dead: Callable[[Contact], bool] = lambda c: False,
     ) -> None:
         self.target = target
         self.own_id = own_id
@@ -43,6 +47,9 @@ class Lookup:
         self.answered: set[bytes] = set()
         self.failed: set[bytes] = set()
         self.asked: set[bytes] = set()
+        self.slow: set[bytes] = set()
+        self.soft_timeout = soft_timeout
+        self.is_dead = is_dead
         self.in_flight = 0
         self.rpcs = 0
         self._done: asyncio.Future[list[Contact]] | None = None
@@ -50,11 +57,15 @@ class Lookup:
 
     def _add(self, contacts: Iterable[Contact]) -> None:
         for c in contacts:
-            if c.id != self.own_id and c.id not in self.candidates:
+            if c.id != self.own_id and c.id not in self.candidates and not self.is_dead(c):
                 self.candidates[c.id] = c
 
     def closest(self) -> list[Contact]:
-        live = [c for c in self.candidates.values() if c.id not in self.failed]
+        failed, slow, answered = self.failed, self.slow, self.answered
+        live = [
+            c for c in self.candidates.values()
+            if c.id not in failed and (c.id not in slow or c.id in answered)
+        ]
         live.sort(key=lambda c: c.long_id ^ self._t)
         return live[: self.k]
 
@@ -71,8 +82,12 @@ class Lookup:
         if all(c.id in self.answered for c in top[: self.confirm]):
             self._finish(top)
             return
+        # Slow requests give their slot back, but at most `alpha` of them may be
+        # outstanding on top: under load everything looks slow, and an unbounded
+        # fan-out would turn a busy moment into congestion collapse.
+        pending_slow = len(self.slow - self.answered - self.failed)
         for contact in top:
-            if self.in_flight >= self.alpha:
+            if self.in_flight >= self.alpha or self.in_flight + pending_slow >= 2 * self.alpha:
                 break
             if contact.id not in self.asked:
                 self._ask(contact)
@@ -83,12 +98,24 @@ class Lookup:
         self.asked.add(contact.id)
         self.in_flight += 1
         self.rpcs += 1
-        self.find(contact, self.target).add_done_callback(
-            lambda f, c=contact: self._on_answer(c, f)  # type: ignore[misc]
+        future = self.find(contact, self.target)
+        timer = asyncio.get_running_loop().call_later(self.soft_timeout, self._on_slow, contact)
+        future.add_done_callback(
+            lambda f, c=contact, t=timer: self._on_answer(c, f, t)  # type: ignore[misc]
         )
 
-    def _on_answer(self, contact: Contact, future: asyncio.Future[Reply]) -> None:
+    def _on_slow(self, contact: Contact) -> None:
+        self.slow.add(contact.id)
         self.in_flight -= 1
+        self._step()
+
+    def _on_answer(self, contact: Contact, future: asyncio.Future[Reply],
+                   timer: asyncio.TimerHandle) -> None:
+        if contact.id in self.slow:
+            pass  # its slot was already given back
+        else:
+            timer.cancel()
+            self.in_flight -= 1
         if future.cancelled() or future.exception() is not None:
             self.failed.add(contact.id)
         else:

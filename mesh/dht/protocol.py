@@ -1,11 +1,13 @@
 """The RPC engine: one asyncio DatagramProtocol per node.
 
 Every datagram passes through `datagram_received`, which never raises: anything
-malformed, unsolicited or over a rate limit is dropped and counted (see `statistics()`),
-logged at debug at most once per reason. Replies are matched on (message id, source
-address), so a third party cannot answer for a peer; a cancelled or timed-out call
-releases its state at once. Request handlers are synchronous: a request is answered in
-the same callback that received it, with no task per datagram.
+malformed, unsolicited or over a rate limit is dropped and counted as `dropped_<reason>`
+(see `statistics()`; reasons are a fixed vocabulary, never attacker data), and logged at
+debug at most once per reason. Replies are matched on (message id, source address), and
+message ids are random, so a third party can neither answer for a peer nor guess the
+next id; a cancelled or timed-out call releases its state at once. Request handlers are
+synchronous: a request is answered in the same callback that received it, with no task
+per datagram, so a flood cannot pile up tasks. Requests are budgeted per source IP.
 
 The transport is anything with `sendto(data, addr)`: a real UDP socket, or the
 in-memory network of the simulator.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import secrets
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,24 +82,33 @@ class _Pending:
 
 
 class TokenBuckets:
-    """Per-source request budgets; bounded memory whatever the number of sources."""
+    """Per-source request budgets; bounded memory whatever the number of sources.
+
+    Past `max_sources`, the source that has been quiet the longest is forgotten (it
+    starts again from a full bucket), so an attacker rotating addresses cannot reset the
+    budget of a source that is flooding right now.
+    """
 
     def __init__(self, rate: float, burst: float, max_sources: int = 4096) -> None:
         self.rate = rate
         self.burst = burst
         self.max_sources = max_sources
-        self._state: dict[str, tuple[float, float]] = {}
+        self._state: dict[str, tuple[float, float]] = {}  # insertion order = least recent first
 
     def allow(self, source: str, now: float) -> bool:
-        tokens, last = self._state.get(source, (self.burst, now))
+        state = self._state.pop(source, None)
+        tokens, last = state if state is not None else (self.burst, now)
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[source] = (tokens, now)
-            return False
-        if len(self._state) >= self.max_sources and source not in self._state:
-            self._state.clear()  # crude but bounded; honest peers simply refill at burst
-        self._state[source] = (tokens - 1.0, now)
-        return True
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._state) >= self.max_sources:
+            del self._state[next(iter(self._state))]
+        self._state[source] = (tokens, now)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 class DhtProtocol(asyncio.DatagramProtocol):
@@ -119,7 +130,6 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.loop = asyncio.get_running_loop()
         self.stats: Counter[str] = Counter()
         self._pending: dict[tuple[int, Address], _Pending] = {}
-        self._msgid = int.from_bytes(os.urandom(4), "big")
         self._limits = TokenBuckets(rate, burst)
         self._logged: set[str] = set()
 
@@ -133,7 +143,9 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.cancel_all()
 
     def error_received(self, exc: Exception) -> None:
-        self._drop("socket_error", str(type(exc).__name__))
+        # Typically an ICMP "port unreachable" for something we sent: nothing was dropped.
+        self.stats["socket_errors"] += 1
+        self._log_once("socket_error", "socket error: %s", type(exc).__name__)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.stats["datagrams_in"] += 1
@@ -144,11 +156,16 @@ class DhtProtocol(asyncio.DatagramProtocol):
                 self._on_request(dgram, source)
             else:
                 self._on_response(dgram, source)
+        except wire.DatagramError as exc:
+            self._drop(exc.reason, str(exc))
         except RemoteProtocolError as exc:
             self._drop("malformed", str(exc))
         except Exception as exc:  # a bug of ours must not kill the socket either
             self.stats["handler_bugs"] += 1
-            log.exception("bug while handling a datagram: %s", type(exc).__name__)
+            name = "bug:" + type(exc).__name__
+            if name not in self._logged and len(self._logged) < MAX_LOGGED_REASONS:
+                self._logged.add(name)  # one traceback per kind of bug, then only counted
+                log.error("bug while handling a datagram", exc_info=True)
 
     # -- incoming -----------------------------------------------------------------
 
@@ -167,6 +184,10 @@ class DhtProtocol(asyncio.DatagramProtocol):
         except RemoteProtocolError as exc:
             self._drop("bad_request", f"{method}: {exc}")
             status, result = wire.ERR_MALFORMED, None
+        except MeshError as exc:  # our side failed (e.g. the disk): the peer may retry
+            self.stats["local_errors"] += 1
+            self._log_once("local_error", "could not serve %s: %s", method, describe(exc))
+            status, result = wire.ERR_BUSY, None
         self._send(wire.encode_response(dgram.msgid, self.node_id, status, result), source)
 
     def _on_response(self, dgram: wire.Datagram, source: Address) -> None:
@@ -188,13 +209,20 @@ class DhtProtocol(asyncio.DatagramProtocol):
             pending.future.set_result(Reply(dgram.sender, dgram.body))
 
     def _drop(self, reason: str, detail: str) -> None:
+        """Count a dropped datagram; `reason` is a fixed word, `detail` may be peer data."""
         self.stats["dropped"] += 1
         self.stats["dropped_" + reason] += 1
-        if reason not in self._logged and len(self._logged) < MAX_LOGGED_REASONS:
-            self._logged.add(reason)
-            log.debug(
-                "dropping datagram (%s): %.80s; further ones are only counted", reason, detail
-            )
+        self._log_once(
+            reason, "dropping datagram (%s): %.80r; further ones are only counted", reason, detail
+        )
+
+    def _log_once(self, key: str, message: str, *args: object) -> bool:
+        """Debug-log `message` the first time `key` occurs (bounded: no log flood)."""
+        if key in self._logged or len(self._logged) >= MAX_LOGGED_REASONS:
+            return False
+        self._logged.add(key)
+        log.debug(message, *args)
+        return True
 
     # -- outgoing -----------------------------------------------------------------
 
@@ -212,9 +240,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
         if self.transport is None:
             future.set_exception(NetworkError("node is stopped"))
             return future
-        self._msgid = (self._msgid + 1) & wire.MAX_MSGID
-        key = (self._msgid, addr)
-        data = wire.encode_request(self._msgid, self.node_id, method, args)
+        key = (self._new_msgid(addr), addr)
+        data = wire.encode_request(key[0], self.node_id, method, args)
         if len(data) > wire.MAX_DATAGRAM:
             future.set_exception(MalformedError(f"{method} request exceeds {wire.MAX_DATAGRAM} B"))
             return future
@@ -230,6 +257,14 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["requests_out"] += 1
         self._transmit(key, pending)
         return future
+
+    def _new_msgid(self, addr: Address) -> int:
+        """An unpredictable message id, so only the addressee (or an on-path observer)
+        can answer a call."""
+        while True:
+            msgid = secrets.randbits(32)
+            if (msgid, addr) not in self._pending:
+                return msgid
 
     def _transmit(self, key: tuple[int, Address], pending: _Pending) -> None:
         self._send(pending.data, pending.addr)
@@ -263,8 +298,10 @@ class DhtProtocol(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(data, addr)
             self.stats["datagrams_out"] += 1
-        except OSError as exc:
-            self._drop("send_failed", type(exc).__name__)
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            # e.g. an address of the wrong family, learnt from a peer; never fatal
+            self.stats["send_failed"] += 1
+            self._log_once("send_failed", "send to %s failed: %s", addr[0], type(exc).__name__)
 
     def cancel_all(self) -> None:
         for pending in list(self._pending.values()):
@@ -275,6 +312,7 @@ class DhtProtocol(asyncio.DatagramProtocol):
     def statistics(self) -> dict[str, int]:
         stats = dict(self.stats)
         stats["pending_calls"] = len(self._pending)
+        stats["rate_limited_sources"] = len(self._limits)
         return stats
 
 

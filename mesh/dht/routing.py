@@ -132,14 +132,30 @@ class RoutingTable(_KademliaTable):
         self.buckets[index : index + 1] = [low, high]
 
     def remove_contact(self, node: Contact) -> None:
+        """Forget a contact that failed, and promote the freshest replacement.
+
+        Only the entry at `node`'s own address goes: a peer advertising a known id at
+        another (dead) address must not be able to evict the contact we verified.
+        """
         bucket = self.buckets[self.bucket_index(node.long_id)]
-        was_in_table = node.id in bucket.nodes
-        before = set(bucket.nodes)
-        bucket.remove_node(node)
-        if was_in_table:
-            self._account(node, -1)
-            for promoted in set(bucket.nodes) - before:
-                self._account(bucket.nodes[promoted], +1)
+        held = bucket.nodes.get(node.id)
+        if held is None or held.address != node.address:
+            spare = bucket.replacement_nodes.get(node.id)
+            if spare is not None and spare.address == node.address:
+                del bucket.replacement_nodes[node.id]
+            return
+        del bucket.nodes[node.id]
+        self._account(held, -1)
+        self._promote(bucket)
+
+    def _promote(self, bucket: Bucket) -> None:
+        while bucket.replacement_nodes:
+            _, candidate = bucket.replacement_nodes.popitem()  # most recently seen first
+            if candidate.id in self.by_id or self.per_ip.get(candidate.ip, 0) >= self.max_per_ip:
+                continue  # the cap holds for promotions too
+            bucket.nodes[candidate.id] = candidate
+            self._account(candidate, +1)
+            return
 
     def _account(self, node: Contact, delta: int) -> None:
         if delta > 0:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,12 +30,21 @@ from mesh.dht.protocol import Address, DhtProtocol, Reply
 from mesh.dht.routing import Contact, RoutingTable
 from mesh.dht.storage import PutResult, RecordStorage
 from mesh.envelope import OwnerRequest, Record
-from mesh.errors import MeshError, RefusedError, RemoteProtocolError, UnreachableError
+from mesh.errors import (
+    MeshError,
+    NetworkError,
+    RefusedError,
+    RemoteProtocolError,
+    UnreachableError,
+)
 
 log = logging.getLogger(__name__)
 
 ACCEPTED = {PutResult.STORED, PutResult.DUPLICATE, PutResult.TOMBSTONED}
 FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; others send ids
+RECEIVE_BUFFER = 1 << 20
+DEAD_FOR = 30.0  # seconds an address that timed out is skipped by lookups
+MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
 
 
 Binder = Callable[
@@ -47,8 +57,13 @@ async def bind_udp(
 ) -> tuple[asyncio.BaseTransport, Address]:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
-    sock = transport.get_extra_info("sockname")
-    return transport, (sock[0], sock[1])
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        # Fetch answers arrive in bursts of near-8 KiB datagrams from every replica at
+        # once; the default buffer (~200 KiB) overflows and the kernel drops them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    name = transport.get_extra_info("sockname")
+    return transport, (name[0], name[1])
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,8 @@ class DhtConfig:
 
 
 class Tally:
-    """Waits for replica answers: all of them, or a quorum plus a short grace."""
+    """Waits for replica answers: all of them; or a quorum plus a short grace; or, once
+    `patience` has passed (a few round trips: the rest are probably dead), any answer."""
 
     def __init__(self, futures: list[asyncio.Future[Any]], quorum: int, grace: float) -> None:
         self.loop = asyncio.get_running_loop()
@@ -78,7 +94,10 @@ class Tally:
         self.ok = 0
         self.quorum = max(1, min(quorum, len(futures)))
         self.grace = grace
+        self.impatient = False
+        self.started = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
+        self._patience = self.loop.call_later(4 * grace, self._lose_patience)
         if not futures:
             self.done.set_result(None)
         for f in futures:
@@ -90,10 +109,18 @@ class Tally:
             self.ok += 1
         if self.done.done():
             return
-        if self.outstanding == 0:
+        if self.outstanding == 0 or (self.impatient and self.ok > 0):
             self.done.set_result(None)
         elif self.ok >= self.quorum and self._timer is None:
-            self._timer = self.loop.call_later(self.grace, self._expire)
+            # Stragglers get at most as long again as the quorum took: a peer that
+            # answers pings but drops stores (a black hole) costs at most 2x, not a grace.
+            waited = self.loop.time() - self.started
+            self._timer = self.loop.call_later(min(self.grace, waited), self._expire)
+
+    def _lose_patience(self) -> None:
+        self.impatient = True
+        if self.ok > 0:
+            self._expire()
 
     def _expire(self) -> None:
         if not self.done.done():
@@ -103,6 +130,7 @@ class Tally:
         try:
             await self.done
         finally:
+            self._patience.cancel()
             if self._timer is not None:
                 self._timer.cancel()
 
@@ -117,7 +145,7 @@ class DhtServer:
     ) -> None:
         self.node_id = node_id or os.urandom(wire.NODE_ID_SIZE)
         self.config = config or DhtConfig()
-        self.storage = storage or RecordStorage()
+        self.storage = storage if storage is not None else RecordStorage()
         self.wall = wall
         self.table = RoutingTable(self.node_id, self.config.ksize, self.config.max_per_ip)
         self.protocol: DhtProtocol | None = None
@@ -127,7 +155,10 @@ class DhtServer:
         self.on_push: Callable[[bytes, Record], None] | None = None
         self.on_new_contact: Callable[[Contact], None] | None = None
         self._verified: OrderedDict[Address, None] = OrderedDict()
+        self._dead: OrderedDict[Address, float] = OrderedDict()  # address -> until (loop time)
+        self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
+        self._newcomers: list[Contact] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.BaseTransport | None = None
         self._handlers: dict[str, Callable[[list[Any], bytes, Address], Any]] = {
@@ -206,16 +237,43 @@ class DhtServer:
         assert self.protocol is not None, "server is not listening"
         addr = contact.address if isinstance(contact, Contact) else contact
         fut = self.protocol.call(addr, method, args, retries=retries)
-        if isinstance(contact, Contact):
-            fut.add_done_callback(lambda f: self._note_result(contact, f))
+        started = self.protocol.loop.time()
+        fut.add_done_callback(lambda f: self._note_result(contact, addr, started, f))
         return fut
 
-    def _note_result(self, contact: Contact, fut: asyncio.Future[Reply]) -> None:
+    def _note_result(self, contact: Contact | Address, addr: Address, started: float,
+                     fut: asyncio.Future[Reply]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None and not isinstance(exc, RefusedError):
-            self.table.remove_contact(contact)
+        now = asyncio.get_running_loop().time()
+        if exc is None:
+            self.srtt += 0.125 * (min(now - started, 1.0) - self.srtt)
+        elif isinstance(exc, NetworkError):
+            self._dead[addr] = now + DEAD_FOR
+            self._dead.move_to_end(addr)
+            if len(self._dead) > 4096:
+                self._dead.popitem(last=False)
+            if isinstance(contact, Contact):
+                self.table.remove_contact(contact)
+
+    def is_dead(self, contact: Contact) -> bool:
+        until = self._dead.get(contact.address)
+        if until is None:
+            return False
+        if until < asyncio.get_running_loop().time():
+            del self._dead[contact.address]
+            return False
+        return True
+
+    @property
+    def grace(self) -> float:
+        """How long to wait for stragglers once a quorum answered: a few RTTs."""
+        return min(self.config.straggler_grace, self.soft_timeout)
+
+    @property
+    def soft_timeout(self) -> float:
+        return min(self.config.rpc_timeout, max(0.05, 4 * self.srtt))
 
     def ping(self, addr: Address) -> asyncio.Future[Reply]:
         return self._call(addr, "ping", [])
@@ -233,14 +291,15 @@ class DhtServer:
 
     async def refresh_buckets(self) -> None:
         """Look up a random id in every bucket but our own, so far regions are known."""
-        lookups = []
+        lookups: list[bytes] = []
         for bucket in self.table.buckets:
             low, high = bucket.range
             if low <= self.table.own_long_id <= high:
                 continue
-            target = random.randint(low, min(high, 2**160 - 1)).to_bytes(20, "big")
-            lookups.append(self.lookup(target))
-        await asyncio.gather(*lookups, return_exceptions=True)
+            lookups.append(random.randint(low, min(high, 2**160 - 1)).to_bytes(20, "big"))
+        for target in lookups[-8:]:  # one at a time: a joining node must not burst
+            with contextlib.suppress(MeshError):
+                await self.lookup(target)
 
     async def lookup(self, target: bytes, confirm: int | None = None) -> list[Contact]:
         c = self.config
@@ -253,6 +312,8 @@ class DhtServer:
             k=c.ksize,
             alpha=c.alpha,
             confirm=c.confirm if confirm is None else confirm,
+            soft_timeout=self.soft_timeout,
+            is_dead=self.is_dead,
         )
         return await lookup.run()
 
@@ -267,17 +328,17 @@ class DhtServer:
     async def put(self, key: bytes, records: list[Record]) -> int:
         """Store records on the replicas of `key`; returns how many replicas took all."""
         targets = await self.lookup(key)
-        acked = 0
+        local = 0
         if self._self_is_replica(key, targets):
-            acked += self._store_locally(key, records)
+            local = self._store_locally(key, records)
             targets = targets[: self.config.ksize - 1]
         futures = [self._store_on(c, key, records) for c in targets]
-        tally = Tally(futures, self.config.quorum - acked, self.config.straggler_grace)
+        tally = Tally(futures, self.config.quorum - local, self.grace)
         await tally.wait()
-        acked += tally.ok
-        if acked == 0:
+        if tally.ok == 0:
+            # Our own copy alone is not delivery: the recipient may never reach us.
             raise UnreachableError("no peer is reachable: the message stays queued")
-        return acked
+        return tally.ok  # only peers count: our own copy leaves with us
 
     def _store_locally(self, key: bytes, records: list[Record]) -> int:
         now = self.wall()
@@ -294,10 +355,11 @@ class DhtServer:
         gathered = asyncio.gather(*calls)
 
         def finish(g: asyncio.Future[list[Reply]]) -> None:
+            exc = None if g.cancelled() else g.exception()  # always retrieve it
             if outer.done():
                 return
-            if g.cancelled() or g.exception() is not None:
-                outer.set_exception(g.exception() or asyncio.CancelledError())
+            if g.cancelled() or exc is not None:
+                outer.set_exception(exc or NetworkError("store cancelled"))
                 return
             outer.set_result(all(_all_accepted(r.result) for r in g.result()))
 
@@ -309,13 +371,19 @@ class DhtServer:
 
     async def fetch(self, key: bytes) -> list[Record]:
         """Every unexpired record any replica of `key` holds, union by id."""
+        try:
+            return await self._fetch_once(key)
+        except UnreachableError:
+            return await self._fetch_once(key)  # a fresh lookup routes around the dead
+
+    async def _fetch_once(self, key: bytes) -> list[Record]:
         targets = await self.lookup(key)
         now = self.wall()
         have: dict[bytes, Record] = {r.id: r for r in self.storage.records(key, now)}
         calls = [
             self._call(c, "fetch", [key, i < FULL_PAGE_REPLICAS]) for i, c in enumerate(targets)
         ]
-        tally = Tally(calls, self.config.quorum, self.config.straggler_grace)
+        tally = Tally(calls, self.config.quorum, self.grace)
         await tally.wait()
         if targets and tally.ok == 0 and not have:
             raise UnreachableError("no replica of this mailbox answered")
@@ -387,7 +455,7 @@ class DhtServer:
                 self._rpc_delete([obj], self.node_id, ("", 0))
                 accepted += 1
         calls = [self._call(c, "delete", [obj]) for c in targets]
-        tally = Tally(calls, self.config.quorum, self.config.straggler_grace)
+        tally = Tally(calls, self.config.quorum, self.grace)
         await tally.wait()
         return accepted + tally.ok
 
@@ -397,7 +465,7 @@ class DhtServer:
         targets = await self.lookup(key)
         obj = make_request(self.config.listen_duration).to_obj()
         calls = [self._call(c, "listen", [obj]) for c in targets]
-        tally = Tally(calls, len(calls), self.config.straggler_grace)
+        tally = Tally(calls, self.config.quorum, self.grace)
         await tally.wait()
         return tally.ok
 
@@ -458,11 +526,15 @@ class DhtServer:
         return wire.OK, self._handlers[method](args, sender, addr)
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None:
+        self._dead.pop(addr, None)
         self._verified[addr] = None
         self._verified.move_to_end(addr)
         if len(self._verified) > 4096:
             self._verified.popitem(last=False)
         known = self.table.get(sender)
+        if known is not None and known.address != addr and known.address in self._dead:
+            self.table.remove_contact(known)  # it restarted elsewhere: follow it
+            known = None
         if known is not None:
             self.table.add_contact(known)
             return
@@ -491,20 +563,33 @@ class DhtServer:
         )
 
     def _welcome(self, newcomer: Contact) -> None:
-        """Hand a newcomer the records of keys it is now a replica of (kademlia hashes
-        the already-hashed key here, so newcomers get almost nothing)."""
+        """Queue a newcomer for the hand-over of records it is now a replica of."""
+        if not self.storage.held_keys() or len(self._newcomers) >= 256:
+            return
+        self._newcomers.append(newcomer)
+        if len(self._newcomers) == 1:
+            self.spawn(self._welcome_batch())
+
+    async def _welcome_batch(self) -> None:
+        """Hand newcomers the records of keys they are now replicas of. Batched: a join
+        makes dozens of peers meet dozens of others at once. (kademlia hashes the
+        already-hashed key here, so its newcomers get almost nothing.)"""
+        await asyncio.sleep(self.grace)
+        newcomers, self._newcomers = self._newcomers, []
         now = self.wall()
         for key in self.storage.held_keys():
             k = int.from_bytes(key, "big")
             neighbors = self.table.find_neighbors(key, self.config.ksize)
-            if newcomer not in neighbors:
-                continue
             mine = self.table.own_long_id ^ k
-            if any((n.long_id ^ k) < mine for n in neighbors if n.id != newcomer.id):
-                continue  # a closer replica will hand it over
-            records = self.storage.records(key, now)
-            if records:
-                self._store_on(newcomer, key, records)
+            closer = sum(1 for n in neighbors if (n.long_id ^ k) < mine)
+            for newcomer in newcomers:
+                if newcomer not in neighbors or newcomer.id not in self.table:
+                    continue
+                if closer - int((newcomer.long_id ^ k) < mine) > 0:
+                    continue  # a closer replica will hand it over
+                records = self.storage.records(key, now)
+                if records:
+                    self._store_on(newcomer, key, records)
 
     def _rpc_ping(self, args: list[Any], sender: bytes, addr: Address) -> None:
         return None
@@ -564,6 +649,8 @@ class DhtServer:
     def _rpc_listen(self, args: list[Any], sender: bytes, addr: Address) -> int:
         request = self._owner_request(args, "listen")
         duration = min(envelope.parse_listen_payload(request.payload), self.config.listen_duration)
+        if request.mailbox_key not in self.listeners and len(self.listeners) >= MAX_LISTENED_KEYS:
+            raise RefusedError("too many mailboxes with listeners")
         subs = self.listeners.setdefault(request.mailbox_key, {})
         if addr not in subs and len(subs) >= 8:
             raise RefusedError("too many listeners on this key")
@@ -616,7 +703,11 @@ def page_of(records: list[Record], budget: int) -> list[Any]:
 
 
 def parse_records(obj: Any) -> list[Record]:
-    return [Record.from_obj(o) for o in wire.check_list(obj, wire.MAX_IDS, "records")]
+    records = [Record.from_obj(o) for o in wire.check_list(obj, wire.MAX_IDS, "records")]
+    if any(r.id != envelope.record_id_for(r.ciphertext) for r in records):
+        # A forged id would shadow the real record of that id: refuse the whole answer.
+        raise RemoteProtocolError("record id does not match its ciphertext")
+    return records
 
 
 def parse_fetch_result(obj: Any) -> tuple[list[bytes], list[Record]]:

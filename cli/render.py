@@ -1,0 +1,100 @@
+"""How the `mesh` command prints things: plain lines for people, one JSON document for
+scripts. Nothing here talks to the network or the store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+Doc = dict[str, Any]
+
+
+def print_json(doc: object) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+def hint(text: str) -> None:
+    """A note for people, on stderr so stdout stays parseable."""
+    click.echo(text, err=True)
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def who(message: Doc) -> str:
+    contact = message.get("contact")
+    if isinstance(contact, str):
+        return contact
+    return str(message.get("peer", ""))[:16] + "..."
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def print_identity(doc: Doc) -> None:
+    click.echo(doc["id"])
+    click.echo(f"fingerprint: {doc['fingerprint']}")
+    if doc.get("name"):
+        click.echo(f"name: {doc['name']}")
+
+
+def print_contacts(contacts: Iterable[Doc]) -> None:
+    rows = list(contacts)
+    if not rows:
+        hint("no contacts yet: add one with `mesh contacts add NAME ID`")
+    width = max((len(c["name"]) for c in rows), default=0)
+    for contact in rows:
+        ttl = f"  (messages disappear after {contact['ttl']} s)" if contact["ttl"] else ""
+        click.echo(f"{contact['name']:<{width}}  {contact['id']}{ttl}")
+
+
+def print_inbox(messages: Iterable[Doc]) -> None:
+    rows = list(messages)
+    if not rows:
+        hint("no messages")
+    for message in rows:
+        click.echo(f"{when(message['sent_at'])}  {who(message)}: {one_line(message['text'])}")
+
+
+def status_label(message: Doc) -> str:
+    if message["status"] == "stored" and message.get("replicas"):
+        return f"stored ({message['replicas']})"
+    return str(message["status"])
+
+
+def print_outbox(messages: Iterable[Doc]) -> None:
+    rows = list(messages)
+    if not rows:
+        hint("no sent messages")
+    for message in rows:
+        label = status_label(message)
+        text = one_line(message["text"])
+        click.echo(f"{when(message['sent_at'])}  {label:<12} {who(message)}: {text}")
+
+
+def print_peers(doc: Doc) -> None:
+    peers = doc.get("peers", [])
+    if not doc.get("live"):
+        hint("no daemon runs for this home (`mesh up`); peers it saw last time:")
+    elif not peers:
+        hint("no peers yet")
+    for peer in peers:
+        click.echo(f"{peer['address']:<22} {peer['node_id'][:16]}")
+
+
+def print_daemon_event(event: Doc) -> None:
+    """What `mesh up` prints as things happen (never message text: the daemon's output
+    may end up in a log)."""
+    if event.get("event") == "message":
+        message = event["message"]
+        click.echo(f"{when(message['received_at'])}  new message from {who(message)}")
+    elif event.get("event") == "expired":
+        click.echo(f"{when(time.time())}  {len(event['message_ids'])} message(s) expired")

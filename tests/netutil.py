@@ -1,0 +1,63 @@
+"""Helpers to build small networks of real nodes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from mesh import Node
+from mesh.dht.server import DhtConfig
+from mesh.identity import Identity
+from mesh.node import NodeOptions
+from mesh.store import Store
+
+T = TypeVar("T")
+
+
+def loopback_host(i: int) -> str:
+    """A distinct loopback address per peer (the DHT caps contacts per IP, as on a LAN)."""
+    return f"127.0.{10 + i // 250}.{1 + i % 250}"
+
+
+async def start_network(
+    n: int, seed: int = 1, config: DhtConfig | None = None, options: NodeOptions | None = None
+) -> list[Node]:
+    rng = random.Random(seed)
+    nodes: list[Node] = []
+    for i in range(n):
+        boot = [rng.choice(nodes).address] if nodes else []
+        nodes.append(
+            await Node.start(host=loopback_host(i), bootstrap=boot, config=config, options=options)
+        )
+    return nodes
+
+
+async def stop_all(nodes: list[Node]) -> None:
+    await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+def offline_identity() -> tuple[Identity, Store]:
+    """An identity that exists (someone can write to it) but has no running node yet."""
+    identity = Identity.generate()
+    store = Store(None)
+    store.set_identity_blob(identity.to_bytes())
+    return identity, store
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.01
+) -> bool:
+    """Bounded poll for a condition that has no event to wait on."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
+async def bounded(aw: Awaitable[T], timeout: float = 30.0) -> T:
+    return await asyncio.wait_for(aw, timeout)
