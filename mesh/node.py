@@ -202,6 +202,8 @@ class Node:
         stats = self.dht.statistics()
         stats.update(self.counters)
         stats["outbox"] = len(self.store.outbox_pending())
+        if self.discovery is not None:
+            stats.update({f"mdns_{k}": v for k, v in self.discovery.statistics().items()})
         return stats
 
     def peer_count(self) -> int:

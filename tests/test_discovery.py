@@ -203,7 +203,7 @@ async def test_five_nodes_find_each_other_and_deliver() -> None:
         assert counts == [4] * 5
         for i, sender in enumerate(five):
             receipt = await sender.send(five[(i + 1) % 5].id, f"hello {i}")
-            assert receipt.replicas >= 2
+            assert receipt.replicas >= 1  # a peer acknowledged (our own copy is not counted)
         texts = await asyncio.gather(*(next_message_text(n) for n in five))
         assert texts == [f"hello {(i - 1) % 5}" for i in range(5)]
         assert all(n.discovery.statistics()["own"] >= 1 for n in five)  # heard, ignored
@@ -277,7 +277,7 @@ async def test_restarted_node_rejoins_from_its_peer_cache(tmp_path: Path) -> Non
         async with nodes({"host": host(41), "home": home, "mdns": False}) as (again,):
             assert again.discovery is None
             assert b.address in table(again)  # already a contact when start() returns
-            assert (await again.send(b.id, "I'm back")).replicas >= 2
+            assert (await again.send(b.id, "I'm back")).replicas >= 1
             assert await next_message_text(b) == "I'm back"
 
 
@@ -291,7 +291,7 @@ async def test_zeroconf_failure_never_crashes_the_node(monkeypatch: pytest.Monke
         a_spec = mdns_node(51, net, bootstrap=[b.address])
         async with nodes(a_spec) as (a,):
             assert a.discovery.statistics()["errors"] >= 1
-            assert (await a.send(b.id, "still works")).replicas >= 2
+            assert (await a.send(b.id, "still works")).replicas >= 1
             monkeypatch.undo()  # multicast is back: the next tick opens zeroconf
             async with nodes(mdns_node(52, net)) as (c,):
                 assert await c.discovery.wait_heard(1, WAIT) == 1

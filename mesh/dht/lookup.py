@@ -35,6 +35,7 @@ class Lookup:
         confirm: int,
         soft_timeout: float = 1.0,
         is_dead: Callable[[Contact], bool] = lambda c: False,
+        max_per_ip: int = 1 << 30,
     ) -> None:
         self.target = target
         self.own_id = own_id
@@ -50,6 +51,8 @@ class Lookup:
         self.slow: set[bytes] = set()
         self.soft_timeout = soft_timeout
         self.is_dead = is_dead
+        self.max_per_ip = max_per_ip
+        self._per_ip: dict[str, int] = {}
         self.in_flight = 0
         self.rpcs = 0
         self._done: asyncio.Future[list[Contact]] | None = None
@@ -57,8 +60,12 @@ class Lookup:
 
     def _add(self, contacts: Iterable[Contact]) -> None:
         for c in contacts:
-            if c.id != self.own_id and c.id not in self.candidates and not self.is_dead(c):
-                self.candidates[c.id] = c
+            if c.id == self.own_id or c.id in self.candidates or self.is_dead(c):
+                continue
+            if self._per_ip.get(c.ip, 0) >= self.max_per_ip:
+                continue  # one address (a Sybil) must not crowd out the replica set
+            self._per_ip[c.ip] = self._per_ip.get(c.ip, 0) + 1
+            self.candidates[c.id] = c
 
     def closest(self) -> list[Contact]:
         failed, slow, answered = self.failed, self.slow, self.answered

@@ -64,7 +64,7 @@ class Bucket(_KademliaBucket):
 
 
 class RoutingTable(_KademliaTable):
-    def __init__(self, node_id: bytes, ksize: int = 20, max_per_ip: int = 16) -> None:
+    def __init__(self, node_id: bytes, ksize: int = 20, max_per_ip: int = 4) -> None:
         self.own_long_id = int.from_bytes(node_id, "big")
         self.node = Contact(node_id, "0.0.0.0", 1)
         self.ksize = ksize

@@ -75,7 +75,7 @@ class DhtConfig:
     straggler_grace: float = 0.25
     rpc_timeout: float = 1.0
     rpc_retries: int = 1
-    max_per_ip: int = 16
+    max_per_ip: int = 4  # contacts per IP, in the table and in each lookup (Sybil cap)
     listen_duration: int = 300
     republish_interval: float = 600.0
     maintenance_interval: float = 30.0
@@ -112,10 +112,10 @@ class Tally:
         if self.outstanding == 0 or (self.impatient and self.ok > 0):
             self.done.set_result(None)
         elif self.ok >= self.quorum and self._timer is None:
-            # Stragglers get at most as long again as the quorum took: a peer that
-            # answers pings but drops stores (a black hole) costs at most 2x, not a grace.
+            # Stragglers get at most half as long again as the quorum took: a peer that
+            # answers pings but drops stores (a black hole) costs 1.5x, not a whole grace.
             waited = self.loop.time() - self.started
-            self._timer = self.loop.call_later(min(self.grace, waited), self._expire)
+            self._timer = self.loop.call_later(min(self.grace, waited / 2), self._expire)
 
     def _lose_patience(self) -> None:
         self.impatient = True
@@ -314,6 +314,7 @@ class DhtServer:
             confirm=c.confirm if confirm is None else confirm,
             soft_timeout=self.soft_timeout,
             is_dead=self.is_dead,
+            max_per_ip=c.max_per_ip,
         )
         return await lookup.run()
 

@@ -1,0 +1,409 @@
+"""ChatApp: the full-screen chat on the node of a home.
+
+Left, your contacts with unread counts; right, the conversation with a delivery mark
+on each message you sent, and the line you type in; below, the status bar (connected
+or not, devices found, messages waiting) and the keyboard shortcuts.
+
+Everything shown comes from the home's store (read beside the daemon, WAL makes that
+safe) and is kept current by the daemon's watch stream: new messages, status changes,
+peer counts, expired messages. Sending and marking as read go through the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import App, AutopilotCallbackType, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, Static
+
+from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
+from mesh.chat.screens import AddContactScreen, MyIdScreen
+from mesh.chat.view import (
+    Entry,
+    NodeState,
+    contact_entries,
+    entry_text,
+    fingerprint_lines,
+    legend,
+    message_text,
+    short_id,
+    status_line,
+)
+from mesh.control import Event
+from mesh.errors import LocalError, MeshError
+from mesh.home import check_text, open_home
+from mesh.identity import PublicIdentity
+from mesh.store import MessageRow, Store
+
+SHOWN_MESSAGES = 500  # newest messages of a conversation put on screen
+SENDERS_SCANNED = 1000  # newest received messages scanned for senders not in contacts
+
+WELCOME = (
+    "Welcome to mesh chat.\n\n"
+    "You have no contacts yet.\n\n"
+    "• Press Ctrl+N to add someone: paste the ID they gave you.\n"
+    "• Press Ctrl+O to show your own ID and QR code, so others can add you.\n\n"
+    "Messages go straight from device to device on this network: no internet needed."
+)
+
+CSS = """
+#contacts-pane { width: 30; border-right: solid $primary; }
+#contacts-title, #chat-title { text-style: bold; background: $boost; padding: 0 1; }
+#contacts { height: 1fr; }
+#contacts > ListItem { padding: 0 1; }
+#contacts-hint { color: $text-muted; padding: 0 1; height: auto; }
+#chat-pane { width: 1fr; }
+#chat-title { height: auto; }
+#messages { height: 1fr; padding: 0 1; }
+#messages > .message { margin: 1 0 0 0; }
+#messages > .message.mine { padding-left: 4; }
+#welcome { padding: 2 4; }
+#legend { padding: 0 1; height: auto; }
+#compose { margin: 0 1; }
+#status { height: auto; padding: 0 1; }
+#status.online { background: $success-darken-2; color: $text; }
+#status.offline { background: $warning-darken-2; color: $text; }
+#status.stopped { background: $error-darken-1; color: $text; }
+"""
+
+
+class MessageLine(Static):
+    """One message of the open conversation."""
+
+    def __init__(self, row: MessageRow, their_name: str) -> None:
+        classes = "message mine" if row.direction == "out" else "message"
+        super().__init__(message_text(row, their_name, time.time()), classes=classes)
+        self.row = row
+        self.their_name = their_name
+
+    def set_row(self, row: MessageRow) -> None:
+        self.row = row
+        self.update(message_text(row, self.their_name, time.time()))
+
+
+class ContactItem(ListItem):
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(Label(entry_text(entry)))
+        self.entry = entry
+
+
+def widget_key(row: MessageRow) -> str:
+    # One message id can exist both ways (a note to yourself): the direction tells apart.
+    return f"{row.direction}-{row.msg_id.hex()}"
+
+
+class ChatApp(App[None]):
+    """The chat. `link` reaches the daemon; `open_with` is an ID to open at start."""
+
+    TITLE = "mesh chat"
+    CSS = CSS
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+n", "add_contact", "Add contact", priority=True),
+        Binding("ctrl+o", "my_id", "My ID and QR code", priority=True),
+        Binding("tab", "app.focus_next", "Contacts ⇄ message", show=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        home: Path,
+        link: DaemonLink,
+        open_with: str | None = None,
+        notices: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.home = home
+        self.link = link
+        self.open_with = open_with
+        self.notices = list(notices)
+        self.store: Store = open_home(home)
+        self.current: str | None = None  # the ID whose conversation is open
+        self.entries: list[Entry] = []
+        self.shown: dict[str, MessageLine] = {}
+        self.state = NodeState()
+        self.own: dict[str, Any] = {}
+        self.ready = False  # set once the first state is on screen (tests wait for it)
+
+    # -- layout ---------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(id="contacts-pane"):
+                yield Label("Contacts", id="contacts-title")
+                yield ListView(id="contacts")
+                yield Static("↑ ↓ choose, Enter opens", id="contacts-hint")
+            with Vertical(id="chat-pane"):
+                yield Static("", id="chat-title")
+                yield VerticalScroll(id="messages")
+                yield Static(legend(), id="legend")
+                yield Input(placeholder="Type a message and press Enter to send", id="compose")
+        yield Static(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        try:
+            events = await self.link.watch()  # first: nothing that happens next is missed
+            self.own = await self.link.request("status")
+        except MeshError:
+            self.show_state(NodeState(running=False))
+            self.ready = True
+            return
+        self.sub_title = f"you are {self.own.get('name') or short_id(str(self.own['id']))}"
+        self.show_state(NodeState(True, int(self.own.get("peers", 0)), self.queued_count()))
+        await self.refresh_contacts()
+        first = self.open_with or (self.entries[0].peer_id if self.entries else None)
+        await self.open_conversation(first)
+        for notice in self.notices:
+            self.notify(notice, timeout=10)
+        self.run_worker(self.follow(events), name="watch", group="watch")
+        self.ready = True
+
+    async def on_unmount(self) -> None:
+        await self.link.close()
+        self.store.close()
+
+    # -- the daemon's events ----------------------------------------------------------
+
+    async def follow(self, events: AsyncIterator[Event]) -> None:
+        async for event in events:
+            kind = event.get("event")
+            if kind == "message":
+                await self.on_new_message(event.get("message") or {})
+            elif kind == "status":
+                await self.on_status_change(str(event.get("message_id", "")))
+            elif kind == "peers":
+                self.show_state(NodeState(True, int(event.get("count", 0)), self.queued_count()))
+            elif kind == "expired":
+                await self.on_expired([str(m) for m in event.get("message_ids", [])])
+        self.show_state(NodeState(running=False))
+
+    async def on_new_message(self, message: Event) -> None:
+        row = self._row(message.get("id"), "in")
+        if row is None:
+            return
+        if row.peer_id == self.current:
+            await self.show_row(row)
+            await self.mark_read(row.peer_id)
+        else:
+            name = str(message.get("contact") or short_id(row.peer_id))
+            self.notify(f"New message from {name}")
+        await self.refresh_contacts()
+
+    async def on_status_change(self, message_id: str) -> None:
+        row = self._row(message_id, "out")
+        if row is not None:
+            await self.show_row(row)
+        self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
+
+    async def on_expired(self, message_ids: list[str]) -> None:
+        for key in [k for k in self.shown if k.split("-", 1)[1] in message_ids]:
+            await self.shown.pop(key).remove()
+        self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
+        await self.refresh_contacts()
+
+    def _row(self, message_id: object, direction: str) -> MessageRow | None:
+        try:
+            msg_id = bytes.fromhex(str(message_id))
+        except ValueError:
+            return None
+        return self.store.get_message(msg_id, "in" if direction == "in" else "out")
+
+    # -- what is on screen --------------------------------------------------------------
+
+    def show_state(self, state: NodeState) -> None:
+        self.state = state
+        text, kind = status_line(state)
+        bar = self.query_one("#status", Static)
+        bar.update(text)
+        bar.set_classes(kind)
+
+    def queued_count(self) -> int:
+        return len(self.store.outbox_pending())
+
+    async def refresh_contacts(self) -> None:
+        senders = [
+            r.peer_id for r in self.store.list_messages(direction="in", limit=SENDERS_SCANNED)
+        ]
+        unread = self.store.unread_counts()
+        if self.current is not None:
+            unread.pop(self.current, None)  # being read right now
+        self.entries = contact_entries(self.store.list_contacts(), unread, reversed(senders))
+        contacts = self.query_one("#contacts", ListView)
+        await contacts.clear()
+        await contacts.extend(ContactItem(entry) for entry in self.entries)
+        chosen = [i for i, e in enumerate(self.entries) if e.peer_id == self.current]
+        contacts.index = chosen[0] if chosen else None
+
+    def name_of(self, peer_id: str) -> str:
+        for entry in self.entries:
+            if entry.peer_id == peer_id and entry.known:
+                return entry.label
+        return short_id(peer_id)
+
+    async def open_conversation(self, peer_id: str | None) -> None:
+        self.current = peer_id
+        box = self.query_one("#messages", VerticalScroll)
+        await box.remove_children()
+        self.shown.clear()
+        if peer_id is None:
+            self.query_one("#chat-title", Static).update(Text("No conversation open", "bold"))
+            await box.mount(Static(WELCOME, id="welcome"))
+            self.query_one("#contacts", ListView).focus()
+            return
+        self.query_one("#chat-title", Static).update(self.title_text(peer_id))
+        rows = self.store.list_messages(peer_id=peer_id, limit=SHOWN_MESSAGES)
+        lines = [self._line(row) for row in rows if row.kind == "text"]
+        await box.mount_all(lines)
+        box.scroll_end(animate=False)
+        await self.mark_read(peer_id)
+        await self.refresh_contacts()
+        self.query_one("#compose", Input).focus()
+
+    def title_text(self, peer_id: str) -> Text:
+        name = self.name_of(peer_id)
+        fingerprint = PublicIdentity.from_id(peer_id).fingerprint
+        text = Text(f"Chat with {name}\n", style="bold")
+        text.append("Their fingerprint: ", style="not bold")
+        text.append(fingerprint_lines(fingerprint).replace("\n", "  "), style="not bold")
+        return text
+
+    def _line(self, row: MessageRow) -> MessageLine:
+        line = MessageLine(row, self.name_of(row.peer_id))
+        self.shown[widget_key(row)] = line
+        return line
+
+    async def show_row(self, row: MessageRow) -> None:
+        """Add a message of the open conversation in time order, or update its mark."""
+        if row.peer_id != self.current or row.kind != "text":
+            return
+        existing = self.shown.get(widget_key(row))
+        if existing is not None:
+            existing.set_row(row)
+            return
+        later = [w for w in self.shown.values() if w.row.sent_at > row.sent_at]
+        line = self._line(row)  # registered before the await: no duplicate on a race
+        box = self.query_one("#messages", VerticalScroll)
+        if later:
+            await box.mount(line, before=min(later, key=lambda w: w.row.sent_at))
+        else:
+            await box.mount(line)
+            box.scroll_end(animate=False)
+
+    async def mark_read(self, peer_id: str) -> None:
+        with contextlib.suppress(MeshError):  # failing: shown as unread next time, harmless
+            await self.link.request("read", peer=peer_id)
+
+    # -- what the user does ---------------------------------------------------------------
+
+    @on(ListView.Selected, "#contacts")
+    async def _contact_chosen(self, event: ListView.Selected) -> None:
+        if isinstance(event.item, ContactItem):
+            await self.open_conversation(event.item.entry.peer_id)
+
+    @on(Input.Submitted, "#compose")
+    def _compose_submitted(self, event: Input.Submitted) -> None:
+        text = event.value
+        if not text.strip():
+            return
+        if self.current is None:
+            self.notify("Choose who to write to first (Ctrl+N adds a contact).", severity="warning")
+            return
+        try:
+            check_text(text)
+        except LocalError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        event.input.value = ""
+        self.run_worker(self.send(self.current, text), group="send")
+
+    async def send(self, peer_id: str, text: str) -> None:
+        """Hand a message to the node; it shows up with its mark through the watch
+        stream, and at once here when the node answers."""
+        try:
+            result = await self.link.request("send", to=peer_id, text=text, ttl=None)
+        except MeshError as exc:
+            self.notify(f"Not sent: {exc}", severity="error", timeout=15)
+            compose = self.query_one("#compose", Input)
+            if not compose.value:
+                compose.value = text  # give the text back, so nothing typed is lost
+            return
+        row = self._row(result.get("message_id"), "out")
+        if row is not None:
+            await self.show_row(row)
+        self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
+
+    def action_add_contact(self) -> None:
+        if not self.own:
+            return
+        current = (
+            self.current
+            if self.current and self.name_of(self.current) == short_id(self.current)
+            else ""
+        )
+        screen = AddContactScreen(self.store, str(self.own["id"]), prefill_id=current)
+        self.push_screen(screen, self._contact_added)
+
+    async def _contact_added(self, peer_id: str | None) -> None:
+        if peer_id is None:
+            return
+        await self.refresh_contacts()
+        await self.open_conversation(peer_id)
+
+    def action_my_id(self) -> None:
+        if self.own:
+            own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])
+            self.push_screen(MyIdScreen(own_id, fingerprint, self.own.get("name")))
+
+
+# -- running it --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    up_args: Sequence[str] = ()  # for `mesh up`, if the chat has to start it
+    peers: Sequence[str] = ()  # HOST:PORT to join through, given to a running daemon too
+    open_with: str | None = None  # an ID whose conversation opens first
+    keep_running: bool = False  # leave a daemon the chat started running on quit
+    notices: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ChatOutcome:
+    started_here: bool
+    stopped: bool
+    pid: int | None
+
+
+async def run_chat(
+    home: Path,
+    options: ChatOptions,
+    ask_passphrase: AskPassphrase,
+    auto_pilot: AutopilotCallbackType | None = None,
+) -> ChatOutcome:
+    """Find or start the daemon of `home`, run the chat until the user quits, then stop
+    the daemon if the chat started it (unless `keep_running`). `auto_pilot` (tests) runs
+    the app headless under a Textual pilot."""
+    link = await find_or_start(home, options.up_args, ask_passphrase, options.keep_running)
+    pid = link.process.pid if link.process is not None else None
+    stop = link.started_here and not options.keep_running
+    try:
+        if options.peers and not link.started_here:
+            await link.request("inbox", fetch=False, peers=list(options.peers))
+        app = ChatApp(home, link, options.open_with, options.notices)
+        await app.run_async(headless=auto_pilot is not None, auto_pilot=auto_pilot)
+    finally:
+        await link.close()
+        if stop:
+            await link.stop_daemon()
+    return ChatOutcome(link.started_here, stop, pid)

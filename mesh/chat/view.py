@@ -1,0 +1,158 @@
+"""What the chat shows, as pure functions: delivery marks, times, message lines, the
+contact list, the status line and the QR code. No widgets, no I/O, no clock (callers
+pass `now`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import segno
+from rich.text import Text
+
+from mesh.store import Contact, MessageRow
+
+# One mark per delivery status of a message you sent, and the words the legend uses.
+MARKS: Mapping[str, str] = {"queued": "○", "stored": "◐", "delivered": "●", "failed": "✗"}
+STATUS_WORDS: Mapping[str, str] = {
+    "queued": "waiting to be sent",
+    "stored": "sent, waiting for them",
+    "delivered": "delivered",
+    "failed": "not sent (too old)",
+}
+MARK_STYLES: Mapping[str, str] = {
+    "queued": "bold yellow",
+    "stored": "bold cyan",
+    "delivered": "bold green",
+    "failed": "bold red",
+}
+QR_BORDER = 4  # the quiet zone scanners need, in modules
+UNKNOWN_PREFIX = "Unknown "
+
+
+def legend() -> Text:
+    """The line under the conversation that explains the marks."""
+    text = Text("Your messages: ", style="dim")
+    for status in ("queued", "stored", "delivered"):
+        text.append(MARKS[status], style=MARK_STYLES[status])
+        text.append(f" {STATUS_WORDS[status]}   ")
+    return text
+
+
+def format_time(timestamp: float, now: float) -> str:
+    """`14:05` for today, `3 Jun 14:05` for another day (local time)."""
+    moment, today = time.localtime(timestamp), time.localtime(now)
+    if moment[:3] == today[:3]:
+        return time.strftime("%H:%M", moment)
+    return f"{moment.tm_mday} {time.strftime('%b %H:%M', moment)}"
+
+
+def message_text(row: MessageRow, their_name: str, now: float) -> Text:
+    """Two lines: who and when (with the delivery mark for your own), then the text."""
+    mine = row.direction == "out"
+    text = Text()
+    text.append("You" if mine else their_name, style="bold blue" if mine else "bold green")
+    text.append(f"  {format_time(row.sent_at, now)}", style="dim")
+    if mine:
+        text.append("  ")
+        text.append(MARKS.get(row.status, "?"), style=MARK_STYLES.get(row.status, ""))
+        text.append(f" {STATUS_WORDS.get(row.status, row.status)}", style="dim")
+    text.append("\n")
+    text.append(row.body.decode("utf-8", "replace"))  # plain text: never markup
+    return text
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the contact list."""
+
+    label: str
+    peer_id: str
+    unread: int
+    known: bool  # False: someone who wrote to you but is not in your contacts
+
+
+def short_id(peer_id: str) -> str:
+    return peer_id[:12] + "…"
+
+
+def contact_entries(
+    contacts: Iterable[Contact], unread: Mapping[str, int], senders: Iterable[str]
+) -> list[Entry]:
+    """Your contacts, then everyone else who wrote to you (so no message is hidden)."""
+    entries = [Entry(c.name, c.peer_id, unread.get(c.peer_id, 0), True) for c in contacts]
+    known = {c.peer_id for c in entries}
+    for sender in dict.fromkeys(senders):
+        if sender not in known:
+            entries.append(
+                Entry(UNKNOWN_PREFIX + short_id(sender), sender, unread.get(sender, 0), False)
+            )
+            known.add(sender)
+    return entries
+
+
+def entry_text(entry: Entry) -> Text:
+    text = Text(entry.label, style="bold" if entry.unread else "")
+    if entry.unread:
+        text.append(f"  {entry.unread} new", style="bold black on yellow")
+    return text
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the status bar shows."""
+
+    running: bool = True
+    peers: int = 0
+    queued: int = 0
+
+
+def status_line(state: NodeState) -> tuple[Text, str]:
+    """The status bar's text and its CSS class (online, offline or stopped)."""
+    if not state.running:
+        text = Text("✗ YOUR NODE HAS STOPPED: nothing can be sent or received. ", style="bold")
+        text.append("Quit with Ctrl+Q and start mesh chat again.")
+        return text, "stopped"
+    waiting = _waiting_words(state.queued)
+    if state.peers == 0:
+        text = Text("○ NOT CONNECTED: no other device found yet. ", style="bold")
+        text.append(f"Messages wait here and go out when one is found. {waiting}")
+        return text, "offline"
+    plural = "" if state.peers == 1 else "s"
+    text = Text(f"● CONNECTED: {state.peers} device{plural} found. ", style="bold")
+    text.append(waiting)
+    return text, "online"
+
+
+def _waiting_words(queued: int) -> str:
+    if queued == 0:
+        return "Nothing waiting to be sent."
+    if queued == 1:
+        return "1 message waiting to be sent."
+    return f"{queued} messages waiting to be sent."
+
+
+def fingerprint_lines(fingerprint: str) -> str:
+    """The 12 groups on two lines of 6, easier to read aloud."""
+    groups = fingerprint.split()
+    return " ".join(groups[:6]) + "\n" + " ".join(groups[6:])
+
+
+def qr_text(peer_id: str) -> Text:
+    """The ID as a QR code drawn with half blocks, dark on light so phones can scan it.
+
+    IDs are case-insensitive: upper case fits QR's compact alphanumeric mode.
+    """
+    code = segno.make(peer_id.upper(), error="m")
+    rows = [[bool(m) for m in row] for row in code.matrix_iter(scale=1, border=QR_BORDER)]
+    if len(rows) % 2:
+        rows.append([False] * len(rows[0]))
+    lines = []
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        lines.append("".join(_HALF_BLOCKS[(t, b)] for t, b in zip(top, bottom, strict=True)))
+    return Text("\n".join(lines), style="black on white", no_wrap=True)
+
+
+# (top module dark, bottom module dark) -> the character, drawn black on white.
+_HALF_BLOCKS = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
