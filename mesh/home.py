@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import envelope
+from mesh import node as node_module
 from mesh.dht.server import DhtConfig
 from mesh.envelope import DEFAULT_TTL, MAX_TEXT_BYTES, MAX_TTL, Message
 from mesh.errors import (
@@ -35,11 +36,10 @@ from mesh.errors import (
     LocalError,
     MessageTooLargeError,
     NoIdentityError,
-    UnknownContactError,
     UnreachableError,
     WrongPassphraseError,
 )
-from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
+from mesh.identity import Identity, PublicIdentity
 from mesh.node import DB_NAME, Address, Node
 from mesh.store import Store
 
@@ -177,21 +177,7 @@ class SendResult:
 
 def resolve_recipient(store: Store, to: str) -> PublicIdentity:
     """A contact name or an ID -> the recipient (InvalidIdError, UnknownContactError)."""
-    name = to.strip()
-    contact = store.get_contact(name)
-    if contact is not None:
-        return PublicIdentity.from_id(contact.peer_id)
-    if name.lower().startswith(ID_PREFIX) or is_valid_id(name):
-        return PublicIdentity.from_id(name)
-    raise UnknownContactError(
-        f"no contact named {name!r}: add one with `mesh contacts add NAME ID`, or give an ID"
-    )
-
-
-def contact_ttl(store: Store, to: str, recipient: PublicIdentity) -> int | None:
-    """The time to live of the contact `to` names; for a bare ID, of its first contact."""
-    contact = store.get_contact(to.strip()) or store.find_contact_by_id(recipient.id)
-    return contact.ttl if contact is not None else None
+    return node_module.resolve_recipient(store, to)[0]
 
 
 def check_text(text: str) -> bytes:
@@ -217,21 +203,8 @@ def queue_message(
     store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
 ) -> Message:
     """Seal a text message and commit it to the outbox; no network I/O."""
-    recipient = resolve_recipient(store, to)
-    body = check_text(text)
-    ttl = check_ttl(ttl) or contact_ttl(store, to, recipient) or DEFAULT_TTL
-    message, record = envelope.seal_message(identity, recipient, "text", body, now, ttl)
-    store.queue_outgoing(
-        message.id,
-        recipient.id,
-        "text",
-        message.body,
-        message.sent_at,
-        record.expires_at,
-        recipient.mailbox_key,
-        record.pack(),
-    )
-    return message
+    check_text(text)
+    return node_module.queue_text(store, identity, to, text, check_ttl(ttl), now)[0]
 
 
 async def deliver_queued(node: Node, message: Message) -> SendResult:

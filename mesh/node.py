@@ -37,7 +37,7 @@ from mesh.errors import (
     UnknownContactError,
     UnreachableError,
 )
-from mesh.identity import Identity, PublicIdentity, is_valid_id
+from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
 from mesh.store import Store
 
 log = logging.getLogger(__name__)
@@ -278,20 +278,8 @@ class Node:
         Raises UnreachableError when no peer answers; the message then stays queued and
         is delivered by a later flush of the outbox.
         """
-        recipient, contact_ttl = resolve_recipient(self.store, to)
-        ttl = ttl or contact_ttl or DEFAULT_TTL
-        message, record = envelope.seal_message(
-            self.identity, recipient, "text", text.encode("utf-8"), self.wall(), ttl
-        )
-        self.store.queue_outgoing(
-            message.id,
-            recipient.id,
-            "text",
-            message.body,
-            message.sent_at,
-            record.expires_at,
-            recipient.mailbox_key,
-            record.pack(),
+        message, record, recipient = queue_text(
+            self.store, self.identity, to, text, ttl, self.wall()
         )
         replicas = await self._deliver(message.id, recipient.mailbox_key, record)
         return Receipt(message.id, record.id, replicas)
@@ -482,10 +470,33 @@ def resolve_recipient(store: Store, to: str) -> tuple[PublicIdentity, int | None
     contact = store.get_contact(to)
     if contact is not None:
         return PublicIdentity.from_id(contact.peer_id), contact.ttl
-    if is_valid_id(to) or to.lower().startswith("mesh"):
-        known = store.find_contact_by_id(to)
+    if is_valid_id(to) or to.lower().startswith(ID_PREFIX):
+        known = store.find_contact_by_id(PublicIdentity.from_id(to).id)
         return PublicIdentity.from_id(to), known.ttl if known is not None else None
-    raise UnknownContactError(f"no contact named {to!r} (and it is not an ID)")
+    raise UnknownContactError(
+        f"no contact named {to!r}: add one with `mesh contacts add NAME ID`, or give an ID"
+    )
+
+
+def queue_text(
+    store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
+) -> tuple[Message, Record, PublicIdentity]:
+    """Seal a text message and commit it (message row + outbox) before any network I/O."""
+    recipient, contact_ttl = resolve_recipient(store, to)
+    message, record = envelope.seal_message(
+        identity, recipient, "text", text.encode("utf-8"), now, ttl or contact_ttl or DEFAULT_TTL
+    )
+    store.queue_outgoing(
+        message.id,
+        recipient.id,
+        "text",
+        message.body,
+        message.sent_at,
+        record.expires_at,
+        recipient.mailbox_key,
+        record.pack(),
+    )
+    return message, record, recipient
 
 
 def open_store(home: str | os.PathLike[str] | None) -> Store:
