@@ -510,10 +510,26 @@ def attacker_contacts(node: Node) -> int:
     return sum(1 for c in node.dht.table.contacts() if c.ip == ATTACKER_HOST)
 
 
+async def sybil_attack(nodes: list[Node], rng: random.Random) -> Attacker:
+    """2,000 fake ids from one socket ping and look up; then everyday lookups run."""
+    impostors = [c.id for c in nodes[0].dht.table.contacts()]
+    port: list[int] = []
+    attacker = await Attacker.open(sybil_answers(lambda: port[0], impostors))
+    port.append(attacker.address[1])
+    flood = sybil_flood(rng, [rng.randbytes(20) for _ in range(2000)])
+    await attacker.fire(nodes[0], flood, 4000)  # every fake id pings and looks up
+    for node in nodes[1:]:
+        await attacker.fire(node, flood, 200)
+    assert await wait_until(lambda: attacker.received["ping"] >= len(nodes), 5)
+    for node in nodes:  # everyday lookups meet the attacker and its fake ids
+        keys = [rng.randbytes(20) for _ in range(10)]
+        await bounded(asyncio.gather(*(node.dht.lookup(k) for k in keys)))
+    return attacker
+
+
 async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_sends(
     watch: Watch,
 ) -> None:
-    rng = random.Random(2000)
     nodes = await start_network(20, seed=20, options=QUIET)
     target = nodes[0]
     for node in nodes:
@@ -524,17 +540,7 @@ async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_send
     try:
         send_before = await median_seconds(lambda i: target.send(owner.id, f"before {i}"))
         honest = {n.dht.node_id: {c.id for c in n.dht.table.contacts()} for n in nodes}
-        impostors = [c.id for c in target.dht.table.contacts()]
-        attacker = await Attacker.open(sybil_answers(lambda: attacker.address[1], impostors))  # type: ignore[union-attr]
-        fake_ids = [rng.randbytes(20) for _ in range(2000)]
-        flood = sybil_flood(rng, fake_ids)
-        await attacker.fire(target, flood, 4000)  # every fake id pings and looks up
-        for node in nodes[1:]:
-            await attacker.fire(node, flood, 200)
-        assert await wait_until(lambda: attacker.received["ping"] >= len(nodes), 5)
-        for node in nodes:  # everyday lookups meet the attacker and its fake ids
-            keys = [rng.randbytes(20) for _ in range(10)]
-            await bounded(asyncio.gather(*(node.dht.lookup(k) for k in keys)))
+        attacker = await sybil_attack(nodes, random.Random(2000))
         send_after = await median_seconds(lambda i: target.send(owner.id, f"after {i}"))
         per_table = [attacker_contacts(n) for n in nodes]
         print(

@@ -70,7 +70,8 @@ class Lookup:
     def closest(self) -> list[Contact]:
         failed, slow, answered = self.failed, self.slow, self.answered
         live = [
-            c for c in self.candidates.values()
+            c
+            for c in self.candidates.values()
             if c.id not in failed and (c.id not in slow or c.id in answered)
         ]
         live.sort(key=lambda c: c.long_id ^ self._t)
@@ -116,8 +117,9 @@ class Lookup:
         self.in_flight -= 1
         self._step()
 
-    def _on_answer(self, contact: Contact, future: asyncio.Future[Reply],
-                   timer: asyncio.TimerHandle) -> None:
+    def _on_answer(
+        self, contact: Contact, future: asyncio.Future[Reply], timer: asyncio.TimerHandle
+    ) -> None:
         if contact.id in self.slow:
             pass  # its slot was already given back
         else:

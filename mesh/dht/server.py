@@ -241,8 +241,9 @@ class DhtServer:
         fut.add_done_callback(lambda f: self._note_result(contact, addr, started, f))
         return fut
 
-    def _note_result(self, contact: Contact | Address, addr: Address, started: float,
-                     fut: asyncio.Future[Reply]) -> None:
+    def _note_result(
+        self, contact: Contact | Address, addr: Address, started: float, fut: asyncio.Future[Reply]
+    ) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
