@@ -83,20 +83,14 @@ def command(
     with open_home(home) as store:
         open_with = resolve_recipient(store, name).id if name else None
     up_args = _up_args(host, port, peers, no_mdns, interfaces)
-    ignored = [
-        opt
-        for opt, given in (
-            ("--host", host),
-            ("--port", port is not None),
-            ("--no-mdns", no_mdns),
-            ("--interface", interfaces),
-        )
-        if given
-    ]
-    notices = []
-    if ignored:
-        notices.append(f"If your node was already running, {', '.join(ignored)} did not change it.")
-    options = ChatOptions(up_args, peers, open_with, keep_running, notices)
+    node_only = {
+        "--host": host is not None,
+        "--port": port is not None,
+        "--no-mdns": no_mdns,
+        "--interface": bool(interfaces),
+    }
+    given = [option for option, used in node_only.items() if used]
+    options = ChatOptions(up_args, peers, open_with, keep_running, given)
     outcome = asyncio.run(run_chat(home, options, lambda: _passphrase(home)))
     if outcome.stopped:
         click.echo("chat closed; the node it started is stopped")

@@ -11,7 +11,9 @@ peer counts, expired messages. Sending and marking as read go through the daemon
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,6 @@ from mesh.chat.view import (
     NodeState,
     contact_entries,
     entry_text,
-    fingerprint_lines,
     legend,
     message_text,
     short_id,
@@ -43,6 +44,8 @@ from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
 from mesh.store import MessageRow, Store
+
+log = logging.getLogger(__name__)
 
 SHOWN_MESSAGES = 500  # newest messages of a conversation put on screen
 SENDERS_SCANNED = 1000  # newest received messages scanned for senders not in contacts
@@ -56,7 +59,7 @@ WELCOME = (
 )
 
 CSS = """
-#contacts-pane { width: 30; border-right: solid $primary; }
+#contacts-pane { width: 26; border-right: solid $primary; }
 #contacts-title, #chat-title { text-style: bold; background: $boost; padding: 0 1; }
 #contacts { height: 1fr; }
 #contacts > ListItem { padding: 0 1; }
@@ -110,7 +113,8 @@ class ChatApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "add_contact", "Add contact", priority=True),
         Binding("ctrl+o", "my_id", "My ID and QR code", priority=True),
-        Binding("tab", "app.focus_next", "Contacts ⇄ message", show=True),
+        Binding("pageup", "scroll_messages(-1)", "Older", show=False),
+        Binding("pagedown", "scroll_messages(1)", "Newer", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -133,6 +137,10 @@ class ChatApp(App[None]):
         self.state = NodeState()
         self.own: dict[str, Any] = {}
         self.ready = False  # set once the first state is on screen (tests wait for it)
+        # The watch stream and the user both change the conversation and the contact list:
+        # one change at a time, or a message could be shown twice.
+        self._conversation_lock = asyncio.Lock()
+        self._contacts_lock = asyncio.Lock()
 
     # -- layout ---------------------------------------------------------------------
 
@@ -142,10 +150,11 @@ class ChatApp(App[None]):
             with Vertical(id="contacts-pane"):
                 yield Label("Contacts", id="contacts-title")
                 yield ListView(id="contacts")
-                yield Static("↑ ↓ choose, Enter opens", id="contacts-hint")
+                yield Static("↑ ↓ choose, Enter opens\nTab: switch to typing", id="contacts-hint")
             with Vertical(id="chat-pane"):
                 yield Static("", id="chat-title")
-                yield VerticalScroll(id="messages")
+                # Not in the Tab order: Tab goes straight between contacts and typing.
+                yield VerticalScroll(id="messages", can_focus=False)
                 yield Static(legend(), id="legend")
                 yield Input(placeholder="Type a message and press Enter to send", id="compose")
         yield Static(id="status")
@@ -176,19 +185,29 @@ class ChatApp(App[None]):
     # -- the daemon's events ----------------------------------------------------------
 
     async def follow(self, events: AsyncIterator[Event]) -> None:
-        async for event in events:
-            kind = event.get("event")
-            if kind == "message":
-                await self.on_new_message(event.get("message") or {})
-            elif kind == "status":
-                await self.on_status_change(str(event.get("message_id", "")))
-            elif kind == "peers":
-                self.show_state(NodeState(True, int(event.get("count", 0)), self.queued_count()))
-            elif kind == "expired":
-                await self.on_expired([str(m) for m in event.get("message_ids", [])])
+        """Apply the daemon's events until it closes the stream (it stopped)."""
+        try:
+            async for event in events:
+                try:
+                    await self.apply(event)
+                except MeshError as exc:  # e.g. the store busy for too long: skip one event
+                    log.warning("chat: could not show an event: %s", exc)
+        except OSError:
+            pass  # the connection broke: the daemon is gone
         self.show_state(NodeState(running=False))
 
-    async def on_new_message(self, message: Event) -> None:
+    async def apply(self, event: Event) -> None:
+        kind = event.get("event")
+        if kind == "message":
+            await self.message_arrived(event.get("message") or {})
+        elif kind == "status":
+            await self.status_changed(str(event.get("message_id", "")))
+        elif kind == "peers":
+            self.show_state(NodeState(True, int(event.get("count", 0)), self.queued_count()))
+        elif kind == "expired":
+            await self.messages_expired([str(m) for m in event.get("message_ids", [])])
+
+    async def message_arrived(self, message: Event) -> None:
         row = self._row(message.get("id"), "in")
         if row is None:
             return
@@ -200,15 +219,16 @@ class ChatApp(App[None]):
             self.notify(f"New message from {name}")
         await self.refresh_contacts()
 
-    async def on_status_change(self, message_id: str) -> None:
+    async def status_changed(self, message_id: str) -> None:
         row = self._row(message_id, "out")
         if row is not None:
             await self.show_row(row)
         self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
 
-    async def on_expired(self, message_ids: list[str]) -> None:
-        for key in [k for k in self.shown if k.split("-", 1)[1] in message_ids]:
-            await self.shown.pop(key).remove()
+    async def messages_expired(self, message_ids: list[str]) -> None:
+        async with self._conversation_lock:
+            for key in [k for k in self.shown if k.split("-", 1)[1] in message_ids]:
+                await self.shown.pop(key).remove()
         self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
         await self.refresh_contacts()
 
@@ -232,6 +252,10 @@ class ChatApp(App[None]):
         return len(self.store.outbox_pending())
 
     async def refresh_contacts(self) -> None:
+        async with self._contacts_lock:
+            await self._refresh_contacts()
+
+    async def _refresh_contacts(self) -> None:
         senders = [
             r.peer_id for r in self.store.list_messages(direction="in", limit=SENDERS_SCANNED)
         ]
@@ -245,13 +269,26 @@ class ChatApp(App[None]):
         chosen = [i for i, e in enumerate(self.entries) if e.peer_id == self.current]
         contacts.index = chosen[0] if chosen else None
 
-    def name_of(self, peer_id: str) -> str:
+    def contact_name(self, peer_id: str) -> str | None:
         for entry in self.entries:
             if entry.peer_id == peer_id and entry.known:
                 return entry.label
-        return short_id(peer_id)
+        return None
+
+    def name_of(self, peer_id: str) -> str:
+        return self.contact_name(peer_id) or short_id(peer_id)
 
     async def open_conversation(self, peer_id: str | None) -> None:
+        async with self._conversation_lock:
+            await self._open_conversation(peer_id)
+        if peer_id is None:
+            self.query_one("#contacts", ListView).focus()
+            return
+        await self.mark_read(peer_id)
+        await self.refresh_contacts()
+        self.query_one("#compose", Input).focus()
+
+    async def _open_conversation(self, peer_id: str | None) -> None:
         self.current = peer_id
         box = self.query_one("#messages", VerticalScroll)
         await box.remove_children()
@@ -259,23 +296,18 @@ class ChatApp(App[None]):
         if peer_id is None:
             self.query_one("#chat-title", Static).update(Text("No conversation open", "bold"))
             await box.mount(Static(WELCOME, id="welcome"))
-            self.query_one("#contacts", ListView).focus()
             return
         self.query_one("#chat-title", Static).update(self.title_text(peer_id))
         rows = self.store.list_messages(peer_id=peer_id, limit=SHOWN_MESSAGES)
         lines = [self._line(row) for row in rows if row.kind == "text"]
         await box.mount_all(lines)
         box.scroll_end(animate=False)
-        await self.mark_read(peer_id)
-        await self.refresh_contacts()
-        self.query_one("#compose", Input).focus()
 
     def title_text(self, peer_id: str) -> Text:
-        name = self.name_of(peer_id)
+        """The name, and the fingerprint to compare with their "My ID" screen."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
-        text = Text(f"Chat with {name}\n", style="bold")
-        text.append("Their fingerprint: ", style="not bold")
-        text.append(fingerprint_lines(fingerprint).replace("\n", "  "), style="not bold")
+        text = Text(f"Chat with {self.name_of(peer_id)}\n", style="bold")
+        text.append(f"Their fingerprint: {fingerprint}", "not bold")  # wraps between groups
         return text
 
     def _line(self, row: MessageRow) -> MessageLine:
@@ -285,6 +317,10 @@ class ChatApp(App[None]):
 
     async def show_row(self, row: MessageRow) -> None:
         """Add a message of the open conversation in time order, or update its mark."""
+        async with self._conversation_lock:
+            await self._show_row(row)
+
+    async def _show_row(self, row: MessageRow) -> None:
         if row.peer_id != self.current or row.kind != "text":
             return
         existing = self.shown.get(widget_key(row))
@@ -292,7 +328,7 @@ class ChatApp(App[None]):
             existing.set_row(row)
             return
         later = [w for w in self.shown.values() if w.row.sent_at > row.sent_at]
-        line = self._line(row)  # registered before the await: no duplicate on a race
+        line = self._line(row)
         box = self.query_one("#messages", VerticalScroll)
         if later:
             await box.mount(line, before=min(later, key=lambda w: w.row.sent_at))
@@ -343,15 +379,17 @@ class ChatApp(App[None]):
             await self.show_row(row)
         self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The dialogs' shortcuts work from the chat itself, not over an open dialog."""
+        if action in ("add_contact", "my_id"):
+            return len(self.screen_stack) == 1 and bool(self.own)
+        return True
+
     def action_add_contact(self) -> None:
-        if not self.own:
-            return
-        current = (
-            self.current
-            if self.current and self.name_of(self.current) == short_id(self.current)
-            else ""
-        )
-        screen = AddContactScreen(self.store, str(self.own["id"]), prefill_id=current)
+        # In a conversation with someone not in your contacts: offer to save their ID.
+        unknown = self.current is not None and self.contact_name(self.current) is None
+        prefill = self.current if unknown and self.current else ""
+        screen = AddContactScreen(self.store, str(self.own["id"]), prefill_id=prefill)
         self.push_screen(screen, self._contact_added)
 
     async def _contact_added(self, peer_id: str | None) -> None:
@@ -360,10 +398,16 @@ class ChatApp(App[None]):
         await self.refresh_contacts()
         await self.open_conversation(peer_id)
 
+    def action_scroll_messages(self, direction: int) -> None:
+        box = self.query_one("#messages", VerticalScroll)
+        if direction < 0:
+            box.scroll_page_up()
+        else:
+            box.scroll_page_down()
+
     def action_my_id(self) -> None:
-        if self.own:
-            own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])
-            self.push_screen(MyIdScreen(own_id, fingerprint, self.own.get("name")))
+        own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])
+        self.push_screen(MyIdScreen(own_id, fingerprint, self.own.get("name")))
 
 
 # -- running it --------------------------------------------------------------------------
@@ -375,7 +419,7 @@ class ChatOptions:
     peers: Sequence[str] = ()  # HOST:PORT to join through, given to a running daemon too
     open_with: str | None = None  # an ID whose conversation opens first
     keep_running: bool = False  # leave a daemon the chat started running on quit
-    notices: Sequence[str] = ()
+    node_options: Sequence[str] = ()  # options given that only a started daemon uses
 
 
 @dataclass(frozen=True)
@@ -400,7 +444,11 @@ async def run_chat(
     try:
         if options.peers and not link.started_here:
             await link.request("inbox", fetch=False, peers=list(options.peers))
-        app = ChatApp(home, link, options.open_with, options.notices)
+        notices = []
+        if options.node_options and not link.started_here:
+            given = ", ".join(options.node_options)
+            notices.append(f"Your node was already running: {given} did not change it.")
+        app = ChatApp(home, link, options.open_with, notices)
         await app.run_async(headless=auto_pilot is not None, auto_pilot=auto_pilot)
     finally:
         await link.close()

@@ -18,20 +18,23 @@ from mesh.errors import InvalidIdError, LocalError
 from mesh.identity import PublicIdentity
 from mesh.store import Store
 
+# Not scoped: the rules style the screens themselves, not only their children.
 DIALOG_CSS = """
-ModalScreen { align: center middle; }
+AddContactScreen, MyIdScreen { align: center middle; }
 .dialog {
     width: 76; max-width: 100%; height: auto; max-height: 100%;
     border: thick $accent; background: $surface; padding: 0 2;
 }
+MyIdScreen .dialog { width: 100; }
 .dialog-title { text-style: bold; width: 100%; content-align: center middle; padding: 1 0; }
 .field-label { margin-top: 1; text-style: bold; }
 .check { height: auto; min-height: 1; margin: 0 1; }
 .buttons { height: auto; margin: 1 0; align-horizontal: center; }
 .buttons Button { margin: 0 2; }
-.qr { width: auto; height: auto; margin: 1 0; }
-.qr-row { height: auto; align-horizontal: center; }
-.big { text-style: bold; margin: 0 2; }
+.qr-row { height: auto; }
+.qr { width: auto; height: auto; margin-right: 2; }
+.qr-side { width: 1fr; height: auto; }
+.big { text-style: bold; }
 .explain { color: $text-muted; margin: 1 0 0 0; }
 """
 
@@ -58,7 +61,7 @@ def id_feedback(text: str, own_id: str) -> tuple[PublicIdentity | None, Text]:
         )
     return public, Text.assemble(
         ("✓ This ID is correct. Its fingerprint:\n", "bold green"),
-        (fingerprint_lines(public.fingerprint), "bold"),
+        (fingerprint_lines(public.fingerprint, per_line=6), "bold"),
         ("\nAsk them to open “My ID” (Ctrl+O) and read theirs aloud: it must be the same.", ""),
     )
 
@@ -77,6 +80,7 @@ class AddContactScreen(ModalScreen[str | None]):
     None if cancelled. Nothing is saved while anything is wrong."""
 
     DEFAULT_CSS = DIALOG_CSS
+    SCOPED_CSS = False
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, store: Store, own_id: str, prefill_id: str = "") -> None:
@@ -149,6 +153,7 @@ class MyIdScreen(ModalScreen[None]):
     """Your ID as a QR code and as text, and your fingerprint, for meeting in person."""
 
     DEFAULT_CSS = DIALOG_CSS
+    SCOPED_CSS = False
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
         Binding("enter", "close", "Close"),
@@ -164,20 +169,25 @@ class MyIdScreen(ModalScreen[None]):
         title = f"My ID ({self.own_name})" if self.own_name else "My ID"
         with VerticalScroll(classes="dialog"):
             yield Label(title, classes="dialog-title")
-            yield Static(
-                "To be added by someone next to you: let them scan this code, or give "
-                "them the ID written under it."
-            )
             with Horizontal(classes="qr-row"):
                 yield Static(qr_text(self.own_id), classes="qr", id="qr")
+                with Vertical(classes="qr-side"):
+                    yield Static(
+                        "To be added by someone next to you: let them scan this code, or "
+                        "give them your ID (written below)."
+                    )
+                    yield Label("My fingerprint", classes="field-label")
+                    yield Static(
+                        fingerprint_lines(self.fingerprint), id="fingerprint", classes="big"
+                    )
+                    yield Static(
+                        "Read these numbers aloud together. On their screen they appear "
+                        "under your name. If one digit differs, do not trust that contact: "
+                        "ask for the ID again.",
+                        classes="explain",
+                    )
+            yield Label("My ID", classes="field-label")
             yield Static(self.own_id, id="own-id", classes="big")
-            yield Label("My fingerprint", classes="field-label")
-            yield Static(fingerprint_lines(self.fingerprint), id="fingerprint", classes="big")
-            yield Static(
-                "Read these numbers aloud together. On their screen they appear next to "
-                "your name: if one digit differs, do not trust that contact.",
-                classes="explain",
-            )
             with Horizontal(classes="buttons"):
                 yield Button("Close", variant="primary", id="close")
 

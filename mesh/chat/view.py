@@ -27,16 +27,16 @@ MARK_STYLES: Mapping[str, str] = {
     "delivered": "bold green",
     "failed": "bold red",
 }
-QR_BORDER = 4  # the quiet zone scanners need, in modules
+QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
 
 
 def legend() -> Text:
     """The line under the conversation that explains the marks."""
-    text = Text("Your messages: ", style="dim")
+    text = Text()
     for status in ("queued", "stored", "delivered"):
         text.append(MARKS[status], style=MARK_STYLES[status])
-        text.append(f" {STATUS_WORDS[status]}   ")
+        text.append(f" {STATUS_WORDS[status]}   ", style="dim")
     return text
 
 
@@ -133,10 +133,11 @@ def _waiting_words(queued: int) -> str:
     return f"{queued} messages waiting to be sent."
 
 
-def fingerprint_lines(fingerprint: str) -> str:
-    """The 12 groups on two lines of 6, easier to read aloud."""
+def fingerprint_lines(fingerprint: str, per_line: int = 4) -> str:
+    """The groups of a fingerprint, `per_line` to a line: easier to read aloud."""
     groups = fingerprint.split()
-    return " ".join(groups[:6]) + "\n" + " ".join(groups[6:])
+    lines = (groups[i : i + per_line] for i in range(0, len(groups), per_line))
+    return "\n".join(" ".join(line) for line in lines)
 
 
 def qr_text(peer_id: str) -> Text:
