@@ -21,12 +21,17 @@ async def main() -> None:
         receipt = await alice.send(bob.id, "hello bob")
         sent_ms = (time.perf_counter() - start) * 1000
         print(f"alice -> bob: stored on {receipt.replicas} replica(s) in {sent_ms:.1f} ms")
-        incoming = bob.messages()
-        message = await asyncio.wait_for(anext(incoming), timeout=5)
+        message = await asyncio.wait_for(anext(bob.messages()), timeout=5)
         print(f"bob got {message.text!r} by push from {message.sender[:16]}...")
         await bob.send(alice.id, "hi alice")
-        fetched = await alice.fetch()
-        print(f"alice fetched {[m.text for m in fetched]}")
+        reply = await asyncio.wait_for(anext(alice.messages()), timeout=5)
+        print(f"alice got {reply.text!r}")
+        for _ in range(100):  # bounded: the receipt travels like any message
+            row = alice.store.get_message(receipt.message_id, "out")
+            if row is not None and row.status == "delivered":
+                break
+            await asyncio.sleep(0.02)
+        print(f"alice's first message is now: {row.status if row else 'unknown'}")
     finally:
         await bob.stop()
         await alice.stop()

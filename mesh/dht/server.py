@@ -84,10 +84,20 @@ class DhtConfig:
 
 
 class Tally:
-    """Waits for replica answers: all of them; or a quorum plus a short grace; or, once
-    `patience` has passed (a few round trips: the rest are probably dead), any answer."""
+    """Waits for replica answers: all of them; or a quorum plus a short grace; or, when
+    `impatient_ok` and 4 x grace passed (the rest are probably dead), any answer.
 
-    def __init__(self, futures: list[asyncio.Future[Any]], quorum: int, grace: float) -> None:
+    Stores are never impatient: an acknowledgement must mean a quorum holds the record
+    (or every replica answered), or half the peers dying could lose it.
+    """
+
+    def __init__(
+        self,
+        futures: list[asyncio.Future[Any]],
+        quorum: int,
+        grace: float,
+        impatient_ok: bool = True,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.outstanding = len(futures)
@@ -97,7 +107,9 @@ class Tally:
         self.impatient = False
         self.started = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
-        self._patience = self.loop.call_later(4 * grace, self._lose_patience)
+        self._patience = self.loop.call_later(
+            4 * grace if impatient_ok else 1e9, self._lose_patience
+        )
         if not futures:
             self.done.set_result(None)
         for f in futures:
@@ -330,22 +342,21 @@ class DhtServer:
     async def put(self, key: bytes, records: list[Record]) -> int:
         """Store records on the replicas of `key`; returns how many replicas took all."""
         targets = await self.lookup(key)
-        local = 0
         if self._self_is_replica(key, targets):
-            local = self._store_locally(key, records)
+            self._store_locally(key, records)  # a bonus copy; never counted as an ack
             targets = targets[: self.config.ksize - 1]
         futures = [self._store_on(c, key, records) for c in targets]
-        tally = Tally(futures, self.config.quorum - local, self.grace)
+        tally = Tally(futures, self.config.quorum, self.grace, impatient_ok=False)
         await tally.wait()
         if tally.ok == 0:
             # Our own copy alone is not delivery: the recipient may never reach us.
             raise UnreachableError("no peer is reachable: the message stays queued")
         return tally.ok  # only peers count: our own copy leaves with us
 
-    def _store_locally(self, key: bytes, records: list[Record]) -> int:
+    def _store_locally(self, key: bytes, records: list[Record]) -> None:
         now = self.wall()
-        results = [self._accept_record(key, r, now, "") for r in records]
-        return int(all(r in ACCEPTED for r in results))
+        for record in records:
+            self._accept_record(key, record, now, "")
 
     def _store_on(
         self, contact: Contact | Address, key: bytes, records: list[Record]
