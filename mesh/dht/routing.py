@@ -25,7 +25,7 @@ ID_SPACE = 2**160
 class Contact(_KademliaNode):
     """A peer: 20-byte node id plus the UDP address it answered from."""
 
-    __slots__ = ("failures", "id", "ip", "long_id", "port")
+    __slots__ = ("failures", "id", "ip", "last_seen", "long_id", "port")
 
     def __init__(self, node_id: bytes, ip: str, port: int) -> None:
         self.id = node_id
@@ -33,6 +33,7 @@ class Contact(_KademliaNode):
         self.port = port
         self.long_id = int.from_bytes(node_id, "big")
         self.failures = 0
+        self.last_seen = 0.0  # loop time of its last answer
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,6 +121,17 @@ class RoutingTable(_KademliaTable):
                 known.failures = 0
             return None
         return bucket.least_recent()
+
+    def would_accept(self, node_id: bytes, ip: str) -> bool:
+        """Could a stranger with this id enter the table now (so verifying it is worth a
+        ping)? False if it is known, its IP is at the cap, or its bucket is full and
+        cannot split."""
+        if node_id in self.by_id or node_id == self.node.id:
+            return False
+        if self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return False
+        bucket = self.buckets[self.bucket_index(int.from_bytes(node_id, "big"))]
+        return len(bucket) < self.ksize or self._splittable(bucket)
 
     def _splittable(self, bucket: Bucket) -> bool:
         low: int = bucket.range[0]
