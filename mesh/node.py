@@ -97,6 +97,7 @@ class Node:
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
+        self._new_since_rejoin = 0
         self._finishing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
@@ -241,17 +242,25 @@ class Node:
         # Every newcomer anywhere is a new contact for some of us: catching up on each
         # would make one join cost the whole network a round. A node that was alone, or
         # has not caught up for a while (a partition healed), catches up at once.
+        # A burst of newcomers (a partition healing) is worth a round even when we caught
+        # up recently: the round then runs once the interval has passed.
+        self._new_since_rejoin += 1
         now = asyncio.get_running_loop().time()
-        if len(self.dht.table) > 2 and now - self._last_rejoin < self.options.rejoin_interval:
-            return
+        wait = self._last_rejoin + self.options.rejoin_interval - now
+        if len(self.dht.table) > 2 and wait > 0:
+            if self._new_since_rejoin < max(3, len(self.dht.table) // 8):
+                return
+        else:
+            wait = 0.0
         self._rejoin_scheduled = True
-        self.dht.spawn(self._rejoin())
+        self.dht.spawn(self._rejoin(wait))
 
-    async def _rejoin(self) -> None:
-        """After new peers appear (start, partition healed): catch up at once."""
+    async def _rejoin(self, wait: float = 0.0) -> None:
+        """After new peers appear (start, partition healed): catch up."""
         if self._last_rejoin > -1e9:
-            await asyncio.sleep(0.05)  # coalesce a burst of discoveries into one round
+            await asyncio.sleep(max(wait, 0.05))  # coalesce a burst into one round
         self._rejoin_scheduled = False
+        self._new_since_rejoin = 0
         self._last_rejoin = asyncio.get_running_loop().time()
         with contextlib.suppress(MeshError):
             if len(self.dht.table) < self.dht.config.ksize:
