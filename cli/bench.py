@@ -1,11 +1,121 @@
-"""`mesh bench` (being written; see the open issue)."""
+"""`mesh bench`: N peers in one process on loopback, timed next to kademlia and OpenDHT.
+
+Thin: builds `mesh.bench.BenchOptions`, runs `mesh.bench.run_bench`, prints a summary
+(or, with --json, one JSON object on the last line of stdout). --profile prints cProfile's
+top functions of the send/fetch/push trials to stderr.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from typing import Any
+
 import click
+from rich.console import Console
+from rich.table import Table
+
+from mesh.bench import BASELINES, BenchOptions, run_bench, uvloop_available
+from mesh.errors import MeshError
 
 
 @click.command(name="bench")
-def command() -> None:
-    """Not available yet."""
-    raise click.ClickException("mesh bench is not available in this build yet")
+@click.option("--peers", type=click.IntRange(min=2), default=300, show_default=True)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Offline-mailbox trials (20 sends + a fetch each); also sizes the other samples.",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds identities and ids.")
+@click.option(
+    "--uvloop/--no-uvloop",
+    "use_uvloop",
+    default=uvloop_available(),
+    show_default=True,
+    help="Run the event loop on uvloop (when installed).",
+)
+@click.option(
+    "--full-nodes",
+    is_flag=True,
+    help="Every peer a full Node (SQLite store); default: 20 Nodes, the rest DhtServer only.",
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    type=click.Choice(BASELINES),
+    multiple=True,
+    help="Baselines to run (repeatable). Default: all.",
+)
+@click.option("--no-baselines", is_flag=True, help="Skip kademlia and OpenDHT.")
+@click.option("--discovery", is_flag=True, help="Also time mDNS discovery on loopback.")
+@click.option("--profile", is_flag=True, help="cProfile the trials; top 25 to stderr.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line.")
+@click.option("-v", "--verbose", is_flag=True, help="Progress on stderr.")
+def command(
+    peers: int,
+    trials: int,
+    seed: int,
+    use_uvloop: bool,
+    full_nodes: bool,
+    baselines: tuple[str, ...],
+    no_baselines: bool,
+    discovery: bool,
+    profile: bool,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Time send, fetch and push on N peers in one process (loopback only)."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    options = BenchOptions(
+        peers=peers,
+        trials=trials,
+        seed=seed,
+        use_uvloop=use_uvloop,
+        full_nodes=full_nodes,
+        baselines=() if no_baselines else (baselines or BASELINES),
+        discovery=discovery,
+        profile=profile,
+        verbose=verbose,
+    )
+    try:
+        result = run_bench(options)
+    except MeshError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_summary(result)
+
+
+def _p50(value: Any) -> str:
+    if not isinstance(value, dict) or value.get("p50") is None:
+        return "-"
+    return f"{value['p50']:.2f} ms (p95 {value['p95']:.2f})"
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    kinds = ", ".join(f"{n} {k}" for k, n in result["peer_kind"].items() if n)
+    rows: list[tuple[str, str]] = [
+        ("peers", f"{result['peers']} ({kinds}), {result['loop']}"),
+        ("send", _p50(result["send_ms"])),
+        ("fetch20", f"{_p50(result['fetch20_ms'])}, complete {result['fetch20_complete']}"),
+        ("push", _p50(result["push_ms"])),
+        ("memory", f"{result['rss_kb_per_peer']} KiB per peer"),
+    ]
+    for name, base in [("ours (DhtServer)", result["dht"]), *result["baselines"].items()]:
+        if base is None:
+            rows.append((name, "not run"))
+            continue
+        values = f"{base['mailbox_values']}/20 values"
+        rows.append((name, f"set {_p50(base['set_ms'])}, get {_p50(base['get_ms'])}, {values}"))
+    table = Table(show_header=False, box=None)
+    for key, value in rows:
+        table.add_row(key, value)
+    console = Console()
+    console.print(table)
+    for note in result["notes"]:
+        console.print(f"note: {note}")

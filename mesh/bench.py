@@ -3,8 +3,8 @@
     result = run_bench(BenchOptions(peers=300, trials=20))   # a JSON-ready dict
 
 Our network: `peers` peers, each bound to its own loopback address 127.0.x.y (the DHT
-caps contacts per IP, as a LAN where every device has its own address). `senders` of
-them (20) are full Nodes (identity, SQLite store, outbox); the rest are DhtServer-only
+caps contacts per IP, as a LAN where every device has its own address). 20 of them (the
+senders) are full Nodes (identity, SQLite store, outbox); the rest are DhtServer-only
 replicas, unless `full_nodes` makes every peer a Node. The result says which
 (`peer_kind`) and reports the memory of each kind. Recipients are extra Nodes that the
 trials start; they stay online until the end, so no trial meets a dead contact.
@@ -18,9 +18,10 @@ recipient's `messages()` yields the message. Recipients neither send receipts no
 delete what they received, so no background traffic overlaps a timing.
 
 The same key/value work (one put and get, then 20 writers to one key and a get) runs on
-our DhtServer (`dht`), on kademlia 2.2.3 and on OpenDHT. Each baseline runs in its own
-subprocess after our peers are stopped, so no library shares an event loop or a core
-with another.
+our DhtServer (`dht`), on kademlia 2.2.3 and on OpenDHT (mesh/bench_kv.py). Ours
+and each baseline run one after the other, each in a fresh interpreter (`run_worker`): no
+library shares an event loop or a core with another, and every memory figure starts from
+a clean process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
-import gc
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -36,18 +37,34 @@ import os
 import pstats
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import asdict, dataclass
-from typing import IO, Any, Protocol, TypeVar
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
 
 from mesh import envelope
+from mesh.bench_kv import (
+    BOOTSTRAP_CONCURRENCY,
+    MAILBOX_SENDERS,
+    TEXT,
+    MeshKeyValue,
+    bounded,
+    elapsed_ms,
+    fraction,
+    kv_trials,
+    loopback_address,
+    per_peer_kb,
+    percentile,
+    rss_kb,
+    run_baseline,
+    summary,
+)
 from mesh.dht.server import DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
+from mesh.errors import LocalError, MeshError
 from mesh.identity import Identity
 from mesh.node import Address, Node, NodeOptions, Receipt
 from mesh.store import Store
@@ -56,12 +73,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAILBOX_SENDERS = 20
-BOOTSTRAP_CONCURRENCY = 32
 WAIT_TIMEOUT = 5.0
-BASELINE_TIMEOUT = 600.0
 PUSH_SAMPLES_PER_TRIAL = 5
-TEXT = "a short chat message of the usual size, " * 3  # 120 B: the 512 B padding bucket
+FD_MARGIN = 64  # descriptors besides one socket per peer (SQLite, subprocess pipes)
 NEVER = 1e9  # seconds: a timer that does not fire during a bench
 SENDER_OPTIONS = NodeOptions(poll_interval=NEVER, receipts=False)
 RECIPIENT_OPTIONS = NodeOptions(poll_interval=NEVER, receipts=False, delete_delay=NEVER)
@@ -78,68 +92,7 @@ class BenchOptions:
     baselines: tuple[str, ...] = BASELINES
     discovery: bool = False
     profile: bool = False
-
-
-# -- small helpers ------------------------------------------------------------------------
-
-
-def loopback_address(index: int) -> str:
-    """Peer `index` gets its own address: 127.0.1.1, 127.0.1.2, ... 127.0.2.1, ..."""
-    return f"127.0.{1 + index // 250}.{1 + index % 250}"
-
-
-def percentile(samples: Iterable[float], fraction: float) -> float:
-    """Nearest-rank percentile; NaN for no samples."""
-    ordered = sorted(samples)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def summary(samples: list[float]) -> dict[str, float | int | None]:
-    """{p50, p95, n} in the samples' unit, rounded; None when there are no samples."""
-    if not samples:
-        return {"p50": None, "p95": None, "n": 0}
-    return {
-        "p50": round(percentile(samples, 0.50), 3),
-        "p95": round(percentile(samples, 0.95), 3),
-        "n": len(samples),
-    }
-
-
-def fraction(flags: list[bool]) -> float | None:
-    return round(sum(flags) / len(flags), 3) if flags else None
-
-
-def elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def rss_kb() -> int:
-    """Resident memory of this process, after a full garbage collection."""
-    gc.collect()
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # peak, not current
-
-
-def per_peer_kb(before: int, after: int, count: int) -> float | None:
-    return round((after - before) / count, 1) if count else None
-
-
-async def bounded(coros: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[T]:
-    """Run coroutines with at most `limit` at a time (joins are bursty: do not flood)."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(coro: Coroutine[Any, Any, T]) -> T:
-        async with semaphore:
-            return await coro
-
-    return list(await asyncio.gather(*(one(c) for c in coros)))
+    verbose: bool = False  # progress of every worker process on stderr
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -164,89 +117,35 @@ def prepared_store(identity: Identity, node_id: bytes) -> Store:
     return store
 
 
-# -- the same key/value work for every DHT ------------------------------------------------
-
-
-class KeyValueDht(Protocol):
-    """What the key/value trials need of a DHT; values are identified by bytes."""
-
-    peers: int
-
-    def new_values(self, count: int) -> list[tuple[bytes, Any]]: ...
-
-    async def put(self, peer: int, key: bytes, value: Any) -> None: ...
-
-    async def get(self, peer: int, key: bytes) -> list[bytes]: ...
-
-
-async def kv_trials(dht: KeyValueDht, trials: int, rng: random.Random) -> dict[str, Any]:
-    """Per trial: one put and a get from another peer; then 20 writers put 20 values to
-    one key and a reader that wrote none gets it (`mailbox_values`: how many came back)."""
-    set_ms: list[float] = []
-    get_ms: list[float] = []
-    mailbox_ms: list[float] = []
-    counts: list[int] = []
-    for _ in range(trials):
-        reader, *writers = rng.sample(range(dht.peers), min(dht.peers, MAILBOX_SENDERS + 1))
-        key = rng.randbytes(20)
-        ((_, value),) = dht.new_values(1)
-        started = time.perf_counter()
-        await dht.put(writers[0], key, value)
-        set_ms.append(elapsed_ms(started))
-        started = time.perf_counter()
-        await dht.get(reader, key)
-        get_ms.append(elapsed_ms(started))
-        key = rng.randbytes(20)
-        written = dht.new_values(MAILBOX_SENDERS)
-        for i, (_, value) in enumerate(written):
-            started = time.perf_counter()
-            await dht.put(writers[i % len(writers)], key, value)
-            set_ms.append(elapsed_ms(started))
-        started = time.perf_counter()
-        got = await dht.get(reader, key)
-        mailbox_ms.append(elapsed_ms(started))
-        counts.append(len({vid for vid, _ in written} & set(got)))
-    return {
-        "set_ms": summary(set_ms),
-        "get_ms": summary(get_ms),
-        "mailbox_ms": summary(mailbox_ms),
-        "mailbox_values": int(statistics.median(counts)) if counts else None,
-        "mailbox_values_min": min(counts, default=None),
-    }
-
-
-class MeshKeyValue:
-    """Our DhtServer doing the baselines' work, with records sealed before the clock runs."""
-
-    def __init__(self, servers: list[DhtServer], rng: random.Random) -> None:
-        self.servers = servers
-        self.peers = len(servers)
-        self.sender = Identity.from_seed(rng.randbytes(32))
-        self.recipient = Identity.from_seed(rng.randbytes(32)).public
-
-    def new_values(self, count: int) -> list[tuple[bytes, Any]]:
-        now = time.time()
-        records = [
-            envelope.seal_message(self.sender, self.recipient, "text", TEXT, now)[1]
-            for _ in range(count)
-        ]
-        return [(r.id, r) for r in records]
-
-    async def put(self, peer: int, key: bytes, value: Any) -> None:
-        await self.servers[peer].put(key, [value])
-
-    async def get(self, peer: int, key: bytes) -> list[bytes]:
-        return [r.id for r in await self.servers[peer].fetch(key)]
-
-
-def record_size() -> int:
-    """Bytes of one packed record of TEXT: the value size every baseline stores."""
-    sender = Identity.from_seed(bytes(32))
-    _, record = envelope.seal_message(sender, sender.public, "text", TEXT, time.time())
-    return len(record.pack())
-
-
 # -- our network --------------------------------------------------------------------------
+
+
+class PhaseProfiler:
+    """cProfile per phase (send, fetch, push), running only inside the timed calls. While a
+    call awaits, the replicas' handlers run in this same process and are profiled too: a
+    phase's profile is the whole cost of the operation, both ends."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.profiles: dict[str, cProfile.Profile] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        profile = self.profiles.setdefault(name, cProfile.Profile())
+        profile.enable()
+        try:
+            yield
+        finally:
+            profile.disable()
+
+    def print(self, out: IO[str] | None, top: int = 25) -> None:
+        for name, profile in self.profiles.items():
+            for order in ("tottime", "cumulative"):
+                print(f"--- mesh bench --profile: {name}, top {top} by {order}", file=out)
+                pstats.Stats(profile, stream=out).sort_stats(order).print_stats(top)
 
 
 class MeshNet:
@@ -259,6 +158,7 @@ class MeshNet:
         self.replicas: list[DhtServer] = []
         self.nodes: list[Node] = []
         self.extras: list[Node] = []  # recipients started by the trials
+        self.profiler = PhaseProfiler(options.profile)
         self._next_address = 0
 
     def address(self) -> str:
@@ -333,7 +233,7 @@ class MeshNet:
 
     def datagrams(self) -> int:
         dhts = self.servers + [n.dht for n in self.extras]
-        return sum(d.statistics().get("datagrams_in", 0) for d in dhts)
+        return sum(d.protocol.stats["datagrams_in"] for d in dhts if d.protocol is not None)
 
     async def wait_quiet(self, quiet: float = 0.05, limit: float = 3.0) -> None:
         """Wait until no peer received a datagram for `quiet` seconds (catch-up rounds,
@@ -349,10 +249,9 @@ class MeshNet:
             last = current
 
     async def stop(self) -> None:
-        for node in self.extras + self.nodes:
-            await node.stop()
-        for server in self.replicas:
-            await server.close()
+        # Together: a recipient's stop waits up to a grace period for its pending deletes.
+        await asyncio.gather(*(node.stop() for node in self.extras + self.nodes))
+        await asyncio.gather(*(server.close() for server in self.replicas))
 
 
 class Arrivals:
@@ -410,9 +309,10 @@ async def send_mailbox(net: MeshNet, recipient: Identity, samples: Samples) -> l
     receipts = []
     senders = net.senders
     for i in range(MAILBOX_SENDERS):
-        started = time.perf_counter()
-        receipt = await senders[i % len(senders)].send(recipient.id, TEXT)
-        samples.send_ms.append(elapsed_ms(started))
+        with net.profiler.phase("send"):
+            started = time.perf_counter()
+            receipt = await senders[i % len(senders)].send(recipient.id, TEXT)
+            samples.send_ms.append(elapsed_ms(started))
         samples.replicas.append(receipt.replicas)
         receipts.append(receipt)
     return receipts
@@ -432,9 +332,10 @@ async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     if caught_up:
         samples.catchup_ms.append((max(arrivals.times.values()) - started) * 1000.0)
     await net.wait_quiet()
-    started = time.perf_counter()
-    records = await recipient.dht.fetch(identity.mailbox_key)
-    samples.fetch_ms.append(elapsed_ms(started))
+    with net.profiler.phase("fetch"):
+        started = time.perf_counter()
+        records = await recipient.dht.fetch(identity.mailbox_key)
+        samples.fetch_ms.append(elapsed_ms(started))
     samples.fetch_ok.append({r.record_id for r in receipts} <= {r.id for r in records})
     samples.open_ms.append(open_all(identity, records))
 
@@ -451,10 +352,11 @@ def open_all(identity: Identity, records: list[Record]) -> float:
 async def push_trial(net: MeshNet, recipient: Node, arrivals: Arrivals, samples: Samples) -> None:
     senders = net.senders
     for i in range(PUSH_SAMPLES_PER_TRIAL):
-        started = time.perf_counter()
-        receipt = await senders[i % len(senders)].send(recipient.id, TEXT)
-        samples.send_online_ms.append(elapsed_ms(started))
-        pushed = await arrivals.wait_for({receipt.message_id})
+        with net.profiler.phase("push"):
+            started = time.perf_counter()
+            receipt = await senders[i % len(senders)].send(recipient.id, TEXT)
+            samples.send_online_ms.append(elapsed_ms(started))
+            pushed = await arrivals.wait_for({receipt.message_id})
         samples.push_ok.append(pushed)
         if pushed:
             samples.push_ms.append((arrivals.times[receipt.message_id] - started) * 1000.0)
@@ -492,215 +394,26 @@ def samples_result(samples: Samples) -> dict[str, Any]:
     }
 
 
-async def bench_mesh(options: BenchOptions, profile_out: IO[str] | None) -> dict[str, Any]:
+async def bench_mesh(options: BenchOptions) -> dict[str, Any]:
+    """Our network's whole run; --profile prints to stderr."""
     rng = random.Random(options.seed)
     random.seed(options.seed)  # the DHT's own random choices (bucket refresh targets)
     net = MeshNet(options, rng)
     try:
+        log.info("starting %d peers on loopback", options.peers)
         result = await net.build()
-        profiler = cProfile.Profile() if profile_out is not None else None
-        if profiler is not None:
-            profiler.enable()
+        log.info("joined in %.1f s; %d trials", result["build_s"], options.trials)
         samples = await run_trials(net, options.trials)
-        if profiler is not None:
-            profiler.disable()
-            print_profile(profiler, profile_out)
+        if options.profile:
+            net.profiler.print(sys.stderr)
+            result["profiled"] = True  # cProfile slows everything: do not quote these times
         result.update(samples_result(samples))
         await net.wait_quiet()
+        log.info("key/value trials on our DhtServer")
         result["dht"] = await kv_trials(MeshKeyValue(net.servers, rng), options.trials, rng)
         result["extra_nodes"] = len(net.extras)
     finally:
         await net.stop()
-    return result
-
-
-def print_profile(profiler: cProfile.Profile, out: IO[str] | None) -> None:
-    for order in ("tottime", "cumulative"):
-        print(f"--- mesh bench --profile: top 25 by {order} (send/fetch/push trials)", file=out)
-        stats = pstats.Stats(profiler, stream=out)
-        stats.sort_stats(order).print_stats(25)
-
-
-# -- baselines: kademlia 2.2.3 and OpenDHT, each in its own process ------------------------
-
-
-class KademliaKeyValue:
-    def __init__(self, servers: list[Any], rng: random.Random, size: int) -> None:
-        self.servers = servers
-        self.peers = len(servers)
-        self.rng = rng
-        self.size = size
-
-    def new_values(self, count: int) -> list[tuple[bytes, Any]]:
-        values = [self.rng.randbytes(self.size) for _ in range(count)]
-        return [(v, v) for v in values]
-
-    async def put(self, peer: int, key: bytes, value: Any) -> None:
-        await self.servers[peer].set(key, value)
-
-    async def get(self, peer: int, key: bytes) -> list[bytes]:
-        value = await self.servers[peer].get(key)
-        return [value] if isinstance(value, bytes) else []
-
-
-async def build_kademlia(peers: int, rng: random.Random) -> list[Any]:
-    from kademlia.network import Server
-
-    for name in ("kademlia", "rpcudp"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    servers = []
-    for i in range(peers):
-        server = Server(ksize=20, alpha=3, node_id=rng.randbytes(20))
-        await server.listen(0, interface=loopback_address(i))
-        servers.append(server)
-    seed = servers[0].transport.get_extra_info("sockname")[:2]
-    await bounded((s.bootstrap([seed]) for s in servers[1:]), BOOTSTRAP_CONCURRENCY)
-    return servers
-
-
-async def kademlia_baseline(peers: int, trials: int, seed: int, size: int) -> dict[str, Any]:
-    rng = random.Random(seed)
-    random.seed(seed)
-    base = rss_kb()
-    started = time.perf_counter()
-    servers = await build_kademlia(peers, rng)
-    result: dict[str, Any] = {
-        "build_s": round(time.perf_counter() - started, 2),
-        "rss_kb_per_peer": per_peer_kb(base, rss_kb(), peers),
-    }
-    result.update(await kv_trials(KademliaKeyValue(servers, rng, size), trials, rng))
-    for server in servers:
-        server.stop()
-    return result
-
-
-class OpenDhtKeyValue:
-    """OpenDHT runners; their callbacks come from C++ threads and reach the event loop
-    through `call_soon_threadsafe`."""
-
-    def __init__(self, runners: list[Any], rng: random.Random, size: int) -> None:
-        import opendht
-
-        self.dht = opendht
-        self.runners = runners
-        self.peers = len(runners)
-        self.rng = rng
-        self.size = size
-        self.loop = asyncio.get_running_loop()
-
-    def new_values(self, count: int) -> list[tuple[bytes, Any]]:
-        values = [self.rng.randbytes(self.size) for _ in range(count)]
-        return [(v, v) for v in values]
-
-    def _done(self, future: asyncio.Future[bool]) -> Callable[[bool, Any], None]:
-        def done(ok: bool, _nodes: Any) -> None:
-            self.loop.call_soon_threadsafe(_resolve, future, bool(ok))
-
-        return done
-
-    async def put(self, peer: int, key: bytes, value: Any) -> None:
-        future: asyncio.Future[bool] = self.loop.create_future()
-        hash_ = self.dht.InfoHash(key.hex().encode())
-        self.runners[peer].put(hash_, self.dht.Value(value), done_cb=self._done(future))
-        await future
-
-    async def get(self, peer: int, key: bytes) -> list[bytes]:
-        return await self.search(self.runners[peer], self.dht.InfoHash(key.hex().encode()))
-
-    async def search(self, runner: Any, hash_: Any) -> list[bytes]:
-        future: asyncio.Future[bool] = self.loop.create_future()
-        found: list[bytes] = []
-
-        def on_value(value: Any) -> bool:
-            found.append(bytes(value.data))
-            return True
-
-        runner.get(hash_, on_value, self._done(future))
-        await future
-        return found
-
-
-def _resolve(future: asyncio.Future[bool], ok: bool) -> None:
-    if not future.done():
-        future.set_result(ok)
-
-
-async def build_opendht(peers: int, rng: random.Random, size: int) -> OpenDhtKeyValue:
-    """OpenDHT runners, all on 127.0.0.1: OpenDHT replaces a loopback address in the node
-    lists it receives by the sender's address, so with one 127.0.x.y per runner contacts
-    become unreachable and operations stall for seconds. Its bootstrap only pings, so each
-    runner then searches its own id, as our bootstrap and kademlia's do."""
-    import opendht
-
-    runners = []
-    for _ in range(peers):
-        runner = opendht.DhtRunner()
-        runner.run(ipv4="127.0.0.1", port=0)
-        runners.append(runner)
-    port = runners[0].getBound().getPort()
-    for runner in runners[1:]:
-        runner.bootstrap("127.0.0.1", str(port))
-    kv = OpenDhtKeyValue(runners, rng, size)
-    await bounded((kv.search(r, r.getNodeId()) for r in runners), BOOTSTRAP_CONCURRENCY)
-    return kv
-
-
-async def opendht_baseline(peers: int, trials: int, seed: int, size: int) -> dict[str, Any]:
-    rng = random.Random(seed)
-    base = rss_kb()
-    started = time.perf_counter()
-    kv = await build_opendht(peers, rng, size)
-    result: dict[str, Any] = {
-        "build_s": round(time.perf_counter() - started, 2),
-        "rss_kb_per_peer": per_peer_kb(base, rss_kb(), peers),
-    }
-    result.update(await kv_trials(kv, trials, rng))
-    for runner in kv.runners:
-        runner.shutdown()
-    for runner in kv.runners:
-        runner.join()
-    return result
-
-
-BASELINE_RUNNERS = {"kademlia": kademlia_baseline, "opendht": opendht_baseline}
-BASELINE_MODULES = {"kademlia": "kademlia", "opendht": "opendht"}
-
-
-def baseline_main() -> None:
-    """Subprocess entry: argv[1] is a JSON object of arguments; prints one JSON line."""
-    args = json.loads(sys.argv[1])
-    runner = BASELINE_RUNNERS[args.pop("name")]
-    use_uvloop = args.pop("use_uvloop")
-    print(json.dumps(run_loop(runner(**args), use_uvloop)))
-
-
-def run_baseline(name: str, options: BenchOptions, notes: list[str]) -> dict[str, Any] | None:
-    """Run one baseline in a fresh interpreter; None (and a note) if it cannot run."""
-    if importlib.util.find_spec(BASELINE_MODULES[name]) is None:
-        notes.append(f"{name}: not installed (pip install 'mesh-messenger[bench]')")
-        return None
-    args = {
-        "name": name,
-        "peers": options.peers,
-        "trials": options.trials,
-        "seed": options.seed,
-        "size": record_size(),
-        "use_uvloop": options.use_uvloop,
-    }
-    code = "from mesh.bench import baseline_main; baseline_main()"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(args)],
-            capture_output=True,
-            text=True,
-            timeout=BASELINE_TIMEOUT,
-            check=True,
-        )
-        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        stderr = getattr(exc, "stderr", "") or ""
-        notes.append(f"{name}: failed ({type(exc).__name__}) {stderr.strip()[-300:]}")
-        return None
     return result
 
 
@@ -737,26 +450,88 @@ async def discovery_result(trials: int, notes: list[str]) -> dict[str, Any] | No
     return dict(await run_discovery_bench(trials))
 
 
-def run_bench(options: BenchOptions, profile_out: IO[str] | None = None) -> dict[str, Any]:
-    """The whole benchmark; with `profile_out`, cProfile's top functions go there."""
+def raise_fd_limit(needed: int) -> None:
+    """One UDP socket per peer: lift the soft limit on open files if it is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise LocalError(
+            f"{needed} open files are needed but the limit is {hard}: "
+            "use fewer peers or raise `ulimit -n`"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+WORKER_TIMEOUT = 900.0
+WORKER_CODE = "from mesh.bench import worker_main; worker_main()"
+
+
+def worker_main() -> None:
+    """Entry of a worker process: argv[1] is {"name", "options"}; prints one JSON line."""
+    args = json.loads(sys.argv[1])
+    options = BenchOptions(**{**args["options"], "baselines": tuple(args["options"]["baselines"])})
+    if options.verbose:
+        logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    if args["name"] == "mesh":
+        coro = bench_mesh(options)
+    else:
+        coro = run_baseline(args["name"], options.peers, options.trials, options.seed)
+    print(json.dumps(run_loop(coro, options.use_uvloop)), flush=True)
+
+
+def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, Any] | None:
+    """Run `name` ("mesh" or a baseline) in a fresh interpreter: its memory figures start
+    from a clean process, and nothing it leaves behind (threads, sockets) slows the next.
+    Our own run's stderr (progress, --profile) passes through; a baseline's is kept for
+    the note that says why it failed."""
+    if name != "mesh" and importlib.util.find_spec(name) is None:
+        notes.append(f"{name}: not installed (pip install 'mesh-messenger[bench]')")
+        return None
+    payload = json.dumps({"name": name, "options": dataclasses.asdict(options)})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", WORKER_CODE, payload],
+            stdout=subprocess.PIPE,
+            stderr=None if name == "mesh" else subprocess.PIPE,
+            text=True,
+            timeout=WORKER_TIMEOUT,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        stderr = (getattr(exc, "stderr", None) or "").strip()
+        notes.append(f"{name}: failed ({type(exc).__name__}) {stderr[-300:]}".strip())
+        return None
+    return result
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """The whole benchmark: ours, then each baseline, each in its own process."""
     if options.peers < 2 or options.trials < 1:
-        raise ValueError("the bench needs at least 2 peers and 1 trial")
+        raise LocalError("the bench needs at least 2 peers and 1 trial")
+    raise_fd_limit(options.peers + options.trials + FD_MARGIN)
     started = time.perf_counter()
-    use_uvloop = options.use_uvloop and uvloop_available()
-    options = BenchOptions(**{**asdict(options), "use_uvloop": use_uvloop})
+    options = dataclasses.replace(options, use_uvloop=options.use_uvloop and uvloop_available())
     notes: list[str] = []
-    out = (profile_out or sys.stderr) if options.profile else None
     result: dict[str, Any] = {"peers": options.peers, "trials": options.trials}
     result["seed"] = options.seed
-    result["loop"] = "uvloop" if use_uvloop else "asyncio"
-    result.update(run_loop(bench_mesh(options, out), use_uvloop))
+    result["loop"] = "uvloop" if options.use_uvloop else "asyncio"
+    result["load_avg"] = [round(os.getloadavg()[0], 2)]  # other work on the machine: noise
+    ours = run_worker("mesh", options, notes)
+    if ours is None:
+        raise MeshError(f"the benchmark of our own DHT failed: {'; '.join(notes)}")
+    result.update(ours)
+    log.info("baselines: %s", ", ".join(options.baselines) or "none")
     result["baselines"] = {
-        name: run_baseline(name, options, notes) if name in options.baselines else None
+        name: run_worker(name, options, notes) if name in options.baselines else None
         for name in BASELINES
     }
     result["ratios"] = ratios(result)
     if options.discovery:
-        result["discovery"] = run_loop(discovery_result(options.trials, notes), use_uvloop)
+        result["discovery"] = run_loop(discovery_result(options.trials, notes), options.use_uvloop)
     result["notes"] = notes
+    result["load_avg"].append(round(os.getloadavg()[0], 2))
+    result["cpus"] = os.cpu_count()
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
