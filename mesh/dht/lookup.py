@@ -87,7 +87,7 @@ class Lookup:
         if self._done.done():
             return
         top = self.closest()
-        if all(c.id in self.answered for c in top[: self.confirm]):
+        if top and all(c.id in self.answered for c in top[: self.confirm]):
             self._finish(top)
             return
         # Slow requests give their slot back, but at most `alpha` of them may be
@@ -100,6 +100,9 @@ class Lookup:
             if contact.id not in self.asked:
                 self._ask(contact)
         if self.in_flight == 0:
+            answered = sum(1 for c in top if c.id in self.answered)
+            if pending_slow and answered < self.confirm:
+                return  # nothing else to ask: a slow answer beats none (a busy seed)
             self._finish(top)
 
     def _ask(self, contact: Contact) -> None:

@@ -507,6 +507,9 @@ class DhtServer:
             now = self.wall()
             self.storage.expire(now)
             self._expire_listeners(now)
+            if 0 < len(self.table) < self.config.ksize:
+                with contextlib.suppress(MeshError):  # a thin table: meet more peers
+                    await self.lookup(self.node_id, confirm=self.config.ksize)
             if asyncio.get_running_loop().time() >= next_republish:
                 next_republish += self.config.republish_interval
                 await self.republish()
