@@ -256,7 +256,10 @@ class Store:
             _create_private_file(self.path)
         with self._guard:
             self._conn = sqlite3.connect(
-                self.path or ":memory:", isolation_level=None, timeout=BUSY_TIMEOUT
+                self.path or ":memory:",
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT,
+                cached_statements=32,  # we use ~30 statements; the default keeps 128
             )
         try:
             self._open()
@@ -278,6 +281,9 @@ class Store:
     def _configure(self) -> None:
         with self._guard:
             self._conn.execute("PRAGMA foreign_keys = ON")
+            # Small pages for a small database: an empty in-memory store drops from ~172 KiB
+            # to ~100 KiB (hundreds of peers run in one process). Only a new file takes it.
+            self._conn.execute("PRAGMA page_size = 1024")
             if self.path is None:
                 return
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
