@@ -101,6 +101,9 @@ class Node:
         self._finishing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
+        # Records for our own mailbox that reach us as a replica, even before we have
+        # subscribed anywhere, are ours to open at once.
+        dht.own_keys.add(identity.public.mailbox_key)
         dht.on_new_contact = self._on_new_contact
 
     # -- lifecycle ------------------------------------------------------------------
@@ -296,10 +299,11 @@ class Node:
     async def _deliver(self, message_id: bytes, mailbox_key: bytes, record: Record) -> int:
         self.store.outbox_mark_attempt(message_id, self.wall())
         replicas = await self.dht.put(mailbox_key, [record])
-        if not self.store.set_message_status(message_id, "out", "stored", replicas=replicas):
-            self.store.set_message_replicas(message_id, "out", replicas)  # receipt came first
+        if self.store.set_message_status(message_id, "out", "stored", replicas=replicas):
+            self._status(message_id, "stored", replicas)
+        else:  # the receipt came first, or it is a receipt we send (no message row)
+            self.store.set_message_replicas(message_id, "out", replicas)
         self.store.outbox_remove(message_id)
-        self._status(message_id, "stored", replicas)
         return replicas
 
     def _status(self, message_id: bytes, status: str, replicas: int | None = None) -> None:
@@ -323,7 +327,7 @@ class Node:
                 await self._deliver(item.msg_id, item.mailbox_key, record)
                 stored += 1
             except UnreachableError:
-                break
+                continue  # this mailbox's replicas are out of reach; others may not be
         return stored
 
     # -- receiving ----------------------------------------------------------------
@@ -413,7 +417,7 @@ class Node:
 
     async def _send_receipt(self, message: Message) -> None:
         recipient = PublicIdentity.from_id(message.sender)
-        _, record = envelope.seal_message(
+        receipt, record = envelope.seal_message(
             self.identity,
             recipient,
             "receipt",
@@ -421,8 +425,10 @@ class Node:
             self.wall(),
             DEFAULT_TTL,
         )
+        # Durable like a message: a receipt that finds no replica now waits in the outbox.
+        self.store.outbox_add(receipt.id, recipient.mailbox_key, record.pack(), self.wall())
         with contextlib.suppress(MeshError):
-            await self.dht.put(recipient.mailbox_key, [record])
+            await self._deliver(receipt.id, recipient.mailbox_key, record)
 
     def _schedule_delete(self, record_id: bytes) -> None:
         self._to_delete.append(record_id)

@@ -168,7 +168,8 @@ class DhtServer:
         self.on_push: Callable[[bytes, Record], None] | None = None
         self.on_new_contact: Callable[[Contact], None] | None = None
         self._verified: OrderedDict[Address, None] = OrderedDict()
-        self._dead: OrderedDict[Address, float] = OrderedDict()  # address -> until (loop time)
+        self._dead: OrderedDict[Address, float] = OrderedDict()
+        self._heard_since: dict[Address, float] = {}  # address -> loop time last heard from
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
         self._newcomers: list[Contact] = []
@@ -264,6 +265,8 @@ class DhtServer:
         if exc is None:
             self.srtt += 0.125 * (min(now - started, 1.0) - self.srtt)
         elif isinstance(exc, NetworkError):
+            if self._heard_since.get(addr, -1.0) > started:
+                return  # heard from since (it restarted on the same address, say)
             self._dead[addr] = now + DEAD_FOR
             self._dead.move_to_end(addr)
             if len(self._dead) > 4096:
@@ -538,6 +541,8 @@ class DhtServer:
     def handle_request(
         self, method: str, args: list[Any], sender: bytes, addr: Address
     ) -> tuple[int, Any]:
+        if sender in self.table:
+            self._heard(addr)  # a late timeout of an older call must not evict it
         # Verify a stranger only if it could enter the table, or pushes would go to it.
         if sender not in self.table and (
             method == "listen" or self.table.would_accept(sender, addr[0])
@@ -547,6 +552,7 @@ class DhtServer:
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None:
         self._dead.pop(addr, None)
+        self._heard(addr)
         self._verified[addr] = None
         self._verified.move_to_end(addr)
         if len(self._verified) > 4096:
@@ -573,9 +579,17 @@ class DhtServer:
             # pings were half the datagrams of a send at 300 peers).
             self._check_alive(head)
 
+    def _heard(self, addr: Address) -> None:
+        if self.protocol is not None:
+            self._heard_since[addr] = self.protocol.loop.time()
+            if len(self._heard_since) > 4096:
+                self._heard_since.pop(next(iter(self._heard_since)))
+
     def _verify(self, addr: Address) -> None:
         """A stranger talked to us: it enters the table only once it answers a ping."""
-        if addr in self._verifying or len(self._verifying) >= 64 or addr in self._verified:
+        # (An address verified before is verified again: the contact may have been dropped
+        # after a timeout, and a peer that came back must be able to re-enter.)
+        if addr in self._verifying or len(self._verifying) >= 64:
             return
         self._verifying.add(addr)
         self.ping(addr).add_done_callback(lambda _f: self._verifying.discard(addr))
