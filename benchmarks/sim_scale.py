@@ -3,6 +3,7 @@
     python benchmarks/sim_scale.py                      # the target run (long)
     python benchmarks/sim_scale.py --peers 200 --duration 600
     python benchmarks/sim_scale.py --profile /tmp/sim.prof   # then: python -m pstats ...
+    python benchmarks/sim_scale.py --node poll_interval=1800 --dht ksize=10   # what-ifs
 
 Prints the report of the run (one JSON object) and, on stderr, how it compares with the
 targets: <= 60 s of wall time on 2 cores, and delivered == acked. A benchmark, not a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import json
 import pstats
 import sys
@@ -20,6 +22,8 @@ from collections import Counter
 from typing import Any
 
 from mesh.dht.protocol import DhtProtocol
+from mesh.dht.server import DhtServer
+from mesh.node import Node
 from mesh.sim import Scenario, simulate
 
 WALL_TARGET_S = 60.0
@@ -38,6 +42,24 @@ def count_rpcs() -> Counter[str]:
     return counts
 
 
+def count_operations() -> Counter[str]:
+    """Count high-level operations (each call, not each resumption of the coroutine)."""
+    counts: Counter[str] = Counter()
+    targets = [(DhtServer, n) for n in ("lookup", "put", "fetch", "subscribe", "republish")]
+    targets += [(Node, n) for n in ("_rejoin", "flush_outbox")]
+    for cls, name in targets:
+        original = getattr(cls, name, None)
+        if original is None:
+            continue
+
+        def counted(*args: Any, _f: Any = original, _n: str = name, **kw: Any) -> Any:
+            counts[_n.lstrip("_")] += 1
+            return _f(*args, **kw)
+
+        setattr(cls, name, counted)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", type=int, default=1000)
@@ -47,7 +69,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", help="write cProfile stats to this file")
+    parser.add_argument("--node", action="append", default=[], help="NodeOptions NAME=VALUE")
+    parser.add_argument("--dht", action="append", default=[], help="DhtConfig NAME=VALUE")
     args = parser.parse_args()
+    base = Scenario()
     scenario = Scenario(
         peers=args.peers,
         duration=args.duration,
@@ -55,8 +80,11 @@ def main() -> None:
         loss=args.loss,
         messages=args.messages,
         seed=args.seed,
+        config=dataclasses.replace(base.config, **overrides(args.dht)),
+        options=dataclasses.replace(base.options, **overrides(args.node)),
     )
     rpcs = count_rpcs()
+    operations = count_operations()
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
@@ -66,8 +94,19 @@ def main() -> None:
         profiler.dump_stats(args.profile)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     report["rpcs_by_method"] = dict(rpcs.most_common())
+    report["operations"] = dict(operations.most_common())
+    report["overrides"] = {"dht": overrides(args.dht), "node": overrides(args.node)}
     print(json.dumps(report))
     summarize(report)
+
+
+def overrides(pairs: list[str]) -> dict[str, float]:
+    """["poll_interval=1800", ...] -> {"poll_interval": 1800.0}; ints stay ints."""
+    values: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        values[name] = int(value) if value.isdigit() else float(value)
+    return values
 
 
 def summarize(report: dict[str, Any]) -> None:

@@ -216,6 +216,7 @@ def test_same_seed_same_report_under_churn_and_loss() -> None:
     assert first["events"] == {"join": 2, "leave": 5, "return": 5, "send": 24}
     assert first["network"]["lost"] > 0 and first["acked"] > 0
     assert first["delivered"] == first["acked"] and first["lost"] == []
+    assert first["errors"] == {}  # no join or departure failed
     other = simulate(Scenario(peers=16, duration=400, churn=0.3, loss=0.05, messages=24, seed=12))
     assert stable(other.to_json()) != stable(first)
 

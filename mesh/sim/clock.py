@@ -12,7 +12,7 @@ seconds the clock advances by `timeout` instead. uvloop cannot be used here (its
 cannot be subclassed), which is fine: the simulated network does no I/O at all.
 
 Simulated I/O: a `VirtualSource` (the in-memory network) tells the selector when it next
-has work (`next_due`); the selector treats that like a socket becoming readable at that
+has work (its `due` time); the selector treats that like a socket becoming readable at that
 time: it wakes the loop then and queues `run_due` as a ready callback. That costs one
 callback per batch instead of one asyncio TimerHandle per datagram.
 """
@@ -38,8 +38,9 @@ class SimulationStalled(RuntimeError):
 
 
 class VirtualSource(Protocol):
-    def next_due(self) -> float | None:
-        """The loop time at which this source next has work, or None."""
+    # The loop time at which this source next has work (math.inf: none). An attribute,
+    # not a method: the selector reads it at every loop iteration.
+    due: float
 
     def run_due(self) -> None:
         """Do the work that is due (called as a ready callback of the loop)."""
@@ -81,13 +82,13 @@ class VirtualSelector(selectors.BaseSelector):
             loop.queue_due_sources()
             return events
         due = loop.next_due()
-        if timeout is None and due is None:
+        if timeout is None and due == math.inf:
             events = self._inner.select(self._stall_timeout)
             if not events:
                 raise SimulationStalled("no timer is scheduled and no I/O is pending")
             return events
         wake = loop.time() + timeout if timeout is not None else math.inf
-        loop.advance_to(wake if due is None else min(due, wake))
+        loop.advance_to(min(due, wake))
         loop.queue_due_sources()
         return []
 
@@ -118,18 +119,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._virtual_now = when
 
     def attach(self, source: VirtualSource) -> None:
-        """Let `source` wake the loop at its `next_due` time (see the module docstring)."""
+        """Let `source` wake the loop at its `due` time (see the module docstring)."""
         self._sources.append(source)
 
-    def next_due(self) -> float | None:
-        times = [t for t in (s.next_due() for s in self._sources) if t is not None]
-        return min(times) if times else None
+    def next_due(self) -> float:
+        return min((s.due for s in self._sources), default=math.inf)
 
     def queue_due_sources(self) -> None:
         now = self._virtual_now
         for source in self._sources:
-            due = source.next_due()
-            if due is not None and due <= now:
+            if source.due <= now:
                 self.call_soon(source.run_due)
 
     def statistics(self) -> dict[str, float]:

@@ -65,14 +65,14 @@ class Impairments:
         self.rng = rng
         self.model = model
         self.stats: Counter[str] = Counter()
-        self._position: dict[str, tuple[float, float]] = {}
+        self._position: dict[str, complex] = {}
         self._side: dict[str, int] = {}
         self._partitioned = False
 
     def place(self, host: str, side: int | None = None) -> None:
         """Give a new host its position (and, during a partition, its side)."""
         if host not in self._position:
-            self._position[host] = (self.rng.random(), self.rng.random())
+            self._position[host] = complex(self.rng.random(), self.rng.random())
         if side is not None:
             self._side[host] = side
 
@@ -112,9 +112,7 @@ class Impairments:
         return arrivals
 
     def _distance(self, a: str, b: str) -> float:
-        pa = self._position.get(a, (0.5, 0.5))
-        pb = self._position.get(b, (0.5, 0.5))
-        return math.hypot(pa[0] - pb[0], pa[1] - pb[1])
+        return abs(self._position.get(a, 0.5 + 0.5j) - self._position.get(b, 0.5 + 0.5j))
 
 
 class SimTransport(asyncio.DatagramTransport):
@@ -174,8 +172,8 @@ class Network:
         self._in_flight: list[tuple[float, int, Address, bytes, Address]] = []
         self._sequence = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
         self._driven_by_loop = False
+        self.due = math.inf  # arrival time of the next datagram (read by VirtualTimeLoop)
 
     async def bind(
         self, factory: Callable[[], DhtProtocol], host: str, port: int
@@ -208,12 +206,12 @@ class Network:
         now = self._loop.time()
         for delay in self.impairments.delays(src[0], dst[0]):
             self._sequence += 1
-            heapq.heappush(self._in_flight, (now + delay, self._sequence, src, data, dst))
-            if now + delay < self._timer_at and not self._driven_by_loop:
-                self._arm(now + delay)
-
-    def next_due(self) -> float | None:
-        return self._in_flight[0][0] if self._in_flight else None
+            when = now + delay
+            heapq.heappush(self._in_flight, (when, self._sequence, src, data, dst))
+            if when < self.due:
+                self.due = when
+                if not self._driven_by_loop:
+                    self._arm(when)
 
     def run_due(self) -> None:
         """Deliver every datagram whose arrival time has come."""
@@ -223,19 +221,19 @@ class Network:
         while queue and queue[0][0] <= horizon:
             _, _, src, data, dst = heapq.heappop(queue)
             self._arrive(src, data, dst)
+        self.due = queue[0][0] if queue else math.inf
 
     def _arm(self, when: float) -> None:
         assert self._loop is not None
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_at(when, self._on_timer)
-        self._timer_at = when
 
     def _on_timer(self) -> None:
-        self._timer, self._timer_at = None, math.inf
+        self._timer = None
         self.run_due()
         if self._in_flight:
-            self._arm(self._in_flight[0][0])
+            self._arm(self.due)
 
     def _arrive(self, src: Address, data: bytes, dst: Address) -> None:
         if self.impairments.blocked(src[0], dst[0]):

@@ -51,6 +51,7 @@ class Report:
     real: bool = False
     cpu_s: float = 0.0
     partition: tuple[float, float] | None = None  # (cut at, healed at) in run seconds
+    errors: dict[str, int] = field(default_factory=dict)  # failed joins/departures by type
 
     @property
     def acked(self) -> list[Sent]:
@@ -88,6 +89,7 @@ class Report:
             "lost": [s.message_id.hex() for s in self.lost],
             "lost_detail": [_describe(s) for s in self.lost],
             "send_errors": dict(sorted(errors.items())),
+            "errors": self.errors,
             "latency_ms": {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)},
             "latency_max_ms": round(latencies[-1], 3) if latencies else None,
             "events": self.events,

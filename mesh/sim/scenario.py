@@ -55,7 +55,6 @@ class Peer:
     node: Node | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sends: set[asyncio.Task[Any]] = field(default_factory=set)
-    exists: bool = False  # joined at least once (offline recipients exist too)
 
     @property
     def online(self) -> bool:
@@ -98,6 +97,7 @@ class Simulation:
         self.skipped = 0
         self.counts: dict[str, int] = {}
         self.retired: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
         self.t0 = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -137,6 +137,8 @@ class Simulation:
             await asyncio.gather(*(self._start(s, b) for s, b in zip(batch, boots, strict=True)))
             started.extend(batch)
             wave = min(wave * 2, FIRST_WAVES_MAX)
+            if self.progress is not None:
+                self.progress(0.0, {"joined": len(started)})
 
     async def _play(self) -> None:
         for event in self.plan.events:
@@ -168,8 +170,18 @@ class Simulation:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A failed join or departure is a bug of the simulator or of the node: count it
+        (the report shows `errors`) and log it, never let it pass silently."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+        log.error("simulated peer task failed: %r", exc, exc_info=exc)
 
     async def _tick(self) -> None:
         step = max(1.0, self.scenario.duration / 200)
@@ -220,7 +232,6 @@ class Simulation:
                 store=peer.store,
             )
             peer.port = peer.node.address[1]
-            peer.exists = True
 
     async def _leave(self, slot: int) -> None:
         """Abrupt departure: in-flight sends die, no goodbye, the store survives."""
@@ -301,6 +312,7 @@ class Simulation:
             setup_s=setup_s,
             real=self.scenario.real,
             partition=self._partition_window(),
+            errors=dict(sorted(self.errors.items())),
         )
 
     def _partition_window(self) -> tuple[float, float] | None:
