@@ -177,13 +177,14 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
+        # Receipts and DHT deletes still in flight are part of what we promised; the mDNS
+        # goodbye goes after them, or peers would forget us and then hear from us again.
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=STOP_GRACE)
         if self.discovery is not None:
             with contextlib.suppress(Exception):
                 await self.discovery.stop()
         self._save_peers()
-        # Receipts and DHT deletes still in flight are part of what we promised.
-        if self._finishing:
-            await asyncio.wait(list(self._finishing), timeout=STOP_GRACE)
         await self.dht.close()
         self.store.close()
 
@@ -234,9 +235,9 @@ class Node:
         self.dht.ping(parse_address(address))
 
     def forget_peer(self, address: Address) -> None:
-        for contact in list(self.dht.table.contacts()):
-            if contact.address == address:
-                self.dht.table.remove_contact(contact)
+        """A peer said goodbye (mDNS): drop it, and do not re-admit it for a few seconds
+        on the strength of its last datagrams."""
+        self.dht.forget(parse_address(address))
 
     def _on_new_contact(self, contact: object) -> None:
         self._peer_event.set()

@@ -44,6 +44,7 @@ ACCEPTED = {PutResult.STORED, PutResult.DUPLICATE, PutResult.TOMBSTONED}
 FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; others send ids
 RECEIVE_BUFFER = 1 << 20
 DEAD_FOR = 30.0  # seconds an address that timed out is skipped by lookups
+FORGET_FOR = 5.0  # seconds a peer that said goodbye is not re-admitted by its requests
 HEAD_FRESH = 60.0  # a bucket head that answered this recently is not pinged again
 MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
 
@@ -169,6 +170,7 @@ class DhtServer:
         self.on_new_contact: Callable[[Contact], None] | None = None
         self._verified: OrderedDict[Address, None] = OrderedDict()
         self._dead: OrderedDict[Address, float] = OrderedDict()
+        self._forgotten: dict[Address, float] = {}  # address -> until (loop time)
         self._heard_since: dict[Address, float] = {}  # address -> loop time last heard from
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
@@ -579,6 +581,16 @@ class DhtServer:
             # pings were half the datagrams of a send at 300 peers).
             self._check_alive(head)
 
+    def forget(self, addr: Address) -> None:
+        """Drop every contact at `addr` and ignore its requests for FORGET_FOR seconds."""
+        for contact in list(self.table.contacts()):
+            if contact.address == addr:
+                self.table.remove_contact(contact)
+        if self.protocol is not None:
+            self._forgotten[addr] = self.protocol.loop.time() + FORGET_FOR
+            if len(self._forgotten) > 1024:
+                self._forgotten.pop(next(iter(self._forgotten)))
+
     def _heard(self, addr: Address) -> None:
         if self.protocol is not None:
             self._heard_since[addr] = self.protocol.loop.time()
@@ -591,6 +603,11 @@ class DhtServer:
         # after a timeout, and a peer that came back must be able to re-enter.)
         if addr in self._verifying or len(self._verifying) >= 64:
             return
+        until = self._forgotten.get(addr)
+        if until is not None and self.protocol is not None:
+            if until > self.protocol.loop.time():
+                return  # it said goodbye: what it still sends does not bring it back
+            del self._forgotten[addr]
         self._verifying.add(addr)
         self.ping(addr).add_done_callback(lambda _f: self._verifying.discard(addr))
 
