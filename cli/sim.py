@@ -22,7 +22,13 @@ FD_MARGIN = 64  # descriptors a --real run needs besides one socket per peer
 
 
 @click.command(name="sim")
-@click.option("--peers", type=click.IntRange(min=2), default=20, show_default=True)
+@click.option(
+    "--peers",
+    type=click.IntRange(min=2),
+    default=20,
+    show_default=True,
+    help="Peers online at the start.",
+)
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
@@ -74,7 +80,8 @@ def command(
     plot_path: str | None,
     real: bool,
 ) -> None:
-    """Run PEERS real nodes over an in-memory network with a virtual clock."""
+    """Run many real nodes in one process, on an in-memory network with a virtual clock,
+    under churn, loss and partitions; report what was delivered (docs/simulation.md)."""
     try:
         scenario = Scenario(
             peers=peers,
