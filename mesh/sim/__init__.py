@@ -11,7 +11,7 @@ seed), `scenario` (plays the plan on real nodes), `report` (numbers, JSON, plot)
 
 from mesh.sim.clock import SimulationStalled, VirtualTimeLoop, run_virtual
 from mesh.sim.network import Impairments, LinkModel, Network
-from mesh.sim.plan import Event, Plan, Scenario, make_plan
+from mesh.sim.plan import Event, Plan, Scenario, make_plan, sim_config, sim_options
 from mesh.sim.report import Report, Sent, plot
 from mesh.sim.scenario import Simulation, simulate
 
@@ -30,5 +30,7 @@ __all__ = [
     "make_plan",
     "plot",
     "run_virtual",
+    "sim_config",
+    "sim_options",
     "simulate",
 ]

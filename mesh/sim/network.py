@@ -15,10 +15,11 @@ What it models, per datagram, all drawn from the one seeded `random.Random`:
 - unreachable peers: a datagram to an address nobody listens on is dropped (UDP gives
   no error either).
 
-Nothing here touches a socket or the clock of the machine: delivery is a `call_at` on
-the running loop, so with `VirtualTimeLoop` an hour of traffic takes no wall time beyond
-the cost of running the protocol code. The same impairments can be put in front of real
-loopback sockets with `bind_real` (`mesh sim --real`).
+Nothing here touches a socket or the clock of the machine: datagrams wait in a heap
+until the running loop's time reaches their arrival (see `Network`), so with
+`VirtualTimeLoop` an hour of traffic takes no wall time beyond the cost of running the
+protocol code. The same impairments can be put in front of real loopback sockets with
+`real_binder` (`mesh sim --real`).
 """
 
 from __future__ import annotations
