@@ -61,7 +61,7 @@ from mesh.bench_kv import (
     run_baseline,
     summary,
 )
-from mesh.dht.server import DhtConfig, DhtServer
+from mesh.dht.server import VERIFY_DELAY, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
 from mesh.errors import LocalError, MeshError
@@ -209,7 +209,14 @@ class MeshNet:
         hosts = [self.address() for _ in range(node_count - len(self.nodes))]
         self.nodes += await bounded(map(self._new_node, hosts), BOOTSTRAP_CONCURRENCY)
         after_nodes = rss_kb()
-        await self.wait_quiet()
+        # Strangers met while joining are verified (pinged) VERIFY_DELAY later, so the
+        # tables are still filling; a second bucket refresh by every peer, as
+        # maintenance would do in a network that has been up for a while, settles them.
+        await asyncio.sleep(VERIFY_DELAY)
+        await bounded([s.refresh_buckets() for s in self.servers], BOOTSTRAP_CONCURRENCY)
+        for _ in range(2):
+            await asyncio.sleep(VERIFY_DELAY)
+            await self.wait_quiet()
         contacts = [len(s.table) for s in self.servers]
         return {
             "peer_kind": {"dht_server": replica_count, "node": node_count},

