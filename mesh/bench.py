@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
+import gc
 import importlib.util
 import json
 import logging
@@ -217,6 +218,11 @@ class MeshNet:
         for _ in range(2):
             await asyncio.sleep(VERIFY_DELAY)
             await self.wait_quiet()
+        # The objects of 300 peers stay alive for the whole run: move them out of the
+        # collector's generations, or every full collection walks them all (measured:
+        # 12 % of the send phase's time at 300 peers, in 50 ms pauses).
+        gc.collect()
+        gc.freeze()
         contacts = [len(s.table) for s in self.servers]
         return {
             "peer_kind": {"dht_server": replica_count, "node": node_count},

@@ -45,6 +45,7 @@ class Lookup:
         self.confirm = min(confirm, k)
         self._t = int.from_bytes(target, "big")
         self.candidates: dict[bytes, Contact] = {}
+        self._by_long: dict[int, Contact] = {}
         self.answered: set[bytes] = set()
         self.failed: set[bytes] = set()
         self.asked: set[bytes] = set()
@@ -66,16 +67,20 @@ class Lookup:
                 continue  # one address (a Sybil) must not crowd out the replica set
             self._per_ip[c.ip] = self._per_ip.get(c.ip, 0) + 1
             self.candidates[c.id] = c
+            self._by_long[c.long_id] = c
 
     def closest(self) -> list[Contact]:
-        failed, slow, answered = self.failed, self.slow, self.answered
-        live = [
-            c
-            for c in self.candidates.values()
-            if c.id not in failed and (c.id not in slow or c.id in answered)
-        ]
-        live.sort(key=lambda c: c.long_id ^ self._t)
-        return live[: self.k]
+        failed, slow, answered, k = self.failed, self.slow, self.answered, self.k
+        top: list[Contact] = []
+        # Candidates by distance, with the target's int.__xor__ as the key (no Python
+        # function per candidate); the first k live ones.
+        for long_id in sorted(self._by_long, key=self._t.__xor__):
+            c = self._by_long[long_id]
+            if c.id not in failed and (c.id not in slow or c.id in answered):
+                top.append(c)
+                if len(top) == k:
+                    break
+        return top
 
     async def run(self) -> list[Contact]:
         self._done = asyncio.get_running_loop().create_future()
@@ -140,8 +145,16 @@ class Lookup:
         self._step()
 
     def _parse(self, result: object) -> list[Contact]:
+        """The contacts of a find answer that are new to this lookup, validated. Known
+        ones are skipped before validation: most of an answer is usually known."""
         try:
-            return [Contact(*t) for t in wire.check_contacts(result)]
+            entries = wire.check_list(result, wire.MAX_CONTACTS, "contacts")
+            known = self.candidates
+            return [
+                Contact(*wire.check_contact(e))
+                for e in entries
+                if not (type(e) is list and len(e) == 3 and type(e[0]) is bytes and e[0] in known)
+            ]
         except MeshError:
             return []
 

@@ -71,6 +71,7 @@ class RoutingTable(_KademliaTable):
         self.max_per_ip = max_per_ip
         self.per_ip: dict[str, int] = {}
         self.by_id: dict[bytes, Contact] = {}
+        self._by_long: dict[int, Contact] | None = None  # find_neighbors' index, rebuilt on change
         self.buckets: list[Bucket] = [Bucket(0, ID_SPACE, ksize)]
 
     def flush(self) -> None:  # kademlia calls this from __init__; we set state there
@@ -169,6 +170,7 @@ class RoutingTable(_KademliaTable):
             return
 
     def _account(self, node: Contact, delta: int) -> None:
+        self._by_long = None
         if delta > 0:
             self.by_id[node.id] = node
         else:
@@ -183,9 +185,15 @@ class RoutingTable(_KademliaTable):
         self, target: bytes, k: int | None = None, exclude: bytes | None = None
     ) -> list[Contact]:
         """The k contacts closest to `target` by XOR distance, across every bucket."""
+        want = k or self.ksize
+        by_long = self._by_long
+        if by_long is None:
+            by_long = self._by_long = {c.long_id: c for c in self.by_id.values()}
+        # A full sort (2x faster than heapq.nsmallest at ~100 contacts) keyed by the
+        # target's own int.__xor__, so no Python function runs per contact.
         t = int.from_bytes(target, "big")
-        # A full sort of ~100 contacts is 2x faster than heapq.nsmallest here (measured).
-        ordered = sorted(self.by_id.values(), key=lambda c: c.long_id ^ t)
+        nearest = sorted(by_long, key=t.__xor__)[: want + 1]
+        found = [by_long[i] for i in nearest]
         if exclude is not None:
-            ordered = [c for c in ordered if c.id != exclude]
-        return ordered[: k or self.ksize]
+            found = [c for c in found if c.id != exclude]
+        return found[:want]

@@ -1,0 +1,147 @@
+"""DhtServer behaviour that the send path's speed depends on: who meets whom and when,
+the replica-set cache of put, and which replicas push."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from netutil import bounded, loopback_host, start_network, stop_all, wait_until
+
+from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
+from mesh.envelope import Record
+from mesh.identity import Identity
+from mesh.node import NodeOptions
+
+
+async def start_servers(n: int, seed: int) -> list[DhtServer]:
+    rng = random.Random(seed)
+    servers = [DhtServer(rng.randbytes(20)) for _ in range(n)]
+    for i, server in enumerate(servers):
+        await server.listen(loopback_host(i))
+    return servers
+
+
+async def close_all(servers: list[DhtServer]) -> None:
+    await asyncio.gather(*(s.close() for s in servers if s.protocol is not None))
+
+
+def record_for(key_owner: Identity, sender: Identity, text: str) -> Record:
+    from mesh import envelope
+
+    _, record = envelope.seal_message(
+        sender, key_owner.public, "text", text.encode(), time.time(), 3600
+    )
+    return record
+
+
+async def test_peers_that_join_together_know_their_closest_neighbours_at_once() -> None:
+    servers = await start_servers(60, seed=3)
+    try:
+        seed = servers[0].address
+        assert seed is not None
+        await bounded(asyncio.gather(*(s.bootstrap([seed]) for s in servers[1:])))
+        await asyncio.sleep(VERIFY_DELAY / 4)  # well before any deferred verification
+        missing = 0
+        for server in servers:
+            me = server.table.own_long_id
+            nearest = sorted(
+                (s for s in servers if s is not server), key=lambda s: s.table.own_long_id ^ me
+            )
+            missing += sum(1 for s in nearest[:3] if s.node_id not in server.table)
+        assert missing == 0
+    finally:
+        await close_all(servers)
+
+
+async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst() -> None:
+    servers = await start_servers(2, seed=4)
+    a, b = servers
+    try:
+        assert b.address is not None
+        # a knows b (a's call is a round trip); b has only seen a's requests.
+        reply = await bounded(a._call(b.address, "find", [bytes(20)]))
+        assert reply.sender == b.node_id
+        assert a.node_id not in b.table
+        pings_before = b.protocol.stats["requests_out"] if b.protocol else 0
+        await asyncio.sleep(VERIFY_DELAY / 4)
+        assert a.node_id not in b.table
+        assert b.protocol is not None and b.protocol.stats["requests_out"] == pings_before
+        assert await wait_until(lambda: a.node_id in b.table, timeout=VERIFY_DELAY * 5)
+    finally:
+        await close_all(servers)
+
+
+async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
+    servers = await start_servers(40, seed=5)
+    lookups = 0
+    sender = servers[0]
+    real_lookup = sender.lookup
+
+    async def counting_lookup(target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
+        nonlocal lookups
+        lookups += 1
+        return await real_lookup(target, confirm)
+
+    try:
+        seed = servers[1].address
+        assert seed is not None
+        for s in [*servers[2:], sender]:
+            await bounded(s.bootstrap([seed]))
+        owner, writer = Identity.generate(), Identity.generate()
+        key = owner.public.mailbox_key
+        sender.lookup = counting_lookup  # type: ignore[method-assign]
+        acks = [
+            await bounded(sender.put(key, [record_for(owner, writer, f"m{i}")])) for i in range(3)
+        ]
+        assert lookups == 1 and min(acks) >= sender.config.quorum
+        # Kill most of the cached replica set: the next put must look up again and
+        # still reach a quorum on the peers that are left.
+        cached = sender._replica_sets[key][1]
+        by_id = {s.node_id: s for s in servers}
+        for contact in cached[:15]:
+            await by_id[contact.id].close()
+        acks_after = await bounded(sender.put(key, [record_for(owner, writer, "after")]), 20)
+        assert lookups == 2 and acks_after >= sender.config.quorum
+    finally:
+        await close_all(servers)
+
+
+async def test_only_the_closest_replicas_push_a_new_record() -> None:
+    nodes = await start_network(40, seed=6, options=NodeOptions(poll_interval=1e9))
+    recipient = nodes[-1]
+    pushes: list[bytes] = []
+    real = recipient.dht._rpc_push
+
+    def counting_push(args: list, sender: bytes, addr: tuple[str, int]) -> None:  # type: ignore[type-arg]
+        pushes.append(sender)
+        real(args, sender, addr)
+
+    recipient.dht._handlers["push"] = counting_push
+    try:
+        # start() subscribed already; subscribing again makes sure every replica the
+        # sender will find has our listen (the pushes counted are the replicas' choice).
+        key = recipient.identity.public.mailbox_key
+        assert await bounded(recipient.dht.subscribe(key, recipient._listen_request)) > 0
+        stream = recipient.messages()
+        await bounded(nodes[0].send(recipient.id, "hello"))
+        message = await bounded(anext(stream), 10)
+        assert message.text == "hello"
+        await asyncio.sleep(0.3)  # any further push would have arrived by now
+        assert 1 <= len(pushes) <= PUSHERS
+    finally:
+        await stop_all(nodes)
+
+
+async def test_node_send_repeated_to_one_mailbox_is_received_whole() -> None:
+    nodes = await start_network(30, seed=7)
+    try:
+        recipient = nodes[-1]
+        stream = recipient.messages()
+        for i in range(10):
+            await bounded(nodes[i % 3].send(recipient.id, f"n{i}"))
+        got = {(await bounded(anext(stream), 10)).text for _ in range(10)}
+        assert got == {f"n{i}" for i in range(10)}
+    finally:
+        await stop_all(nodes)
