@@ -17,8 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -62,8 +61,7 @@ class DatagramError(MalformedError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Datagram:
+class Datagram(NamedTuple):  # a tuple: 3x cheaper to build than a frozen dataclass
     kind: int
     msgid: int
     sender: bytes

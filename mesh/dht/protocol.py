@@ -21,8 +21,7 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mesh import wire
 from mesh.errors import (
@@ -56,18 +55,20 @@ class RequestHandler(Protocol):
     def on_round_trip(self, sender: bytes, addr: Address) -> None: ...
 
 
+CallDone = Callable[[Any, Address, float, "asyncio.Future[Reply]"], None]
+
+
 class RpcTimeout(NetworkError):
     """The peer did not answer, even after the retry."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):  # one per answer: a tuple is cheaper than a frozen dataclass
     sender: bytes
     result: Any
 
 
 class _Pending:
-    __slots__ = ("addr", "data", "future", "retries", "timeout", "timer")
+    __slots__ = ("addr", "context", "data", "future", "retries", "started", "timeout", "timer")
 
     def __init__(
         self,
@@ -76,12 +77,16 @@ class _Pending:
         addr: Address,
         retries: int,
         timeout: float,
+        context: Any,
+        started: float,
     ) -> None:
         self.future = future
         self.data = data
         self.addr = addr
         self.retries = retries
         self.timeout = timeout
+        self.context = context  # the caller's, handed back to `call_done`
+        self.started = started
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -135,6 +140,7 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats: Counter[str] = Counter()
         self._pending: dict[tuple[int, Address], _Pending] = {}
         self._limits = TokenBuckets(rate, burst)
+        self.call_done: CallDone | None = None
         self._logged: set[str] = set()
 
     # -- asyncio.DatagramProtocol -----------------------------------------------------
@@ -238,8 +244,13 @@ class DhtProtocol(asyncio.DatagramProtocol):
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        context: Any = None,
     ) -> asyncio.Future[Reply]:
-        """Send a request; the future resolves to a Reply or fails with a MeshError."""
+        """Send a request; the future resolves to a Reply or fails with a MeshError.
+
+        When it is done, `call_done(context, addr, started, future)` runs, if set (one
+        callback per call: the handler's bookkeeping rides on the release of the call).
+        """
         future: asyncio.Future[Reply] = self.loop.create_future()
         if self.transport is None:
             future.set_exception(NetworkError("node is stopped"))
@@ -255,6 +266,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
             addr,
             self.retries if retries is None else retries,
             self.timeout if timeout is None else timeout,
+            context,
+            self.loop.time(),
         )
         self._pending[key] = pending
         future.add_done_callback(lambda _f: self._release(key, pending))
@@ -299,6 +312,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
             self.stats["cancelled"] += 1
         elif pending.future.exception() is not None:
             pass  # retrieved here so asyncio never logs "exception was never retrieved"
+        if self.call_done is not None:
+            self.call_done(pending.context, pending.addr, pending.started, pending.future)
 
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is None:

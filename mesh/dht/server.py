@@ -107,6 +107,7 @@ class Tally:
         quorum: int,
         grace: float,
         impatient_ok: bool = True,
+        accept: Callable[[Any], bool] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -116,9 +117,10 @@ class Tally:
         self.grace = grace
         self.impatient = False
         self.started = self.loop.time()
+        self.accept = accept  # what counts as an ok result; default: anything but False
         self._timer: asyncio.TimerHandle | None = None
-        self._patience = self.loop.call_later(
-            4 * grace if impatient_ok else 1e9, self._lose_patience
+        self._patience = (
+            self.loop.call_later(4 * grace, self._lose_patience) if impatient_ok else None
         )
         if not futures:
             self.done.set_result(None)
@@ -127,8 +129,10 @@ class Tally:
 
     def _one_done(self, f: asyncio.Future[Any]) -> None:
         self.outstanding -= 1
-        if not f.cancelled() and f.exception() is None and f.result() is not False:
-            self.ok += 1
+        if not f.cancelled() and f.exception() is None:
+            result = f.result()
+            if (result is not False) if self.accept is None else self.accept(result):
+                self.ok += 1
         if self.done.done():
             return
         if self.outstanding == 0 or (self.impatient and self.ok > 0):
@@ -152,7 +156,8 @@ class Tally:
         try:
             await self.done
         finally:
-            self._patience.cancel()
+            if self._patience is not None:
+                self._patience.cancel()
             if self._timer is not None:
                 self._timer.cancel()
 
@@ -211,6 +216,7 @@ class DhtServer:
             rate=c.request_rate,
             burst=c.request_burst,
         )
+        self.protocol.call_done = self._note_result
         return self.protocol
 
     async def listen(self, host: str, port: int = 0, bind: Binder | None = None) -> Address:
@@ -263,18 +269,16 @@ class DhtServer:
     ) -> asyncio.Future[Reply]:
         assert self.protocol is not None, "server is not listening"
         addr = contact.address if isinstance(contact, Contact) else contact
-        fut = self.protocol.call(addr, method, args, retries=retries)
-        started = self.protocol.loop.time()
-        fut.add_done_callback(lambda f: self._note_result(contact, addr, started, f))
-        return fut
+        return self.protocol.call(addr, method, args, retries=retries, context=contact)
 
     def _note_result(
         self, contact: Contact | Address, addr: Address, started: float, fut: asyncio.Future[Reply]
     ) -> None:
+        """Every call's outcome (the protocol's `call_done`): round-trip time, dead peers."""
         if fut.cancelled():
             return
         exc = fut.exception()
-        now = asyncio.get_running_loop().time()
+        now = self.protocol.loop.time() if self.protocol is not None else 0.0
         if exc is None:
             self.srtt += 0.125 * (min(now - started, 1.0) - self.srtt)
         elif isinstance(exc, NetworkError):
@@ -407,8 +411,13 @@ class DhtServer:
         if self._self_is_replica(key, targets):
             self._store_locally(key, records)  # a bonus copy; never counted as an ack
             targets = targets[: self.config.ksize - 1]
-        futures = [self._store_on(c, key, records) for c in targets]
-        tally = Tally(futures, self.config.quorum, self.grace, impatient_ok=False)
+        chunks = chunk_records(records)
+        if len(chunks) == 1:  # the usual case: one call per replica, judged by the tally
+            futures = [self._call(c, "store", [key, chunks[0]]) for c in targets]
+            tally = Tally(futures, self.config.quorum, self.grace, False, _store_accepted)
+        else:
+            futures = [self._store_on(c, key, records) for c in targets]
+            tally = Tally(futures, self.config.quorum, self.grace, impatient_ok=False)
         await tally.wait()
         return tally.ok
 
@@ -805,6 +814,10 @@ class DhtServer:
         record = Record.from_obj(obj)
         envelope.check_record_format(record, self.wall())
         self.on_push(key, record)
+
+
+def _store_accepted(reply: Reply) -> bool:
+    return _all_accepted(reply.result)
 
 
 def _all_accepted(result: Any) -> bool:
