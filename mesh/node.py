@@ -486,9 +486,10 @@ def resolve_recipient(store: Store, to: str) -> tuple[PublicIdentity, int | None
     contact = store.get_contact(to)
     if contact is not None:
         return PublicIdentity.from_id(contact.peer_id), contact.ttl
-    if is_valid_id(to) or to.lower().startswith(ID_PREFIX):
-        known = store.find_contact_by_id(PublicIdentity.from_id(to).id)
-        return PublicIdentity.from_id(to), known.ttl if known is not None else None
+    if to.lower().startswith(ID_PREFIX) or is_valid_id(to):
+        public = PublicIdentity.from_id(to)  # a typo'd ID says what is wrong with it
+        known = store.find_contact_by_id(public.id)
+        return public, known.ttl if known is not None else None
     raise UnknownContactError(
         f"no contact named {to!r}: add one with `mesh contacts add NAME ID`, or give an ID"
     )
