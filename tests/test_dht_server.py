@@ -145,3 +145,50 @@ async def test_node_send_repeated_to_one_mailbox_is_received_whole() -> None:
         assert got == {f"n{i}" for i in range(10)}
     finally:
         await stop_all(nodes)
+
+
+async def test_a_peer_restarted_on_another_port_is_followed_once_the_old_one_fails() -> None:
+    rng = random.Random(8)
+    node_id = rng.randbytes(20)
+    b = DhtServer(rng.randbytes(20))
+    first = DhtServer(node_id)
+    await b.listen(loopback_host(1))
+    await first.listen(loopback_host(0))
+    second: DhtServer | None = None
+    try:
+        assert b.address is not None
+        await bounded(first.bootstrap([b.address]))
+        assert await wait_until(lambda: node_id in b.table)
+        await first.close()  # killed: no goodbye
+        second = DhtServer(node_id)
+        await second.listen(loopback_host(0))  # same IP, new port
+        await bounded(second.bootstrap([b.address]))
+
+        def followed() -> bool:
+            contact = b.table.get(node_id)
+            return contact is not None and contact.address == second.address
+
+        # The old address fails its ping (1 s timeout and one retry), then the new one
+        # takes its place without waiting for the restarted peer to call again.
+        assert await wait_until(followed, timeout=6)
+    finally:
+        await close_all([s for s in (b, second) if s is not None])
+
+
+async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer() -> None:
+    rng = random.Random(9)
+    node_id = rng.randbytes(20)
+    b, real, impostor = DhtServer(rng.randbytes(20)), DhtServer(node_id), DhtServer(node_id)
+    await b.listen(loopback_host(1))
+    await real.listen(loopback_host(0))
+    await impostor.listen(loopback_host(2))
+    try:
+        assert b.address is not None
+        await bounded(real.bootstrap([b.address]))
+        assert await wait_until(lambda: node_id in b.table)
+        await bounded(impostor.bootstrap([b.address]))
+        await asyncio.sleep(2.5)  # longer than a failed ping of the real one would take
+        contact = b.table.get(node_id)
+        assert contact is not None and contact.address == real.address
+    finally:
+        await close_all([b, real, impostor])

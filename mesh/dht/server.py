@@ -187,6 +187,7 @@ class DhtServer:
         self._heard_since: dict[Address, float] = {}  # address -> loop time last heard from
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
+        self._moved: dict[bytes, Contact] = {}  # id -> where it answered from since
         self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
         self._newcomers: list[Contact] = []
         # key -> (loop time found, replicas): see put()
@@ -290,6 +291,10 @@ class DhtServer:
                 self._dead.popitem(last=False)
             if isinstance(contact, Contact):
                 self.table.remove_contact(contact)
+                moved = self._moved.pop(contact.id, None)
+                fresh = moved is not None and now - moved.last_seen < HEAD_FRESH
+                if moved is not None and fresh and contact.id not in self.table:
+                    self._admit(moved, moved.last_seen)  # it restarted there
 
     def is_dead(self, contact: Contact) -> bool:
         until = self._dead.get(contact.address)
@@ -605,8 +610,12 @@ class DhtServer:
     def handle_request(
         self, method: str, args: list[Any], sender: bytes, addr: Address
     ) -> tuple[int, Any]:
-        if sender in self.table:
-            self._heard(addr)  # a late timeout of an older call must not evict it
+        known = self.table.get(sender)
+        if known is not None:
+            if known.address == addr:
+                self._heard(addr)  # a late timeout of an older call must not evict it
+            else:
+                self._verify(addr)  # the id at a new address: see on_round_trip
         elif method == "listen":
             self._verify(addr)  # at once: pushes go only to verified addresses
         elif self.table.would_accept(sender, addr[0]):  # only if it could enter the table
@@ -627,18 +636,34 @@ class DhtServer:
         if len(self._verified) > 4096:
             self._verified.popitem(last=False)
         known = self.table.get(sender)
-        if known is not None and known.address != addr and known.address in self._dead:
+        now = self.protocol.loop.time() if self.protocol is not None else 0.0
+        if known is not None and known.address != addr:
+            if known.address not in self._dead:
+                # The same id answers from a new address (a restart on another port, or
+                # someone claiming the id). The old address keeps the place until it
+                # fails a ping; then the new one takes it at once (`_note_result`).
+                self._moved[sender] = Contact(sender, addr[0], addr[1])
+                self._moved[sender].last_seen = now
+                if len(self._moved) > MAX_VERIFYING:
+                    self._moved.pop(next(iter(self._moved)))
+                self._check_alive(known)
+                return
             self.table.remove_contact(known)  # it restarted elsewhere: follow it
             known = None
-        now = self.protocol.loop.time() if self.protocol is not None else 0.0
         if known is not None:
             known.last_seen = now
             self.table.add_contact(known)
+            if self._moved:
+                self._moved.pop(sender, None)  # the old address answered: it stays
             return
-        contact = Contact(sender, addr[0], addr[1])
+        self._admit(Contact(sender, addr[0], addr[1]), now)
+
+    def _admit(self, contact: Contact, now: float) -> None:
+        """A stranger that answered a round trip: into the table, or its bucket's least
+        recently seen contact gets pinged."""
         contact.last_seen = now
         head = self.table.add_contact(contact)
-        if sender in self.table:
+        if contact.id in self.table:
             self._welcome(contact)
             if self.on_new_contact is not None:
                 self.on_new_contact(contact)
