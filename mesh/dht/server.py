@@ -631,12 +631,19 @@ class DhtServer:
     def on_round_trip(self, sender: bytes, addr: Address) -> None:
         self._dead.pop(addr, None)
         self._heard(addr)
+        known = self.table.get(sender)
+        now = self.protocol.loop.time() if self.protocol is not None else 0.0
+        if known is not None and known.address == addr and now - known.last_seen < 1.0:
+            # Answered within the last second (20 stores, a lookup): its place in the
+            # table and in `_verified` is as fresh as it needs to be.
+            known.last_seen = now
+            if self._moved:
+                self._moved.pop(sender, None)  # the old address answered: it stays
+            return
         self._verified[addr] = None
         self._verified.move_to_end(addr)
         if len(self._verified) > 4096:
             self._verified.popitem(last=False)
-        known = self.table.get(sender)
-        now = self.protocol.loop.time() if self.protocol is not None else 0.0
         if known is not None and known.address != addr:
             if known.address not in self._dead:
                 # The same id answers from a new address (a restart on another port, or
