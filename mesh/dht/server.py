@@ -478,10 +478,17 @@ class DhtServer:
         await tally.wait()
         return accepted + tally.ok
 
-    async def subscribe(self, key: bytes, make_request: Callable[[int], OwnerRequest]) -> int:
-        """Ask the replicas of `key` to push new records to us; returns how many agreed."""
+    async def subscribe(
+        self,
+        key: bytes,
+        make_request: Callable[[int], OwnerRequest],
+        targets: list[Contact] | None = None,
+    ) -> int:
+        """Ask the replicas of `key` (or just `targets`) to push new records to us;
+        returns how many agreed."""
         self.own_keys.add(key)
-        targets = await self.lookup(key)
+        if targets is None:
+            targets = await self.lookup(key)
         obj = make_request(self.config.listen_duration).to_obj()
         calls = [self._call(c, "listen", [obj]) for c in targets]
         tally = Tally(calls, self.config.quorum, self.grace)
@@ -500,7 +507,7 @@ class DhtServer:
                 await self.subscribe(key, make_request)
             if ready is not None:
                 ready.set()
-            await asyncio.sleep(self.config.listen_duration / 3)
+            await asyncio.sleep(self.config.listen_duration / 2)
 
     # -- maintenance ----------------------------------------------------------------
 
