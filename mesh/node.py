@@ -49,6 +49,7 @@ SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
 MOVED_SHARE = 4  # our mailbox's replicas moved if a quarter of them are new to us
+GROWN_FACTOR = 1.5  # the table grew this much since our replicas' lookup: look again
 MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _rejoin)
 
 
@@ -110,6 +111,8 @@ class Node:
         self._recent_contacts: deque[float] = deque()  # loop times of new contacts
         self._merge_wanted = False
         self._last_merge = -1e9
+        self._last_full_round = -1e9
+        self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
         self._replicas: list[Contact] = []  # where the last subscription went
         self._subscribed_at = -1e9
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -280,7 +283,14 @@ class Node:
         while recent[0] < now - self.options.burst_window:
             recent.popleft()
         size = len(self.dht.table)
-        if size > 2 and len(recent) < max(self.options.burst_contacts, size // 10):
+        burst = len(recent) >= max(self.options.burst_contacts, size // 10)
+        # Right after our own (re)start, the peers we met while joining keep arriving:
+        # that is a burst too, but the start's complete round already caught up.
+        settling = now < self._last_full_round + self.options.burst_window
+        # A network that grew a lot since we last looked up our replicas (we joined it
+        # young) has new replicas for us that may never become our contacts.
+        grown = size >= GROWN_FACTOR * max(self._table_at_lookup, 2)
+        if size > 2 and (not burst or settling) and not grown:
             self._listen_at_newcomer(contact)
             return
         self._network_changed()
@@ -301,11 +311,11 @@ class Node:
         """A new contact closer to our mailbox than a replica we subscribed at is a new
         replica (or an old one that returned and forgot us): subscribe there alone."""
         replicas = self._replicas
-        if len(replicas) < self.dht.config.ksize:
-            return
         key = int.from_bytes(self.identity.public.mailbox_key, "big")
-        if (contact.long_id ^ key) < (replicas[-1].long_id ^ key) and all(
-            c.id != contact.id for c in replicas
+        if not replicas or any(c.id == contact.id for c in replicas):
+            return
+        if len(replicas) < self.dht.config.ksize or (contact.long_id ^ key) < (
+            replicas[-1].long_id ^ key
         ):
             replicas.append(contact)
             replicas.sort(key=lambda c: c.long_id ^ key)
@@ -325,6 +335,8 @@ class Node:
             await asyncio.sleep(max(wait, 0.05))  # coalesce a burst into one round
         self._rejoin_scheduled = False
         self._last_rejoin = asyncio.get_running_loop().time()
+        if first:
+            self._last_full_round = self._last_rejoin
         with contextlib.suppress(MeshError):
             if len(self.dht.table) < self.dht.config.ksize:
                 await self.dht.lookup(self.dht.node_id)
@@ -541,6 +553,7 @@ class Node:
         fresh: list[Contact] = []
         with contextlib.suppress(MeshError):
             if targets is None:
+                self._table_at_lookup = len(self.dht.table)
                 found = await self.dht.lookup(key)
                 known = {c.id for c in self._replicas}
                 fresh = [c for c in found if c.id not in known]
