@@ -48,8 +48,8 @@ DB_NAME = "mesh.db"
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
-MOVED_SHARE = 4  # our mailbox's replicas moved if a quarter of them are new to us
-GROWN_FACTOR = 1.5  # the table grew this much since our replicas' lookup: look again
+MOVED_SHARE = 2  # our mailbox's replicas moved if half of them are new to us
+GROWN_FACTOR = 2.0  # the table doubled since our replicas' lookup: look again
 MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _rejoin)
 
 
@@ -73,6 +73,10 @@ class NodeOptions:
     # (churn) is one new contact and is not worth a round for the whole network.
     burst_contacts: int = 4
     burst_window: float = 60.0
+    # Listen (push subscription) at this many of the mailbox's replicas, the closest:
+    # every sender stores on all of them, and one push is enough. Each listen costs the
+    # replica an Ed25519 verification and, usually, a ping to verify our address.
+    listen_replicas: int = 10
 
 
 def parse_address(value: Address | str) -> Address:
@@ -308,18 +312,20 @@ class Node:
         self.dht.spawn(self._rejoin(wait))
 
     def _listen_at_newcomer(self, contact: Contact) -> None:
-        """A new contact closer to our mailbox than a replica we subscribed at is a new
+        """A new contact closer to our mailbox than a replica we listen at is a new
         replica (or an old one that returned and forgot us): subscribe there alone."""
         replicas = self._replicas
         key = int.from_bytes(self.identity.public.mailbox_key, "big")
         if not replicas or any(c.id == contact.id for c in replicas):
             return
-        if len(replicas) < self.dht.config.ksize or (contact.long_id ^ key) < (
-            replicas[-1].long_id ^ key
-        ):
-            replicas.append(contact)
-            replicas.sort(key=lambda c: c.long_id ^ key)
-            del replicas[self.dht.config.ksize :]
+        wanted = self.options.listen_replicas
+        closer = len(replicas) < wanted or (contact.long_id ^ key) < (
+            replicas[wanted - 1].long_id ^ key
+        )
+        replicas.append(contact)
+        replicas.sort(key=lambda c: c.long_id ^ key)
+        del replicas[self.dht.config.ksize :]
+        if closer:
             self.dht.spawn(self._subscribe_once([contact]))
 
     async def _rejoin(self, wait: float = 0.0) -> None:
@@ -349,10 +355,10 @@ class Node:
                 self._last_merge = self._last_rejoin
                 await self.dht.refresh_buckets()
                 self.dht.spawn(self.dht.republish())
-            self._merge_wanted = False
+            merged, self._merge_wanted = self._merge_wanted, False
             fresh = await self._subscribe_once(only_if_moved=not first)
             await self.flush_outbox()
-            if fresh:
+            if first or merged or fresh >= self.dht.config.ksize // MOVED_SHARE:
                 await self.fetch()
 
     def _save_peers(self) -> None:
@@ -559,11 +565,12 @@ class Node:
                 fresh = [c for c in found if c.id not in known]
                 moved = len(fresh) >= max(1, len(found) // MOVED_SHARE) or not known
                 self._replicas = list(found)
+                closest = found[: self.options.listen_replicas]
                 if only_if_moved and not moved:
-                    targets = fresh
+                    targets = [c for c in closest if c.id not in known]
                 else:
                     self._subscribed_at = asyncio.get_running_loop().time()
-                    targets = found
+                    targets = closest
             if targets:
                 await self.dht.subscribe(key, self._listen_request, targets)
         return len(fresh)

@@ -252,7 +252,9 @@ def test_heavy_loss_still_delivers_every_acked_message() -> None:
     assert data["delivered"] == data["acked"] and data["lost"] == []
     # A send may fail outright (UnreachableError): it stays queued and the outbox delivers it.
     assert data["acked"] + data["delivered_unacked"] == 20
-    assert data["latency_ms"]["p50"] > 1000  # most deliveries needed a retransmission
+    # Deliveries that waited for a retransmission (rpc_timeout: 1 s) make the tail. (How
+    # many of them there are, and so the median, depends on the random stream.)
+    assert data["latency_ms"]["p95"] > 1000
 
 
 def test_partition_then_heal_delivers_what_crossed_it_after_the_heal() -> None:

@@ -563,11 +563,10 @@ class DhtServer:
                     self.storage.delete(key, gone, now)
 
     def _expire_listeners(self, now: float) -> None:
-        for key in list(self.listeners):
-            subs = {a: t for a, t in self.listeners[key].items() if t > now}
-            if subs:
-                self.listeners[key] = subs
-            else:
+        for key, subs in list(self.listeners.items()):
+            for addr in [a for a, until in subs.items() if until <= now]:
+                del subs[addr]
+            if not subs:
                 del self.listeners[key]
 
     # -- replica side: RPC handlers -------------------------------------------------
