@@ -56,10 +56,11 @@ def main() -> None:
     }
     print(json.dumps(data))
     ok = len(delivered) == len(during)
+    median = waits[len(waits) // 2] if waits else 0.0
     print(
         f"sent during the cut {len(during)} ({len(crossing)} across it), delivered "
         f"{len(delivered)}: {'met' if ok else 'MISSED'}; last crossing message arrived "
-        f"{last - heal_at:.1f} s after the heal (median {waits[len(waits) // 2] if waits else 0:.1f} s); "
+        f"{last - heal_at:.1f} s after the heal (median {median:.1f} s); "
         f"wall {data['wall_s']:.1f} s",
         file=sys.stderr,
     )
