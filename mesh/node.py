@@ -117,6 +117,7 @@ class Node:
         self._last_merge = -1e9
         self._last_full_round = -1e9
         self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
+        self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
         self._replicas: list[Contact] = []  # where the last subscription went
         self._subscribed_at = -1e9
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -315,8 +316,13 @@ class Node:
         """A new contact closer to our mailbox than a replica we listen at is a new
         replica (or an old one that returned and forgot us): subscribe there alone."""
         replicas = self._replicas
-        key = int.from_bytes(self.identity.public.mailbox_key, "big")
-        if not replicas or any(c.id == contact.id for c in replicas):
+        if not replicas:
+            return
+        key = self._mailbox_long
+        full = len(replicas) >= self.dht.config.ksize
+        if full and (contact.long_id ^ key) >= (replicas[-1].long_id ^ key):
+            return  # the common case: a contact far from our mailbox
+        if any(c.id == contact.id for c in replicas):
             return
         wanted = self.options.listen_replicas
         closer = len(replicas) < wanted or (contact.long_id ^ key) < (
@@ -561,6 +567,7 @@ class Node:
             if targets is None:
                 self._table_at_lookup = len(self.dht.table)
                 found = await self.dht.lookup(key)
+                found.sort(key=lambda c: c.long_id ^ self._mailbox_long)  # closest first
                 known = {c.id for c in self._replicas}
                 fresh = [c for c in found if c.id not in known]
                 moved = len(fresh) >= max(1, len(found) // MOVED_SHARE) or not known
