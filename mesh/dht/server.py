@@ -78,7 +78,7 @@ class DhtConfig:
     rpc_timeout: float = 1.0
     rpc_retries: int = 1
     max_per_ip: int = 4  # contacts per IP, in the table and in each lookup (Sybil cap)
-    listen_duration: int = 300
+    listen_duration: int = 1800  # longest listen granted; subscribers renew half-way
     republish_interval: float = 600.0
     maintenance_interval: float = 30.0
     request_rate: float = 4000.0
