@@ -73,6 +73,7 @@ class NodeOptions:
     # (churn) is one new contact and is not worth a round for the whole network.
     burst_contacts: int = 4
     burst_window: float = 60.0
+    burst_interval: float = 300.0  # at most one round per this many seconds for bursts
     # Listen (push subscription) at this many of the mailbox's replicas, the closest:
     # every sender stores on all of them, and one push is enough. Each listen costs the
     # replica an Ed25519 verification and, usually, a ping to verify our address.
@@ -292,6 +293,8 @@ class Node:
         # Right after our own (re)start, the peers we met while joining keep arriving:
         # that is a burst too, but the start's complete round already caught up.
         settling = now < self._last_full_round + self.options.burst_window
+        # A growing network brings burst after burst: one round per burst_interval.
+        settling |= now < self._last_rejoin + self.options.burst_interval
         # A network that grew a lot since we last looked up our replicas (we joined it
         # young) has new replicas for us that may never become our contacts.
         grown = size >= GROWN_FACTOR * max(self._table_at_lookup, 2)
@@ -309,6 +312,8 @@ class Node:
         self._recent_contacts.clear()
         now = asyncio.get_running_loop().time()
         wait = max(0.0, self._last_rejoin + self.options.rejoin_interval - now)
+        if len(self.dht.table) <= 2:
+            wait = 0.0  # we were alone: catch up at once
         self._rejoin_scheduled = True
         self.dht.spawn(self._rejoin(wait))
 
@@ -342,9 +347,9 @@ class Node:
         only if the replicas moved (`_replicas_moved`): records may then wait on replicas
         we never fetched from, and new ones are not subscribed to. A lookup is a tenth
         of the round's cost, and ordinary churn rarely moves the replicas."""
-        first = self._last_rejoin <= -1e9 or len(self.dht.table) <= 2
-        if not first:
+        if self._last_rejoin > -1e9:
             await asyncio.sleep(max(wait, 0.05))  # coalesce a burst into one round
+        first = self._last_rejoin <= -1e9 or len(self.dht.table) <= 2
         self._rejoin_scheduled = False
         self._last_rejoin = asyncio.get_running_loop().time()
         if first:
@@ -352,7 +357,8 @@ class Node:
         with contextlib.suppress(MeshError):
             if len(self.dht.table) < self.dht.config.ksize:
                 await self.dht.lookup(self.dht.node_id)
-            if self._merge_wanted and self._last_merge + MERGE_INTERVAL <= self._last_rejoin:
+            merge = self._merge_wanted and not first  # (alone, the round is complete)
+            if merge and self._last_merge + MERGE_INTERVAL <= self._last_rejoin:
                 # A peer found out of band was not in our table: maybe a whole network
                 # we were cut from. One contact there does not put it on the path of our
                 # lookups; refreshing every bucket does, and spreads us to its peers.
@@ -589,10 +595,7 @@ class Node:
         while True:
             renew_at = self._subscribed_at + self.dht.config.listen_duration * RENEW_AT
             if loop.time() >= renew_at:
-                # Many new replicas (the network changed): fetch from them too.
-                if await self._subscribe_once() >= self.dht.config.ksize // MOVED_SHARE:
-                    with contextlib.suppress(MeshError):
-                        await self.fetch()
+                await self._subscribe_once()
                 continue
             await asyncio.sleep(renew_at - loop.time())
 
