@@ -343,10 +343,10 @@ class Node:
         """Catch up: at start, and when the network may have changed under us.
 
         At start (and whenever we were alone) the round is complete: subscribe, flush the
-        outbox, fetch. Otherwise it starts with a lookup of our mailbox key and goes on
-        only if the replicas moved (`_replicas_moved`): records may then wait on replicas
-        we never fetched from, and new ones are not subscribed to. A lookup is a tenth
-        of the round's cost, and ordinary churn rarely moves the replicas."""
+        outbox, fetch. Otherwise it starts with a lookup of our mailbox key: it listens at
+        the replicas that are new to us, and fetches only if half of them are new (records
+        may wait there, never pushed to us) or the network merged (a peer found out of
+        band). A lookup is a fifth of a complete round, and churn rarely moves replicas."""
         if self._last_rejoin > -1e9:
             await asyncio.sleep(max(wait, 0.05))  # coalesce a burst into one round
         first = self._last_rejoin <= -1e9 or len(self.dht.table) <= 2
