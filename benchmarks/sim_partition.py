@@ -44,6 +44,7 @@ def main() -> None:
     crossing = [s for s in during if (s.sender in half) != (s.recipient in half)]
     delivered = [s for s in during if s.delivered_at is not None]
     last = max((s.delivered_at or 0.0 for s in crossing), default=heal_at)
+    waits = sorted(s.delivered_at - heal_at for s in crossing if s.delivered_at is not None)
     data = report.to_json()
     data["partition"] = {
         "sent_during": len(during),
@@ -51,13 +52,16 @@ def main() -> None:
         "crossing": len(crossing),
         "delivered_during_sent": len(delivered),
         "last_crossing_delivery_after_heal_s": round(last - heal_at, 3),
+        "crossing_after_heal_s": [round(w, 1) for w in waits],
     }
     print(json.dumps(data))
     ok = len(delivered) == len(during)
+    median = waits[len(waits) // 2] if waits else 0.0
     print(
         f"sent during the cut {len(during)} ({len(crossing)} across it), delivered "
         f"{len(delivered)}: {'met' if ok else 'MISSED'}; last crossing message arrived "
-        f"{last - heal_at:.1f} s after the heal; wall {data['wall_s']:.1f} s",
+        f"{last - heal_at:.1f} s after the heal (median {median:.1f} s); "
+        f"wall {data['wall_s']:.1f} s",
         file=sys.stderr,
     )
 

@@ -86,7 +86,7 @@ OWNER_REQUEST_SKEW = 600
 OWNER_OPS = frozenset({"delete", "listen"})
 MAX_RECEIPT_IDS = 64
 MAX_DELETE_IDS = 256
-MAX_LISTEN_SECONDS = 600
+MAX_LISTEN_SECONDS = 3600
 
 _MESSAGE_DOMAIN = b"mesh/message/v1\x00"
 _OWNER_DOMAIN = b"mesh/owner/v1\x00"

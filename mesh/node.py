@@ -19,13 +19,14 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mesh import envelope
+from mesh.dht.routing import Contact
 from mesh.dht.server import Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import DEFAULT_TTL, Message, Record
@@ -46,6 +47,10 @@ Address = tuple[str, int]
 DB_NAME = "mesh.db"
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
+RENEW_AT = 0.5  # renew a listen subscription this far into the grant
+MOVED_SHARE = 2  # our mailbox's replicas moved if half of them are new to us
+GROWN_FACTOR = 2.0  # the table doubled since our replicas' lookup: look again
+MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _rejoin)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,17 @@ class NodeOptions:
     delete_delay: float = 0.2
     rejoin_interval: float = 10.0  # at most one catch-up round per this many seconds
     receipts: bool = True
+    # A catch-up round (subscribe, flush the outbox, fetch) after contacts appear only
+    # when at least this many new ones arrive within `burst_window` seconds, and at least
+    # a tenth of the table: a partition healing, a network merging. One peer returning
+    # (churn) is one new contact and is not worth a round for the whole network.
+    burst_contacts: int = 4
+    burst_window: float = 60.0
+    burst_interval: float = 300.0  # at most one round per this many seconds for bursts
+    # Listen (push subscription) at this many of the mailbox's replicas, the closest:
+    # every sender stores on all of them, and one push is enough. Each listen costs the
+    # replica an Ed25519 verification and, usually, a ping to verify our address.
+    listen_replicas: int = 10
 
 
 def parse_address(value: Address | str) -> Address:
@@ -97,7 +113,14 @@ class Node:
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
-        self._new_since_rejoin = 0
+        self._recent_contacts: deque[float] = deque()  # loop times of new contacts
+        self._merge_wanted = False
+        self._last_merge = -1e9
+        self._last_full_round = -1e9
+        self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
+        self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
+        self._replicas: list[Contact] = []  # where the last subscription went
+        self._subscribed_at = -1e9
         self._finishing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
@@ -228,50 +251,127 @@ class Node:
         return len(self.dht.table)
 
     def add_peer(self, address: Address) -> None:
-        """A peer was found out of band (mDNS, the user): ping it; once it answers it
-        becomes a contact, and the node rejoins (subscribe, flush outbox, fetch)."""
+        """A peer was found out of band (mDNS, the user): ping it. If it answers and is
+        new to the routing table, the network may have changed under us (a partition
+        healed): the node checks its mailbox's replicas and catches up if they moved."""
         if self._stopped:
             return
-        self.dht.ping(parse_address(address))
+        addr = parse_address(address)
+        known = any(c.address == addr for c in self.dht.table.contacts())
+        answer = self.dht.ping(addr)
+        if not known:
+            answer.add_done_callback(self._on_introduced)
+
+    def _on_introduced(self, answer: asyncio.Future[Any]) -> None:
+        """A peer found out of band that our routing table did not hold answered."""
+        if answer.cancelled() or answer.exception() is not None:
+            return
+        self._network_changed(merge=True)
 
     def forget_peer(self, address: Address) -> None:
         """A peer said goodbye (mDNS): drop it, and do not re-admit it for a few seconds
         on the strength of its last datagrams."""
         self.dht.forget(parse_address(address))
 
-    def _on_new_contact(self, contact: object) -> None:
+    def _on_new_contact(self, contact: Contact) -> None:
         self._peer_event.set()
         if self._rejoin_scheduled or self._stopped:
             return
-        # Every newcomer anywhere is a new contact for some of us: catching up on each
-        # would make one join cost the whole network a round. A node that was alone, or
-        # has not caught up for a while (a partition healed), catches up at once.
-        # A burst of newcomers (a partition healing) is worth a round even when we caught
-        # up recently: the round then runs once the interval has passed.
-        self._new_since_rejoin += 1
+        # Every peer that joins or returns anywhere is a new contact for some of us:
+        # catching up on each would make ordinary churn cost the whole network a round
+        # per peer. What needs a round is the network changing under us: we were alone,
+        # or a burst of contacts arrives at once (a partition healed, two LANs merged;
+        # the lookups of the first rounds then make the burst spread to everyone).
+        # (So is a peer found out of band that the table did not hold: `add_peer`.)
         now = asyncio.get_running_loop().time()
-        wait = self._last_rejoin + self.options.rejoin_interval - now
-        if len(self.dht.table) > 2 and wait > 0:
-            if self._new_since_rejoin < max(3, len(self.dht.table) // 8):
-                return
-        else:
-            wait = 0.0
+        recent = self._recent_contacts
+        recent.append(now)
+        while recent[0] < now - self.options.burst_window:
+            recent.popleft()
+        size = len(self.dht.table)
+        burst = len(recent) >= max(self.options.burst_contacts, size // 10)
+        # Right after our own (re)start, the peers we met while joining keep arriving:
+        # that is a burst too, but the start's complete round already caught up.
+        settling = now < self._last_full_round + self.options.burst_window
+        # A growing network brings burst after burst: one round per burst_interval.
+        settling |= now < self._last_rejoin + self.options.burst_interval
+        # A network that grew a lot since we last looked up our replicas (we joined it
+        # young) has new replicas for us that may never become our contacts.
+        grown = size >= GROWN_FACTOR * max(self._table_at_lookup, 2)
+        if size > 2 and (not burst or settling) and not grown:
+            self._listen_at_newcomer(contact)
+            return
+        self._network_changed()
+
+    def _network_changed(self, merge: bool = False) -> None:
+        """Schedule a catch-up round (at most one per `rejoin_interval`); with `merge`,
+        it first refreshes the routing table (see `_rejoin`)."""
+        self._merge_wanted |= merge
+        if self._rejoin_scheduled or self._stopped:
+            return
+        self._recent_contacts.clear()
+        now = asyncio.get_running_loop().time()
+        wait = max(0.0, self._last_rejoin + self.options.rejoin_interval - now)
+        if len(self.dht.table) <= 2:
+            wait = 0.0  # we were alone: catch up at once
         self._rejoin_scheduled = True
         self.dht.spawn(self._rejoin(wait))
 
+    def _listen_at_newcomer(self, contact: Contact) -> None:
+        """A new contact closer to our mailbox than a replica we listen at is a new
+        replica (or an old one that returned and forgot us): subscribe there alone."""
+        replicas = self._replicas
+        if not replicas:
+            return
+        key = self._mailbox_long
+        full = len(replicas) >= self.dht.config.ksize
+        if full and (contact.long_id ^ key) >= (replicas[-1].long_id ^ key):
+            return  # the common case: a contact far from our mailbox
+        if any(c.id == contact.id for c in replicas):
+            return
+        wanted = self.options.listen_replicas
+        closer = len(replicas) < wanted or (contact.long_id ^ key) < (
+            replicas[wanted - 1].long_id ^ key
+        )
+        replicas.append(contact)
+        replicas.sort(key=lambda c: c.long_id ^ key)
+        del replicas[self.dht.config.ksize :]
+        if closer:
+            self.dht.spawn(self._subscribe_once([contact]))
+
     async def _rejoin(self, wait: float = 0.0) -> None:
-        """After new peers appear (start, partition healed): catch up."""
+        """Catch up: at start, and when the network may have changed under us.
+
+        At start (and whenever we were alone) the round is complete: subscribe, flush the
+        outbox, fetch. Otherwise it starts with a lookup of our mailbox key: it listens at
+        the replicas that are new to us, and fetches only if half of them are new (records
+        may wait there, never pushed to us) or the network merged (a peer found out of
+        band). A lookup is a fifth of a complete round, and churn rarely moves replicas."""
         if self._last_rejoin > -1e9:
             await asyncio.sleep(max(wait, 0.05))  # coalesce a burst into one round
+        first = self._last_rejoin <= -1e9 or len(self.dht.table) <= 2
         self._rejoin_scheduled = False
-        self._new_since_rejoin = 0
         self._last_rejoin = asyncio.get_running_loop().time()
+        if first:
+            self._last_full_round = self._last_rejoin
         with contextlib.suppress(MeshError):
             if len(self.dht.table) < self.dht.config.ksize:
                 await self.dht.lookup(self.dht.node_id)
-            await self._subscribe_once()
+            merge = self._merge_wanted and not first  # (alone, the round is complete)
+            if merge and self._last_merge + MERGE_INTERVAL <= self._last_rejoin:
+                # A peer found out of band was not in our table: maybe a whole network
+                # we were cut from. One contact there does not put it on the path of our
+                # lookups; refreshing every bucket does, and spreads us to its peers.
+                # Records we hold as a replica may now belong on peers of the other
+                # network too: hand them over now rather than at the next republish.
+                self._last_merge = self._last_rejoin
+                await self.dht.refresh_buckets()
+                self.dht.spawn(self.dht.republish())
+            merged, self._merge_wanted = self._merge_wanted, False
+            fresh = await self._subscribe_once(only_if_moved=not first)
             await self.flush_outbox()
-            await self.fetch()
+            if first or merged or fresh >= self.dht.config.ksize // MOVED_SHARE:
+                await self.fetch()
 
     def _save_peers(self) -> None:
         now = self.wall()
@@ -457,14 +557,47 @@ class Node:
             self.identity, "listen", envelope.listen_payload(duration), self.wall()
         )
 
-    async def _subscribe_once(self) -> None:
+    async def _subscribe_once(
+        self, targets: list[Contact] | None = None, only_if_moved: bool = False
+    ) -> int:
+        """Subscribe at the replicas of our mailbox (found by a lookup), or at `targets`.
+
+        With `only_if_moved`, the lookup decides: if the replicas moved, subscribe at all
+        of them (a renewal); if not, only at the few new ones. Returns how many replicas
+        are new since the last lookup (all of them the first time): any of them may hold
+        records we never fetched.
+        """
+        key = self.identity.public.mailbox_key
+        fresh: list[Contact] = []
         with contextlib.suppress(MeshError):
-            await self.dht.subscribe(self.identity.public.mailbox_key, self._listen_request)
+            if targets is None:
+                self._table_at_lookup = len(self.dht.table)
+                found = await self.dht.lookup(key)
+                found.sort(key=lambda c: c.long_id ^ self._mailbox_long)  # closest first
+                known = {c.id for c in self._replicas}
+                fresh = [c for c in found if c.id not in known]
+                moved = len(fresh) >= max(1, len(found) // MOVED_SHARE) or not known
+                self._replicas = list(found)
+                closest = found[: self.options.listen_replicas]
+                if only_if_moved and not moved:
+                    targets = [c for c in closest if c.id not in known]
+                else:
+                    self._subscribed_at = asyncio.get_running_loop().time()
+                    targets = closest
+            if targets:
+                await self.dht.subscribe(key, self._listen_request, targets)
+        return len(fresh)
 
     async def _renew_subscription(self) -> None:
+        """Renew half-way through the grant (a lost renewal gets a second chance before
+        the grant runs out); a catch-up round's subscription counts as a renewal."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.dht.config.listen_duration / 3)
-            await self._subscribe_once()
+            renew_at = self._subscribed_at + self.dht.config.listen_duration * RENEW_AT
+            if loop.time() >= renew_at:
+                await self._subscribe_once()
+                continue
+            await asyncio.sleep(renew_at - loop.time())
 
     async def _background(self) -> None:
         """Outbox retries and the polling fallback."""

@@ -551,7 +551,8 @@ def test_owner_payloads() -> None:
     for seconds in (0, MAX_LISTEN_SECONDS + 1, 1.5, True):
         with pytest.raises(ValueError):
             listen_payload(seconds)  # type: ignore[arg-type]
-    for payload in (msgpack.packb([0]), msgpack.packb([601]), msgpack.packb(60), b"\x91"):
+    too_long = msgpack.packb([MAX_LISTEN_SECONDS + 1])
+    for payload in (msgpack.packb([0]), too_long, msgpack.packb(60), b"\x91"):
         with pytest.raises(MalformedError):
             parse_listen_payload(payload)
 

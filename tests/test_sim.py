@@ -252,8 +252,8 @@ def test_heavy_loss_still_delivers_every_acked_message() -> None:
     assert data["delivered"] == data["acked"] and data["lost"] == []
     # A send may fail outright (UnreachableError): it stays queued and the outbox delivers it.
     assert data["acked"] + data["delivered_unacked"] == 20
-    # Loss shows in the tail: some deliveries waited for a retransmission (1 s timeout);
-    # most did not, since any one of the 4 pushing replicas gets the message through.
+    # Deliveries that waited for a retransmission (rpc_timeout: 1 s) make the tail. (How
+    # many of them there are, and so the median, depends on the random stream.)
     assert data["latency_ms"]["p95"] > 1000
 
 

@@ -86,7 +86,7 @@ class DhtConfig:
     rpc_timeout: float = 1.0
     rpc_retries: int = 1
     max_per_ip: int = 4  # contacts per IP, in the table and in each lookup (Sybil cap)
-    listen_duration: int = 300
+    listen_duration: int = 1800  # longest listen granted; subscribers renew half-way
     republish_interval: float = 600.0
     maintenance_interval: float = 30.0
     request_rate: float = 4000.0
@@ -545,10 +545,17 @@ class DhtServer:
         await tally.wait()
         return accepted + tally.ok
 
-    async def subscribe(self, key: bytes, make_request: Callable[[int], OwnerRequest]) -> int:
-        """Ask the replicas of `key` to push new records to us; returns how many agreed."""
+    async def subscribe(
+        self,
+        key: bytes,
+        make_request: Callable[[int], OwnerRequest],
+        targets: list[Contact] | None = None,
+    ) -> int:
+        """Ask the replicas of `key` (or just `targets`) to push new records to us;
+        returns how many agreed."""
         self.own_keys.add(key)
-        targets = await self.lookup(key)
+        if targets is None:
+            targets = await self.lookup(key)
         obj = make_request(self.config.listen_duration).to_obj()
         calls = [self._call(c, "listen", [obj]) for c in targets]
         tally = Tally(calls, self.config.quorum, self.grace)
@@ -567,7 +574,7 @@ class DhtServer:
                 await self.subscribe(key, make_request)
             if ready is not None:
                 ready.set()
-            await asyncio.sleep(self.config.listen_duration / 3)
+            await asyncio.sleep(self.config.listen_duration / 2)
 
     # -- maintenance ----------------------------------------------------------------
 
@@ -587,22 +594,46 @@ class DhtServer:
                 await self.republish()
 
     async def republish(self) -> None:
-        """Hand every held record to the current replicas that lack it."""
+        """Hand every held record to the current replicas that lack it.
+
+        A record that most replicas refuse as deleted (TOMBSTONED: its owner deleted it
+        while we were away, or we missed the delete) is deleted here too; otherwise we
+        would offer it again every round until it expires (days)."""
         for key in self.storage.held_keys():
             with contextlib.suppress(MeshError):
                 targets = await self.lookup(key)
                 calls = [self._call(c, "fetch", [key, False]) for c in targets]
                 await asyncio.gather(*calls, return_exceptions=True)
                 held_by = self._collect_fetch(calls, targets, {})
-                records = {r.id: r for r in self.storage.records(key, self.wall())}
-                await self._repair(key, held_by, records)
+                now = self.wall()
+                records = {r.id: r for r in self.storage.records(key, now)}
+                stores: list[tuple[list[bytes], asyncio.Future[Reply]]] = []
+                for contact, ids in held_by.items():
+                    missing = [r for rid, r in records.items() if rid not in ids]
+                    start = 0
+                    for chunk in chunk_records(missing) if missing else []:
+                        chunk_ids = [r.id for r in missing[start : start + len(chunk)]]
+                        start += len(chunk)
+                        stores.append((chunk_ids, self._call(contact, "store", [key, chunk])))
+                await asyncio.gather(*(f for _, f in stores), return_exceptions=True)
+                refused: dict[bytes, int] = {}
+                for chunk_ids, fut in stores:
+                    if fut.cancelled() or fut.exception() is not None:
+                        continue
+                    codes = fut.result().result
+                    if type(codes) is list and len(codes) == len(chunk_ids):
+                        for rid, code in zip(chunk_ids, codes, strict=True):
+                            if code == PutResult.TOMBSTONED:
+                                refused[rid] = refused.get(rid, 0) + 1
+                gone = [rid for rid, n in refused.items() if 2 * n > len(held_by)]
+                if gone:
+                    self.storage.delete(key, gone, now)
 
     def _expire_listeners(self, now: float) -> None:
-        for key in list(self.listeners):
-            subs = {a: t for a, t in self.listeners[key].items() if t > now}
-            if subs:
-                self.listeners[key] = subs
-            else:
+        for key, subs in list(self.listeners.items()):
+            for addr in [a for a, until in subs.items() if until <= now]:
+                del subs[addr]
+            if not subs:
                 del self.listeners[key]
 
     # -- replica side: RPC handlers -------------------------------------------------

@@ -35,11 +35,13 @@ NEW_PEERS_PER_DEPARTURE = 0.5
 def sim_config() -> DhtConfig:
     """DHT settings the simulator passes: the defaults, with slower background renewals
     (push is the main path; see docs/simulation.md for what each costs)."""
-    return DhtConfig(listen_duration=600, maintenance_interval=60.0)
+    return DhtConfig(listen_duration=3600, maintenance_interval=300.0)
 
 
 def sim_options() -> NodeOptions:
-    return NodeOptions(poll_interval=300.0, outbox_interval=30.0)
+    """Node settings the simulator passes: polling (a fallback to push) and outbox retries
+    (a failed send is retried when the sender catches up anyway) are rarer."""
+    return NodeOptions(poll_interval=3600.0, outbox_interval=300.0)
 
 
 @dataclass(frozen=True)
