@@ -192,3 +192,20 @@ async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer(
         assert contact is not None and contact.address == real.address
     finally:
         await close_all([b, real, impostor])
+
+
+async def test_an_answer_after_a_goodbye_does_not_bring_the_peer_back() -> None:
+    servers = await start_servers(2, seed=10)
+    a, b = servers
+    try:
+        assert b.address is not None
+        await bounded(a.bootstrap([b.address]))
+        assert b.node_id in a.table
+        late = a.ping(b.address)  # in flight when the goodbye arrives
+        a.forget(b.address)
+        assert b.node_id not in a.table
+        reply = await bounded(late)  # b still answers: its socket is open
+        assert reply.sender == b.node_id
+        assert b.node_id not in a.table
+    finally:
+        await close_all(servers)

@@ -664,6 +664,10 @@ class DhtServer:
         self._heard(addr)
         known = self.table.get(sender)
         now = self.protocol.loop.time() if self.protocol is not None else 0.0
+        if known is None and self._forgotten:
+            until = self._forgotten.get(addr)
+            if until is not None and until > now:
+                return  # it said goodbye: an answer to a call made before does not undo it
         if known is not None and known.address == addr and now - known.last_seen < 1.0:
             # Answered within the last second (20 stores, a lookup): its place in the
             # table and in `_verified` is as fresh as it needs to be.
