@@ -50,6 +50,7 @@ STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in fligh
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
 MOVED_SHARE = 2  # our mailbox's replicas moved if half of them are new to us
 GROWN_FACTOR = 2.0  # the table doubled since our replicas' lookup: look again
+MERGE_INTRODUCTIONS = 2  # out-of-band newcomers within burst_window that mean a merge
 MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _rejoin)
 
 
@@ -114,6 +115,7 @@ class Node:
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
         self._recent_contacts: deque[float] = deque()  # loop times of new contacts
+        self._introduced: deque[float] = deque()  # loop times of out-of-band newcomers
         self._merge_wanted = False
         self._last_merge = -1e9
         self._last_full_round = -1e9
@@ -263,10 +265,23 @@ class Node:
             answer.add_done_callback(self._on_introduced)
 
     def _on_introduced(self, answer: asyncio.Future[Any]) -> None:
-        """A peer found out of band that our routing table did not hold answered."""
+        """A peer found out of band that our routing table did not hold answered.
+
+        One such peer is a newcomer (on a LAN, mDNS tells everyone about every join);
+        refreshing the table and republishing for it would make every join cost each
+        peer a few hundred RPCs. Two or more within `burst_window` (a partition healed:
+        mDNS brings back the whole other side), or being alone, is a merge.
+        """
         if answer.cancelled() or answer.exception() is not None:
             return
-        self._network_changed(merge=True)
+        now = asyncio.get_running_loop().time()
+        introduced = self._introduced
+        introduced.append(now)
+        while introduced[0] < now - self.options.burst_window:
+            introduced.popleft()
+        if len(introduced) >= MERGE_INTRODUCTIONS or len(self.dht.table) <= 2:
+            introduced.clear()
+            self._network_changed(merge=True)
 
     def forget_peer(self, address: Address) -> None:
         """A peer said goodbye (mDNS): drop it, and do not re-admit it for a few seconds
