@@ -27,7 +27,7 @@ from typing import Any
 
 from mesh import envelope
 from mesh.dht.routing import Contact
-from mesh.dht.server import Binder, DhtConfig, DhtServer
+from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import DEFAULT_TTL, Message, Record
 from mesh.errors import (
@@ -600,7 +600,8 @@ class Node:
                     self._subscribed_at = asyncio.get_running_loop().time()
                     targets = closest
             if targets:
-                await self.dht.subscribe(key, self._listen_request, targets)
+                eager = {c.id for c in self._replicas[:PUSHERS]}  # closest first
+                await self.dht.subscribe(key, self._listen_request, targets, eager)
         return len(fresh)
 
     async def _renew_subscription(self) -> None:

@@ -238,6 +238,14 @@ def _args_owner(args: list[Obj]) -> list[Obj]:
     return args
 
 
+def _args_listen(args: list[Obj]) -> list[Obj]:
+    """[owner request] or [owner request, eager]: eager asks the replica to push even if
+    it does not count itself among the closest (the subscriber ranks it so)."""
+    if len(args) == 2 and type(args[1]) is not bool:
+        raise MalformedError("listen: eager must be a boolean")
+    return _args_owner(args[:1]) + args[1:] if len(args) == 2 else _args_owner(args)
+
+
 def _args_push(args: list[Obj]) -> list[Obj]:
     check_arity(args, 2, "push")
     check_key(args[0])
@@ -252,7 +260,7 @@ REQUEST_VALIDATORS: Final[dict[str, Callable[[list[Obj]], list[Obj]]]] = {
     "fetch": _args_fetch,
     "get": _args_get,
     "delete": _args_owner,
-    "listen": _args_owner,
+    "listen": _args_listen,
     "push": _args_push,
 }
 

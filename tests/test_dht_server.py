@@ -9,6 +9,7 @@ import time
 
 from netutil import bounded, loopback_host, start_network, stop_all, wait_until
 
+from mesh import envelope
 from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
 from mesh.envelope import Record
 from mesh.identity import Identity
@@ -28,8 +29,6 @@ async def close_all(servers: list[DhtServer]) -> None:
 
 
 def record_for(key_owner: Identity, sender: Identity, text: str) -> Record:
-    from mesh import envelope
-
     _, record = envelope.seal_message(
         sender, key_owner.public, "text", text.encode(), time.time(), 3600
     )
@@ -129,7 +128,9 @@ async def test_only_the_closest_replicas_push_a_new_record() -> None:
         message = await bounded(anext(stream), 10)
         assert message.text == "hello"
         await asyncio.sleep(0.3)  # any further push would have arrived by now
-        assert 1 <= len(pushes) <= PUSHERS
+        # The subscriber's PUSHERS closest, plus any replica that counts itself among
+        # the closest in its own table (usually the same peers).
+        assert 1 <= len(pushes) <= 2 * PUSHERS
     finally:
         await stop_all(nodes)
 
@@ -209,3 +210,45 @@ async def test_an_answer_after_a_goodbye_does_not_bring_the_peer_back() -> None:
         assert b.node_id not in a.table
     finally:
         await close_all(servers)
+
+
+async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_itself() -> None:
+    owner, writer = Identity.generate(), Identity.generate()
+    key = owner.public.mailbox_key
+    k = int.from_bytes(key, "big")
+    # Five peers closer to the key than the replica, so the replica never counts itself
+    # among the PUSHERS closest.
+    closer = [DhtServer((k ^ (i + 1)).to_bytes(20, "big")) for i in range(PUSHERS + 1)]
+    replica = DhtServer((k ^ 1000).to_bytes(20, "big"))
+    listeners = [DhtServer(), DhtServer()]
+    servers = [*closer, replica, *listeners]
+    for i, server in enumerate(servers):
+        await server.listen(loopback_host(i))
+    try:
+        assert replica.address is not None
+        for server in closer:
+            await bounded(server.bootstrap([replica.address]))
+        assert replica._closer_contacts(key, PUSHERS) == PUSHERS
+        got: dict[int, list[bytes]] = {0: [], 1: []}
+        for i, listener in enumerate(listeners):
+            listener.own_keys.add(key)
+            listener.on_push = lambda _k, r, i=i: got[i].append(r.id)  # type: ignore[misc]
+            request = envelope.sign_owner_request(
+                owner, "listen", envelope.listen_payload(60), time.time()
+            ).to_obj()
+            await bounded(listener._call(replica.address, "listen", [request, i == 0]))
+        record = record_for(owner, writer, "hello")
+        await bounded(writer_store(closer[0], replica, key, record))
+        assert await wait_until(lambda: got[0] == [record.id], timeout=5)
+        await asyncio.sleep(0.2)
+        assert got[1] == []  # not eager, and the replica is not among the closest
+    finally:
+        await close_all(servers)
+
+
+async def writer_store(via: DhtServer, replica: DhtServer, key: bytes, record: Record) -> None:
+    from mesh.dht.server import chunk_records
+
+    assert replica.address is not None
+    reply = await via._call(replica.address, "store", [key, chunk_records([record])[0]])
+    assert reply.result == [0]

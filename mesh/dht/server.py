@@ -177,7 +177,8 @@ class DhtServer:
         self.table = RoutingTable(self.node_id, self.config.ksize, self.config.max_per_ip)
         self.protocol: DhtProtocol | None = None
         self.address: Address | None = None
-        self.listeners: dict[bytes, dict[Address, float]] = {}
+        # key -> listener address -> (until, eager); see _push
+        self.listeners: dict[bytes, dict[Address, tuple[float, bool]]] = {}
         self.own_keys: set[bytes] = set()
         self.on_push: Callable[[bytes, Record], None] | None = None
         self.on_new_contact: Callable[[Contact], None] | None = None
@@ -550,14 +551,19 @@ class DhtServer:
         key: bytes,
         make_request: Callable[[int], OwnerRequest],
         targets: list[Contact] | None = None,
+        eager: set[bytes] | None = None,
     ) -> int:
         """Ask the replicas of `key` (or just `targets`) to push new records to us;
-        returns how many agreed."""
+        returns how many agreed. The `eager` ones (default: the PUSHERS closest of the
+        lookup) push every new record; the others only if they count themselves among
+        the closest (see `_push`)."""
         self.own_keys.add(key)
         if targets is None:
             targets = await self.lookup(key)
+        if eager is None:
+            eager = {c.id for c in targets[:PUSHERS]}
         obj = make_request(self.config.listen_duration).to_obj()
-        calls = [self._call(c, "listen", [obj]) for c in targets]
+        calls = [self._call(c, "listen", [obj, c.id in eager]) for c in targets]
         tally = Tally(calls, self.config.quorum, self.grace)
         await tally.wait()
         return tally.ok
@@ -631,7 +637,7 @@ class DhtServer:
 
     def _expire_listeners(self, now: float) -> None:
         for key, subs in list(self.listeners.items()):
-            for addr in [a for a, until in subs.items() if until <= now]:
+            for addr in [a for a, (until, _) in subs.items() if until <= now]:
                 del subs[addr]
             if not subs:
                 del self.listeners[key]
@@ -831,12 +837,25 @@ class DhtServer:
         subs = self.listeners.get(key)
         if key in self.own_keys and self.on_push is not None:
             self.on_push(key, record)
-        if not subs or self._closer_contacts(key, PUSHERS) >= PUSHERS:
-            return  # the closest replicas push; 20 pushes of one record would be waste
-        obj = record.to_obj()
-        for addr, until in subs.items():
-            if until > now and addr in self._verified:
-                self._call(addr, "push", [key, obj], retries=1)
+        if not subs:
+            return
+        # Not every replica pushes (20 pushes of one record would be waste): those the
+        # subscriber ranked among its PUSHERS closest (eager), and those that count
+        # fewer than PUSHERS closer contacts in their own table. Two views, so a
+        # replica set that the sender and the recipient see differently still pushes.
+        close: bool | None = None
+        obj: list[object] | None = None
+        for addr, (until, eager) in subs.items():
+            if until <= now or addr not in self._verified:
+                continue
+            if not eager:
+                if close is None:
+                    close = self._closer_contacts(key, PUSHERS) < PUSHERS
+                if not close:
+                    continue
+            if obj is None:
+                obj = record.to_obj()
+            self._call(addr, "push", [key, obj], retries=1)
 
     def _rpc_fetch(self, args: list[Any], sender: bytes, addr: Address) -> list[Any]:
         key, with_records = args
@@ -864,7 +883,7 @@ class DhtServer:
         subs = self.listeners.setdefault(request.mailbox_key, {})
         if addr not in subs and len(subs) >= 8:
             raise RefusedError("too many listeners on this key")
-        subs[addr] = self.wall() + duration
+        subs[addr] = (self.wall() + duration, len(args) > 1 and args[1] is True)
         return duration
 
     def _owner_request(self, args: list[Any], op: str) -> OwnerRequest:
