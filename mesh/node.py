@@ -260,7 +260,7 @@ class Node:
             return
         addr = parse_address(address)
         known = any(c.address == addr for c in self.dht.table.contacts())
-        answer = self.dht.ping(addr)
+        answer = self.dht.introduce(addr)
         if not known:
             answer.add_done_callback(self._on_introduced)
 

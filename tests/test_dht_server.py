@@ -252,3 +252,17 @@ async def writer_store(via: DhtServer, replica: DhtServer, key: bytes, record: R
     assert replica.address is not None
     reply = await via._call(replica.address, "store", [key, chunk_records([record])[0]])
     assert reply.result == [0]
+
+
+async def test_a_peer_introduced_again_after_a_goodbye_is_taken_back_at_once() -> None:
+    servers = await start_servers(2, seed=11)
+    a, b = servers
+    try:
+        assert b.address is not None
+        await bounded(a.bootstrap([b.address]))
+        a.forget(b.address)  # mDNS: it left ...
+        assert b.node_id not in a.table
+        await bounded(a.introduce(b.address))  # ... and mDNS hears it again
+        assert b.node_id in a.table
+    finally:
+        await close_all(servers)

@@ -318,6 +318,12 @@ class DhtServer:
     def ping(self, addr: Address) -> asyncio.Future[Reply]:
         return self._call(addr, "ping", [])
 
+    def introduce(self, addr: Address) -> asyncio.Future[Reply]:
+        """Ping a peer found out of band (mDNS, the user); that also undoes an earlier
+        `forget` of its address: it is back."""
+        self._forgotten.pop(addr, None)
+        return self.ping(addr)
+
     async def bootstrap(self, addresses: Iterable[Address]) -> int:
         """Ping the given peers, then look ourselves up to fill the routing table."""
         pings = [self.ping(a) for a in addresses]
