@@ -274,14 +274,18 @@ class Node:
         """
         if answer.cancelled() or answer.exception() is not None:
             return
-        now = asyncio.get_running_loop().time()
-        introduced = self._introduced
-        introduced.append(now)
-        while introduced[0] < now - self.options.burst_window:
-            introduced.popleft()
-        if len(introduced) >= MERGE_INTRODUCTIONS or len(self.dht.table) <= 2:
-            introduced.clear()
+        recent = self._count_recent(self._introduced)
+        if recent >= MERGE_INTRODUCTIONS or len(self.dht.table) <= 2:
+            self._introduced.clear()
             self._network_changed(merge=True)
+
+    def _count_recent(self, events: deque[float]) -> int:
+        """Note an event now; how many happened within the last `burst_window`."""
+        now = asyncio.get_running_loop().time()
+        events.append(now)
+        while events[0] < now - self.options.burst_window:
+            events.popleft()
+        return len(events)
 
     def forget_peer(self, address: Address) -> None:
         """A peer said goodbye (mDNS): drop it, and do not re-admit it for a few seconds
@@ -297,14 +301,11 @@ class Node:
         # per peer. What needs a round is the network changing under us: we were alone,
         # or a burst of contacts arrives at once (a partition healed, two LANs merged;
         # the lookups of the first rounds then make the burst spread to everyone).
-        # (So is a peer found out of band that the table did not hold: `add_peer`.)
+        # (So are two peers found out of band that the table did not hold: `add_peer`.)
         now = asyncio.get_running_loop().time()
-        recent = self._recent_contacts
-        recent.append(now)
-        while recent[0] < now - self.options.burst_window:
-            recent.popleft()
+        recent = self._count_recent(self._recent_contacts)
         size = len(self.dht.table)
-        burst = len(recent) >= max(self.options.burst_contacts, size // 10)
+        burst = recent >= max(self.options.burst_contacts, size // 10)
         # Right after our own (re)start, the peers we met while joining keep arriving:
         # that is a burst too, but the start's complete round already caught up.
         settling = now < self._last_full_round + self.options.burst_window

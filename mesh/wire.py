@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -185,8 +185,14 @@ def check_contact(value: Obj) -> ContactTuple:
     return check_node_id(node_id), check_host(host), check_int(port, 1, 65535, "port")
 
 
-def check_contacts(value: Obj) -> list[ContactTuple]:
-    return [check_contact(c) for c in check_list(value, MAX_CONTACTS, "contacts")]
+def check_contacts(value: Obj, skip: Container[bytes] = ()) -> list[ContactTuple]:
+    """The contacts of a find answer; entries whose id is in `skip` (already known to
+    the caller) are left out before they are validated: most of an answer usually is."""
+    return [
+        check_contact(c)
+        for c in check_list(value, MAX_CONTACTS, "contacts")
+        if not (type(c) is list and len(c) == 3 and type(c[0]) is bytes and c[0] in skip)
+    ]
 
 
 def check_arity(args: list[Obj], n: int, method: str) -> None:
@@ -241,9 +247,12 @@ def _args_owner(args: list[Obj]) -> list[Obj]:
 def _args_listen(args: list[Obj]) -> list[Obj]:
     """[owner request] or [owner request, eager]: eager asks the replica to push even if
     it does not count itself among the closest (the subscriber ranks it so)."""
-    if len(args) == 2 and type(args[1]) is not bool:
+    if len(args) != 2:
+        return _args_owner(args)
+    if type(args[1]) is not bool:
         raise MalformedError("listen: eager must be a boolean")
-    return _args_owner(args[:1]) + args[1:] if len(args) == 2 else _args_owner(args)
+    _args_owner(args[:1])
+    return args
 
 
 def _args_push(args: list[Obj]) -> list[Obj]:

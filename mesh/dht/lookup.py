@@ -148,13 +148,7 @@ class Lookup:
         """The contacts of a find answer that are new to this lookup, validated. Known
         ones are skipped before validation: most of an answer is usually known."""
         try:
-            entries = wire.check_list(result, wire.MAX_CONTACTS, "contacts")
-            known = self.candidates
-            return [
-                Contact(*wire.check_contact(e))
-                for e in entries
-                if not (type(e) is list and len(e) == 3 and type(e[0]) is bytes and e[0] in known)
-            ]
+            return [Contact(*t) for t in wire.check_contacts(result, skip=self.candidates)]
         except MeshError:
             return []
 

@@ -680,37 +680,38 @@ class DhtServer:
             until = self._forgotten.get(addr)
             if until is not None and until > now:
                 return  # it said goodbye: an answer to a call made before does not undo it
-        if known is not None and known.address == addr and now - known.last_seen < 1.0:
+        if known is not None and known.address == addr:
             # Answered within the last second (20 stores, a lookup): its place in the
             # table and in `_verified` is as fresh as it needs to be.
+            if now - known.last_seen >= 1.0:
+                self._note_verified(addr)
+                self.table.add_contact(known)
             known.last_seen = now
             if self._moved:
                 self._moved.pop(sender, None)  # the old address answered: it stays
             return
-        self._verified[addr] = None
-        self._verified.move_to_end(addr)
-        if len(self._verified) > 4096:
-            self._verified.popitem(last=False)
-        if known is not None and known.address != addr:
+        self._note_verified(addr)
+        if known is not None:
             if known.address not in self._dead:
                 # The same id answers from a new address (a restart on another port, or
                 # someone claiming the id). The old address keeps the place until it
                 # fails a ping; then the new one takes it at once (`_note_result`).
-                self._moved[sender] = Contact(sender, addr[0], addr[1])
-                self._moved[sender].last_seen = now
+                moved = Contact(sender, addr[0], addr[1])
+                moved.last_seen = now
+                self._moved[sender] = moved
                 if len(self._moved) > MAX_VERIFYING:
                     self._moved.pop(next(iter(self._moved)))
                 self._check_alive(known)
                 return
             self.table.remove_contact(known)  # it restarted elsewhere: follow it
-            known = None
-        if known is not None:
-            known.last_seen = now
-            self.table.add_contact(known)
-            if self._moved:
-                self._moved.pop(sender, None)  # the old address answered: it stays
-            return
         self._admit(Contact(sender, addr[0], addr[1]), now)
+
+    def _note_verified(self, addr: Address) -> None:
+        """`addr` answered a round trip: pushes may go there (bounded, least recent out)."""
+        self._verified[addr] = None
+        self._verified.move_to_end(addr)
+        if len(self._verified) > 4096:
+            self._verified.popitem(last=False)
 
     def _admit(self, contact: Contact, now: float) -> None:
         """A stranger that answered a round trip: into the table, or its bucket's least
@@ -913,7 +914,7 @@ def _store_accepted(reply: Reply) -> bool:
 
 
 def _all_accepted(result: Any) -> bool:
-    return type(result) is list and all(type(code) is int and code in (0, 1, 2) for code in result)
+    return type(result) is list and all(type(code) is int and code in ACCEPTED for code in result)
 
 
 def chunk_records(records: list[Record]) -> list[list[Any]]:
