@@ -18,7 +18,7 @@ import json
 import random
 import time
 
-from mesh.bench import BenchOptions, MeshNet, run_loop
+from mesh.tools.bench import BenchOptions, MeshNet, run_loop
 
 
 async def measure(

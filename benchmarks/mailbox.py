@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mesh.bench import BASELINES, BenchOptions, run_bench
+from mesh.tools.bench import BASELINES, BenchOptions, run_bench
 
 # (label, path in our result, path in a baseline's result); None: not measured there.
 ROWS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [

@@ -1,6 +1,6 @@
 """`mesh bench`: N peers in one process on loopback, timed next to kademlia and OpenDHT.
 
-Thin: builds `mesh.bench.BenchOptions`, runs `mesh.bench.run_bench`, prints a summary
+Thin: builds `mesh.tools.bench.BenchOptions`, runs `mesh.tools.bench.run_bench`, prints a summary
 (or, with --json, one JSON object on the last line of stdout). --profile prints cProfile's
 top functions of the send/fetch/push trials to stderr.
 """
@@ -16,8 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mesh.bench import BASELINES, BenchOptions, run_bench, uvloop_available
 from mesh.errors import MeshError
+from mesh.tools.bench import BASELINES, BenchOptions, run_bench, uvloop_available
 
 
 @click.command(name="bench")

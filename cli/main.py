@@ -28,8 +28,9 @@ from mesh.envelope import MAX_TTL
 from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
 from mesh.home import NetConfig, init_home, is_locked, open_home, public_identity
 from mesh.identity import PublicIdentity
-from mesh.node import Address, parse_address
+from mesh.node import parse_address
 from mesh.store import Store
+from mesh.wire import Address
 
 EXIT_ERROR = 1
 EXIT_QUEUED = 3
@@ -395,7 +396,7 @@ def demo() -> None:
     Discovery by mDNS, a message arriving by push, a message to a peer that is offline
     delivered when it returns, and delivery receipts. Nothing leaves this machine.
     """
-    from mesh.demo import run_demo
+    from mesh.tools.demo import run_demo
 
     asyncio.run(run_demo())
 

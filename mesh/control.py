@@ -38,8 +38,8 @@ from mesh.home import (
     short_lived_node,
     unlock_identity,
 )
-from mesh.node import Address
 from mesh.store import MessageRow, Store
+from mesh.wire import Address
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 64 * 1024  # one request or answer; the longest text is ~4 KiB

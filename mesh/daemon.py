@@ -44,7 +44,8 @@ from mesh.home import (
     resolve_recipient,
     start_node,
 )
-from mesh.node import Address, Node, parse_address
+from mesh.node import Node, parse_address
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 

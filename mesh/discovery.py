@@ -41,13 +41,13 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from mesh import wire
 from mesh.errors import LocalError
+from mesh.wire import Address
 
 if TYPE_CHECKING:
     from mesh.node import Node
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 
 SERVICE_TYPE = "_mesh-msg._udp.local."
 PROTOCOL_VERSION = str(wire.VERSION)

@@ -40,8 +40,9 @@ from mesh.errors import (
     WrongPassphraseError,
 )
 from mesh.identity import Identity, PublicIdentity
-from mesh.node import DB_NAME, Address, Node
+from mesh.node import DB_NAME, Node
 from mesh.store import Store
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import envelope
-from mesh.dht.routing import Contact
+from mesh.dht.routing import Peer
 from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import DEFAULT_TTL, Message, Record
@@ -40,10 +40,10 @@ from mesh.errors import (
 )
 from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
 from mesh.store import Store
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 DB_NAME = "mesh.db"
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
@@ -121,7 +121,7 @@ class Node:
         self._last_full_round = -1e9
         self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
         self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
-        self._replicas: list[Contact] = []  # where the last subscription went
+        self._replicas: list[Peer] = []  # where the last subscription went
         self._subscribed_at = -1e9
         self._finishing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[bytes, str, int | None], None] | None = None
@@ -292,7 +292,7 @@ class Node:
         on the strength of its last datagrams."""
         self.dht.forget(parse_address(address))
 
-    def _on_new_contact(self, contact: Contact) -> None:
+    def _on_new_contact(self, contact: Peer) -> None:
         self._peer_event.set()
         if self._rejoin_scheduled or self._stopped:
             return
@@ -333,7 +333,7 @@ class Node:
         self._rejoin_scheduled = True
         self.dht.spawn(self._rejoin(wait))
 
-    def _listen_at_newcomer(self, contact: Contact) -> None:
+    def _listen_at_newcomer(self, contact: Peer) -> None:
         """A new contact closer to our mailbox than a replica we listen at is a new
         replica (or an old one that returned and forgot us): subscribe there alone."""
         replicas = self._replicas
@@ -574,7 +574,7 @@ class Node:
         )
 
     async def _subscribe_once(
-        self, targets: list[Contact] | None = None, only_if_moved: bool = False
+        self, targets: list[Peer] | None = None, only_if_moved: bool = False
     ) -> int:
         """Subscribe at the replicas of our mailbox (found by a lookup), or at `targets`.
 
@@ -584,7 +584,7 @@ class Node:
         records we never fetched.
         """
         key = self.identity.public.mailbox_key
-        fresh: list[Contact] = []
+        fresh: list[Peer] = []
         with contextlib.suppress(MeshError):
             if targets is None:
                 self._table_at_lookup = len(self.dht.table)

@@ -44,6 +44,8 @@ ERR_REFUSED: Final = 1
 ERR_MALFORMED: Final = 2
 ERR_BUSY: Final = 3
 
+#: A UDP address (host, port): the one definition every module imports.
+Address = tuple[str, int]
 Obj = Any  # a decoded msgpack object; validated before use
 ContactTuple = tuple[bytes, str, int]
 

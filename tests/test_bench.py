@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cli import bench as cli_bench
 from cli.main import cli
-from mesh import bench, bench_kv
+from mesh.tools import bench, bench_kv
 
 PEERS = 12
 TRIALS = 2
@@ -106,7 +106,7 @@ def test_too_few_peers_is_a_clear_error() -> None:
 async def test_discovery_is_skipped_with_a_note_when_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "mesh.bench_discovery", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "mesh.tools.bench_discovery", None)  # import now fails
     notes: list[str] = []
     assert await bench.discovery_result(1, notes) is None
     assert notes and notes[0].startswith("discovery: skipped")

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh.dht.routing import Contact, RoutingTable
+from mesh.dht.routing import Peer, RoutingTable
 
 OWN = bytes(20)  # id 0: every id with the top bit set lands in one far bucket
 
@@ -17,8 +17,8 @@ def far(n: int) -> bytes:
     return (2**159 + 1 + n).to_bytes(20, "big")
 
 
-def contact(node_id: bytes, ip: str = "", port: int = 4000) -> Contact:
-    return Contact(node_id, ip or f"10.0.{node_id[-2]}.{node_id[-1]}", port)
+def contact(node_id: bytes, ip: str = "", port: int = 4000) -> Peer:
+    return Peer(node_id, ip or f"10.0.{node_id[-2]}.{node_id[-1]}", port)
 
 
 def check_invariants(table: RoutingTable) -> None:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 
 from mesh import wire
 from mesh.dht.protocol import Reply
-from mesh.dht.routing import Contact
+from mesh.dht.routing import Peer
 from mesh.errors import MeshError
 
-FindCall = Callable[[Contact, bytes], "asyncio.Future[Reply]"]
+FindCall = Callable[[Peer, bytes], "asyncio.Future[Reply]"]
 
 
 class Lookup:
@@ -27,14 +27,14 @@ class Lookup:
         self,
         target: bytes,
         own_id: bytes,
-        seeds: Iterable[Contact],
+        seeds: Iterable[Peer],
         find: FindCall,
         *,
         k: int,
         alpha: int,
         confirm: int,
         soft_timeout: float = 1.0,
-        is_dead: Callable[[Contact], bool] = lambda c: False,
+        is_dead: Callable[[Peer], bool] = lambda c: False,
         max_per_ip: int = 1 << 30,
     ) -> None:
         self.target = target
@@ -44,8 +44,8 @@ class Lookup:
         self.alpha = alpha
         self.confirm = min(confirm, k)
         self._t = int.from_bytes(target, "big")
-        self.candidates: dict[bytes, Contact] = {}
-        self._by_long: dict[int, Contact] = {}
+        self.candidates: dict[bytes, Peer] = {}
+        self._by_long: dict[int, Peer] = {}
         self.answered: set[bytes] = set()
         self.failed: set[bytes] = set()
         self.asked: set[bytes] = set()
@@ -56,10 +56,10 @@ class Lookup:
         self._per_ip: dict[str, int] = {}
         self.in_flight = 0
         self.rpcs = 0
-        self._done: asyncio.Future[list[Contact]] | None = None
+        self._done: asyncio.Future[list[Peer]] | None = None
         self._add(seeds)
 
-    def _add(self, contacts: Iterable[Contact]) -> None:
+    def _add(self, contacts: Iterable[Peer]) -> None:
         for c in contacts:
             if c.id == self.own_id or c.id in self.candidates or self.is_dead(c):
                 continue
@@ -69,9 +69,9 @@ class Lookup:
             self.candidates[c.id] = c
             self._by_long[c.long_id] = c
 
-    def closest(self) -> list[Contact]:
+    def closest(self) -> list[Peer]:
         failed, slow, answered, k = self.failed, self.slow, self.answered, self.k
-        top: list[Contact] = []
+        top: list[Peer] = []
         # Candidates by distance, with the target's int.__xor__ as the key (no Python
         # function per candidate); the first k live ones.
         for long_id in sorted(self._by_long, key=self._t.__xor__):
@@ -82,7 +82,7 @@ class Lookup:
                     break
         return top
 
-    async def run(self) -> list[Contact]:
+    async def run(self) -> list[Peer]:
         self._done = asyncio.get_running_loop().create_future()
         self._step()
         return await self._done
@@ -110,7 +110,7 @@ class Lookup:
                 return  # nothing else to ask: a slow answer beats none (a busy seed)
             self._finish(top)
 
-    def _ask(self, contact: Contact) -> None:
+    def _ask(self, contact: Peer) -> None:
         self.asked.add(contact.id)
         self.in_flight += 1
         self.rpcs += 1
@@ -120,13 +120,13 @@ class Lookup:
             lambda f, c=contact, t=timer: self._on_answer(c, f, t)  # type: ignore[misc]
         )
 
-    def _on_slow(self, contact: Contact) -> None:
+    def _on_slow(self, contact: Peer) -> None:
         self.slow.add(contact.id)
         self.in_flight -= 1
         self._step()
 
     def _on_answer(
-        self, contact: Contact, future: asyncio.Future[Reply], timer: asyncio.TimerHandle
+        self, contact: Peer, future: asyncio.Future[Reply], timer: asyncio.TimerHandle
     ) -> None:
         if contact.id in self.slow:
             pass  # its slot was already given back
@@ -144,15 +144,15 @@ class Lookup:
                 self._add(self._parse(reply.result))
         self._step()
 
-    def _parse(self, result: object) -> list[Contact]:
+    def _parse(self, result: object) -> list[Peer]:
         """The contacts of a find answer that are new to this lookup, validated. Known
         ones are skipped before validation: most of an answer is usually known."""
         try:
-            return [Contact(*t) for t in wire.check_contacts(result, skip=self.candidates)]
+            return [Peer(*t) for t in wire.check_contacts(result, skip=self.candidates)]
         except MeshError:
             return []
 
-    def _finish(self, top: list[Contact]) -> None:
+    def _finish(self, top: list[Peer]) -> None:
         assert self._done is not None
         if not self._done.done():
             self._done.set_result(top)

@@ -33,10 +33,10 @@ from mesh.errors import (
     RefusedError,
     RemoteProtocolError,
 )
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
-Address = tuple[str, int]
 MAX_LOGGED_REASONS = 64
 MSGID_BATCH = 1024
 _unpack_ids = struct.Struct(f"<{MSGID_BATCH}I").unpack

@@ -22,7 +22,7 @@ from kademlia.routing import RoutingTable as _KademliaTable
 ID_SPACE = 2**160
 
 
-class Contact(_KademliaNode):
+class Peer(_KademliaNode):
     """A peer: 20-byte node id plus the UDP address it answered from."""
 
     __slots__ = ("failures", "id", "ip", "last_seen", "long_id", "port")
@@ -43,7 +43,7 @@ class Contact(_KademliaNode):
         return (self.id, self.ip, self.port)
 
     def __repr__(self) -> str:
-        return f"Contact({self.id.hex()[:8]}, {self.ip}:{self.port})"
+        return f"Peer({self.id.hex()[:8]}, {self.ip}:{self.port})"
 
 
 class Bucket(_KademliaBucket):
@@ -59,19 +59,19 @@ class Bucket(_KademliaBucket):
             (low if node.long_id <= midpoint else high).add_node(node)
         return low, high
 
-    def least_recent(self) -> Contact:
+    def least_recent(self) -> Peer:
         return next(iter(self.nodes.values()))  # type: ignore[no-any-return]
 
 
 class RoutingTable(_KademliaTable):
     def __init__(self, node_id: bytes, ksize: int = 20, max_per_ip: int = 4) -> None:
         self.own_long_id = int.from_bytes(node_id, "big")
-        self.node = Contact(node_id, "0.0.0.0", 1)
+        self.node = Peer(node_id, "0.0.0.0", 1)
         self.ksize = ksize
         self.max_per_ip = max_per_ip
         self.per_ip: dict[str, int] = {}
-        self.by_id: dict[bytes, Contact] = {}
-        self._by_long: dict[int, Contact] | None = None  # find_neighbors' index, rebuilt on change
+        self.by_id: dict[bytes, Peer] = {}
+        self._by_long: dict[int, Peer] | None = None  # find_neighbors' index, rebuilt on change
         self.buckets: list[Bucket] = [Bucket(0, ID_SPACE, ksize)]
 
     def flush(self) -> None:  # kademlia calls this from __init__; we set state there
@@ -83,10 +83,10 @@ class RoutingTable(_KademliaTable):
     def __contains__(self, node_id: bytes) -> bool:
         return node_id in self.by_id
 
-    def contacts(self) -> Iterator[Contact]:
+    def contacts(self) -> Iterator[Peer]:
         return iter(list(self.by_id.values()))
 
-    def get(self, node_id: bytes) -> Contact | None:
+    def get(self, node_id: bytes) -> Peer | None:
         return self.by_id.get(node_id)
 
     def bucket_index(self, long_id: int) -> int:
@@ -95,7 +95,7 @@ class RoutingTable(_KademliaTable):
                 return index
         return len(self.buckets) - 1
 
-    def add_contact(self, node: Contact) -> Contact | None:
+    def add_contact(self, node: Peer) -> Peer | None:
         """Insert or refresh a verified contact.
 
         Returns None when the contact is in the table (or was refused by the per-IP cap),
@@ -143,7 +143,7 @@ class RoutingTable(_KademliaTable):
         low, high = self.buckets[index].split()
         self.buckets[index : index + 1] = [low, high]
 
-    def remove_contact(self, node: Contact) -> None:
+    def remove_contact(self, node: Peer) -> None:
         """Forget a contact that failed, and promote the freshest replacement.
 
         Only the entry at `node`'s own address goes: a peer advertising a known id at
@@ -169,7 +169,7 @@ class RoutingTable(_KademliaTable):
             self._account(candidate, +1)
             return
 
-    def _account(self, node: Contact, delta: int) -> None:
+    def _account(self, node: Peer, delta: int) -> None:
         self._by_long = None
         if delta > 0:
             self.by_id[node.id] = node
@@ -183,7 +183,7 @@ class RoutingTable(_KademliaTable):
 
     def find_neighbors(
         self, target: bytes, k: int | None = None, exclude: bytes | None = None
-    ) -> list[Contact]:
+    ) -> list[Peer]:
         """The k contacts closest to `target` by XOR distance, across every bucket."""
         want = k or self.ksize
         by_long = self._by_long

@@ -26,8 +26,8 @@ from typing import Any
 
 from mesh import envelope, wire
 from mesh.dht.lookup import Lookup
-from mesh.dht.protocol import Address, DhtProtocol, Reply
-from mesh.dht.routing import Contact, RoutingTable
+from mesh.dht.protocol import DhtProtocol, Reply
+from mesh.dht.routing import Peer, RoutingTable
 from mesh.dht.storage import PutResult, RecordStorage
 from mesh.envelope import OwnerRequest, Record
 from mesh.errors import (
@@ -37,6 +37,7 @@ from mesh.errors import (
     RemoteProtocolError,
     UnreachableError,
 )
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +182,18 @@ class DhtServer:
         self.listeners: dict[bytes, dict[Address, tuple[float, bool]]] = {}
         self.own_keys: set[bytes] = set()
         self.on_push: Callable[[bytes, Record], None] | None = None
-        self.on_new_contact: Callable[[Contact], None] | None = None
+        self.on_new_contact: Callable[[Peer], None] | None = None
         self._verified: OrderedDict[Address, None] = OrderedDict()
         self._dead: OrderedDict[Address, float] = OrderedDict()
         self._forgotten: dict[Address, float] = {}  # address -> until (loop time)
         self._heard_since: dict[Address, float] = {}  # address -> loop time last heard from
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
-        self._moved: dict[bytes, Contact] = {}  # id -> where it answered from since
+        self._moved: dict[bytes, Peer] = {}  # id -> where it answered from since
         self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
-        self._newcomers: list[Contact] = []
+        self._newcomers: list[Peer] = []
         # key -> (loop time found, replicas): see put()
-        self._replica_sets: OrderedDict[bytes, tuple[float, list[Contact]]] = OrderedDict()
+        self._replica_sets: OrderedDict[bytes, tuple[float, list[Peer]]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: asyncio.BaseTransport | None = None
         self._handlers: dict[str, Callable[[list[Any], bytes, Address], Any]] = {
@@ -267,14 +268,14 @@ class DhtServer:
     # -- calls ----------------------------------------------------------------------
 
     def _call(
-        self, contact: Contact | Address, method: str, args: list[Any], retries: int | None = None
+        self, contact: Peer | Address, method: str, args: list[Any], retries: int | None = None
     ) -> asyncio.Future[Reply]:
         assert self.protocol is not None, "server is not listening"
-        addr = contact.address if isinstance(contact, Contact) else contact
+        addr = contact.address if isinstance(contact, Peer) else contact
         return self.protocol.call(addr, method, args, retries=retries, context=contact)
 
     def _note_result(
-        self, contact: Contact | Address, addr: Address, started: float, fut: asyncio.Future[Reply]
+        self, contact: Peer | Address, addr: Address, started: float, fut: asyncio.Future[Reply]
     ) -> None:
         """Every call's outcome (the protocol's `call_done`): round-trip time, dead peers."""
         if fut.cancelled():
@@ -290,14 +291,14 @@ class DhtServer:
             self._dead.move_to_end(addr)
             if len(self._dead) > 4096:
                 self._dead.popitem(last=False)
-            if isinstance(contact, Contact):
+            if isinstance(contact, Peer):
                 self.table.remove_contact(contact)
                 moved = self._moved.pop(contact.id, None)
                 fresh = moved is not None and now - moved.last_seen < HEAD_FRESH
                 if moved is not None and fresh and contact.id not in self.table:
                     self._admit(moved, moved.last_seen)  # it restarted there
 
-    def is_dead(self, contact: Contact) -> bool:
+    def is_dead(self, contact: Peer) -> bool:
         until = self._dead.get(contact.address)
         if until is None:
             return False
@@ -347,7 +348,7 @@ class DhtServer:
             with contextlib.suppress(MeshError):
                 await self.lookup(target)
 
-    async def lookup(self, target: bytes, confirm: int | None = None) -> list[Contact]:
+    async def lookup(self, target: bytes, confirm: int | None = None) -> list[Peer]:
         c = self.config
         seeds = self.table.find_neighbors(target, c.ksize)
         lookup = Lookup(
@@ -364,7 +365,7 @@ class DhtServer:
         )
         return await lookup.run()
 
-    def _self_is_replica(self, key: bytes, targets: list[Contact]) -> bool:
+    def _self_is_replica(self, key: bytes, targets: list[Peer]) -> bool:
         if len(targets) < self.config.ksize:
             return True
         k = int.from_bytes(key, "big")
@@ -408,7 +409,7 @@ class DhtServer:
                 self._replica_sets.popitem(last=False)
         return ok  # only peers count: our own copy leaves with us
 
-    def _cached_replica_set(self, key: bytes) -> list[Contact] | None:
+    def _cached_replica_set(self, key: bytes) -> list[Peer] | None:
         entry = self._replica_sets.get(key)
         if entry is None:
             return None
@@ -419,7 +420,7 @@ class DhtServer:
         live = [c for c in targets if not self.is_dead(c)]
         return live if len(live) >= self.config.quorum else None
 
-    async def _store_on_set(self, key: bytes, records: list[Record], targets: list[Contact]) -> int:
+    async def _store_on_set(self, key: bytes, records: list[Record], targets: list[Peer]) -> int:
         if self._self_is_replica(key, targets):
             self._store_locally(key, records)  # a bonus copy; never counted as an ack
             targets = targets[: self.config.ksize - 1]
@@ -439,7 +440,7 @@ class DhtServer:
             self._accept_record(key, record, now, "")
 
     def _store_on(
-        self, contact: Contact | Address, key: bytes, records: list[Record]
+        self, contact: Peer | Address, key: bytes, records: list[Record]
     ) -> asyncio.Future[Any]:
         """One future per replica; its result is False if any record was refused."""
         calls = [self._call(contact, "store", [key, chunk]) for chunk in chunk_records(records)]
@@ -486,9 +487,9 @@ class DhtServer:
         return [r for r in have.values() if r.expires_at > now]
 
     def _collect_fetch(
-        self, calls: list[asyncio.Future[Reply]], targets: list[Contact], have: dict[bytes, Record]
-    ) -> dict[Contact, set[bytes]]:
-        held_by: dict[Contact, set[bytes]] = {}
+        self, calls: list[asyncio.Future[Reply]], targets: list[Peer], have: dict[bytes, Record]
+    ) -> dict[Peer, set[bytes]]:
+        held_by: dict[Peer, set[bytes]] = {}
         for contact, call in zip(targets, calls, strict=True):
             if not call.done() or call.cancelled() or call.exception() is not None:
                 continue
@@ -503,7 +504,7 @@ class DhtServer:
         return held_by
 
     async def _fetch_missing(
-        self, key: bytes, held_by: dict[Contact, set[bytes]], have: dict[bytes, Record]
+        self, key: bytes, held_by: dict[Peer, set[bytes]], have: dict[bytes, Record]
     ) -> None:
         for _ in range(16):  # each round pages at least one record in, or gives up
             missing = set().union(*held_by.values()) - set(have) if held_by else set()
@@ -524,7 +525,7 @@ class DhtServer:
                 have[record.id] = record
 
     async def _repair(
-        self, key: bytes, held_by: dict[Contact, set[bytes]], have: dict[bytes, Record]
+        self, key: bytes, held_by: dict[Peer, set[bytes]], have: dict[bytes, Record]
     ) -> None:
         now = self.wall()
         live = {rid: r for rid, r in have.items() if r.expires_at > now}
@@ -556,7 +557,7 @@ class DhtServer:
         self,
         key: bytes,
         make_request: Callable[[int], OwnerRequest],
-        targets: list[Contact] | None = None,
+        targets: list[Peer] | None = None,
         eager: set[bytes] | None = None,
     ) -> int:
         """Ask the replicas of `key` (or just `targets`) to push new records to us;
@@ -696,7 +697,7 @@ class DhtServer:
                 # The same id answers from a new address (a restart on another port, or
                 # someone claiming the id). The old address keeps the place until it
                 # fails a ping; then the new one takes it at once (`_note_result`).
-                moved = Contact(sender, addr[0], addr[1])
+                moved = Peer(sender, addr[0], addr[1])
                 moved.last_seen = now
                 self._moved[sender] = moved
                 if len(self._moved) > MAX_VERIFYING:
@@ -704,7 +705,7 @@ class DhtServer:
                 self._check_alive(known)
                 return
             self.table.remove_contact(known)  # it restarted elsewhere: follow it
-        self._admit(Contact(sender, addr[0], addr[1]), now)
+        self._admit(Peer(sender, addr[0], addr[1]), now)
 
     def _note_verified(self, addr: Address) -> None:
         """`addr` answered a round trip: pushes may go there (bounded, least recent out)."""
@@ -713,7 +714,7 @@ class DhtServer:
         if len(self._verified) > 4096:
             self._verified.popitem(last=False)
 
-    def _admit(self, contact: Contact, now: float) -> None:
+    def _admit(self, contact: Peer, now: float) -> None:
         """A stranger that answered a round trip: into the table, or its bucket's least
         recently seen contact gets pinged."""
         contact.last_seen = now
@@ -777,7 +778,7 @@ class DhtServer:
             if self.table.would_accept(sender, addr[0]):
                 self._verify(addr)
 
-    def _check_alive(self, head: Contact) -> None:
+    def _check_alive(self, head: Peer) -> None:
         if head.address in self._verifying or len(self._verifying) >= MAX_VERIFYING:
             return
         self._verifying.add(head.address)
@@ -785,7 +786,7 @@ class DhtServer:
             lambda _f: self._verifying.discard(head.address)
         )
 
-    def _welcome(self, newcomer: Contact) -> None:
+    def _welcome(self, newcomer: Peer) -> None:
         """Queue a newcomer for the hand-over of records it is now a replica of."""
         if not self.storage.held_keys() or len(self._newcomers) >= 256:
             return

@@ -35,8 +35,8 @@ from typing import Any
 
 from mesh.dht.protocol import DhtProtocol
 from mesh.sim.clock import VirtualTimeLoop
+from mesh.wire import Address
 
-Address = tuple[str, int]
 MAX_UDP_PAYLOAD = 65507
 LINK_CACHE_MAX = 1 << 20  # link delays remembered (hosts never move)
 

@@ -1,6 +1,6 @@
 """Benchmark: two fresh nodes, no bootstrap, mDNS on loopback -> first acknowledged send.
 
-    python -m mesh.bench_discovery [--trials 5]     # prints JSON
+    python -m mesh.tools.bench_discovery [--trials 5]     # prints JSON
 
 Each trial starts two nodes at once on distinct 127.0.77.x addresses (explicit loopback
 interfaces, a random network name so concurrent runs never meet) and times from the

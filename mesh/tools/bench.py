@@ -18,7 +18,7 @@ recipient's `messages()` yields the message. Recipients neither send receipts no
 delete what they received, so no background traffic overlaps a timing.
 
 The same key/value work (one put and get, then 20 writers to one key and a get) runs on
-our DhtServer (`dht`), on kademlia 2.2.3 and on OpenDHT (mesh/bench_kv.py). Ours
+our DhtServer (`dht`), on kademlia 2.2.3 and on OpenDHT (mesh/tools/bench_kv.py). Ours
 and each baseline run one after the other, each in a fresh interpreter (`run_worker`): no
 library shares an event loop or a core with another, and every memory figure starts from
 a clean process.
@@ -46,7 +46,14 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from mesh import envelope
-from mesh.bench_kv import (
+from mesh.dht.server import VERIFY_DELAY, DhtConfig, DhtServer
+from mesh.dht.storage import RecordStorage
+from mesh.envelope import Record
+from mesh.errors import LocalError, MeshError
+from mesh.identity import Identity
+from mesh.node import Node, NodeOptions, Receipt
+from mesh.store import Store
+from mesh.tools.bench_kv import (
     BOOTSTRAP_CONCURRENCY,
     MAILBOX_SENDERS,
     TEXT,
@@ -62,13 +69,7 @@ from mesh.bench_kv import (
     run_baseline,
     summary,
 )
-from mesh.dht.server import VERIFY_DELAY, DhtConfig, DhtServer
-from mesh.dht.storage import RecordStorage
-from mesh.envelope import Record
-from mesh.errors import LocalError, MeshError
-from mesh.identity import Identity
-from mesh.node import Address, Node, NodeOptions, Receipt
-from mesh.store import Store
+from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
@@ -456,9 +457,9 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
 
 async def discovery_result(trials: int, notes: list[str]) -> dict[str, Any] | None:
     try:
-        from mesh.bench_discovery import run_discovery_bench
+        from mesh.tools.bench_discovery import run_discovery_bench
     except ImportError as exc:
-        notes.append(f"discovery: skipped, mesh.bench_discovery unavailable ({exc})")
+        notes.append(f"discovery: skipped, mesh.tools.bench_discovery unavailable ({exc})")
         return None
     return dict(await run_discovery_bench(trials))
 
@@ -477,7 +478,7 @@ def raise_fd_limit(needed: int) -> None:
 
 
 WORKER_TIMEOUT = 900.0
-WORKER_CODE = "from mesh.bench import worker_main; worker_main()"
+WORKER_CODE = "from mesh.tools.bench import worker_main; worker_main()"
 
 
 def worker_main() -> None:

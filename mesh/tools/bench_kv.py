@@ -4,7 +4,7 @@ Per trial: one value put by a random peer and read by another; then 20 peers put
 values under one key and a peer that wrote none reads it (`mailbox_values`: how many of
 the 20 came back). `MeshKeyValue` runs it on our DhtServer, `KademliaKeyValue` on plain
 kademlia 2.2.3 and `OpenDhtKeyValue` on OpenDHT; `run_baseline` is a baseline's whole
-run. `mesh.bench.run_worker` runs each in a fresh interpreter, after our own peers
+run. `mesh.tools.bench.run_worker` runs each in a fresh interpreter, after our own peers
 stopped, so no library shares an event loop, a GIL, a core or an allocator with another.
 """
 
@@ -353,5 +353,5 @@ BASELINE_RUNNERS = {"kademlia": kademlia_baseline, "opendht": opendht_baseline}
 
 
 def run_baseline(name: str, peers: int, trials: int, seed: int) -> Coroutine[Any, Any, Any]:
-    """The baseline's whole run, for `mesh.bench.worker_main` (in its own process)."""
+    """The baseline's whole run, for `mesh.tools.bench.worker_main` (in its own process)."""
     return BASELINE_RUNNERS[name](peers, trials, seed, record_size())
