@@ -51,7 +51,7 @@ async def test_close_cancels_running_and_later_spawns() -> None:
     assert late.cancelled() and len(tasks) == 0
 
 
-async def test_default_handler_logs_only_unexpected_errors(caplog: pytest.LogCaptureFixture) -> None:
+async def test_default_handler_logs_only_bugs(caplog: pytest.LogCaptureFixture) -> None:
     tasks = TaskSet()
 
     async def expected() -> None:
