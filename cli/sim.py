@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mesh.errors import MeshError
-from mesh.sim import Report, Scenario, plot, simulate
+from mesh.sim import SETTINGS, Report, Scenario, plot, simulate
 
 FD_MARGIN = 64  # descriptors a --real run needs besides one socket per peer
 
@@ -65,6 +65,19 @@ FD_MARGIN = 64  # descriptors a --real run needs besides one socket per peer
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (last line).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG.")
 @click.option("--real", is_flag=True, help="Use loopback UDP sockets and real time.")
+@click.option(
+    "--settings",
+    type=click.Choice(sorted(SETTINGS)),
+    default="production",
+    show_default=True,
+    help="Node and DHT settings: production (what ships) or fast (a simulator-only "
+    "speed-up: rare polls, renewals and maintenance; docs/simulation.md).",
+)
+@click.option(
+    "--charge-cpu",
+    is_flag=True,
+    help="Advance the virtual clock by each event's measured CPU time too.",
+)
 def command(
     peers: int,
     duration: float,
@@ -79,6 +92,8 @@ def command(
     as_json: bool,
     plot_path: str | None,
     real: bool,
+    settings: str,
+    charge_cpu: bool,
 ) -> None:
     """Run many real nodes in one process, on an in-memory network with a virtual clock,
     under churn, loss and partitions; report what was delivered (docs/simulation.md)."""
@@ -95,6 +110,8 @@ def command(
             heal_at=heal_at,
             seed=seed,
             real=real,
+            settings=settings,
+            charge_cpu=charge_cpu,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -159,10 +176,11 @@ def _print_summary(report: Report, plot_path: str | None) -> None:
     table = Table(show_header=False, box=None)
     rows: list[tuple[str, Any]] = [
         ("peers", data["peers"]),
+        ("settings", _settings(data["settings"], data["cpu_charged"])),
         ("simulated", f"{data['sim_s']:.0f} s (+{data['setup_s']:.0f} s joining)"),
         ("wall", f"{data['wall_s']:.1f} s ({data['cpu_s']:.1f} s CPU)"),
         ("sent / acked", f"{data['sent']} / {data['acked']} ({data['skipped']} skipped)"),
-        ("delivered", f"{data['delivered']} of the acked"),
+        ("delivered", f"{data['delivered']} of the acked ({_vias(data['delivered_via'])})"),
         ("lost", len(data["lost"])),
         ("latency p50/p95/p99", _latency(data["latency_ms"])),
         ("datagrams", _datagrams(data["network"])),
@@ -186,3 +204,15 @@ def _latency(latency: dict[str, float | None]) -> str:
 def _datagrams(network: dict[str, int]) -> str:
     keys = ("sent", "lost", "duplicated", "blocked", "unreachable")
     return ", ".join(f"{k} {network[k]}" for k in keys if network.get(k))
+
+
+def _settings(settings: dict[str, Any], cpu_charged: bool) -> str:
+    changed = [
+        f"{k}={v}" for part in settings["differs_from_production"].values() for k, v in part.items()
+    ]
+    text = str(settings["name"]) + (f" ({', '.join(changed)})" if changed else "")
+    return text + (", CPU time charged to the clock" if cpu_charged else "")
+
+
+def _vias(vias: dict[str, int]) -> str:
+    return ", ".join(f"{n} by {via}" for via, n in vias.items())

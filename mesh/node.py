@@ -48,6 +48,7 @@ DB_NAME = "mesh.db"
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
+VIAS = ("push", "fetch", "poll")  # how a message can reach us (counters received_*)
 MOVED_SHARE = 2  # our mailbox's replicas moved if half of them are new to us
 GROWN_FACTOR = 2.0  # the table doubled since our replicas' lookup: look again
 MERGE_INTRODUCTIONS = 2  # out-of-band newcomers within burst_window that mean a merge
@@ -63,7 +64,11 @@ class Receipt:
 
 @dataclass(frozen=True)
 class NodeOptions:
+    # Fetch as a fallback to push: every `poll_interval` while no listen of ours is live
+    # (no replica acknowledged our last subscription, or its grant ran out), every
+    # `live_poll_interval` while one is (push is then the main path; see docs/simulation.md).
     poll_interval: float = 30.0
+    live_poll_interval: float = 900.0
     outbox_interval: float = 10.0
     delete_delay: float = 0.2
     rejoin_interval: float = 10.0  # at most one catch-up round per this many seconds
@@ -111,6 +116,8 @@ class Node:
         self._delete_scheduled = False
         self._stopped = False
         self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
+        for via in VIAS:  # how each received message came: push, catch-up/explicit, poll
+            self.counters[f"received_{via}"] = 0
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
@@ -123,6 +130,7 @@ class Node:
         self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
         self._replicas: list[Peer] = []  # where the last subscription went
         self._subscribed_at = -1e9
+        self._live_until = -1e9  # loop time until which a replica granted our listen
         self._finishing: set[asyncio.Task[Any]] = set()
         self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
@@ -449,12 +457,12 @@ class Node:
 
     # -- receiving ----------------------------------------------------------------
 
-    async def fetch(self) -> list[Message]:
+    async def fetch(self, via: str = "fetch") -> list[Message]:
         """Fetch the mailbox from the DHT; returns the messages not seen before."""
         records = await self.dht.fetch(self.identity.public.mailbox_key)
         new = []
         for record in records:
-            message = self._accept(record)
+            message = self._accept(record, via)
             if message is not None:
                 new.append(message)
         return new
@@ -480,9 +488,9 @@ class Node:
         ]
 
     def _on_push(self, key: bytes, record: Record) -> None:
-        self._accept(record)
+        self._accept(record, "push")
 
-    def _accept(self, record: Record) -> Message | None:
+    def _accept(self, record: Record, via: str) -> Message | None:
         """Open, persist, acknowledge. Returns the message if it is new text."""
         if record.id in self._seen:
             return None
@@ -513,6 +521,7 @@ class Node:
         if not is_new:
             return None
         self.counters["received"] += 1
+        self.counters[f"received_{via}"] += 1
         self._queue.put_nowait(message)
         if self.options.receipts and message.sender != self.id:
             self._finish_later(self._send_receipt(message))
@@ -602,7 +611,10 @@ class Node:
                     targets = closest
             if targets:
                 eager = {c.id for c in self._replicas[:PUSHERS]}  # closest first
-                await self.dht.subscribe(key, self._listen_request, targets, eager)
+                granted = await self.dht.subscribe(key, self._listen_request, targets, eager)
+                if granted:
+                    now = asyncio.get_running_loop().time()
+                    self._live_until = now + self.dht.config.listen_duration
         return len(fresh)
 
     async def _renew_subscription(self) -> None:
@@ -616,17 +628,23 @@ class Node:
                 continue
             await asyncio.sleep(renew_at - loop.time())
 
+    def poll_due(self, last_poll: float, now: float) -> bool:
+        """Is a polling fetch due? Rarely while a listen is live, often when none is."""
+        live = now < self._live_until
+        interval = self.options.live_poll_interval if live else self.options.poll_interval
+        return now >= last_poll + interval
+
     async def _background(self) -> None:
         """Outbox retries and the polling fallback."""
         loop = asyncio.get_running_loop()
-        next_poll = loop.time() + self.options.poll_interval
+        last_poll = loop.time()
         while True:
             with contextlib.suppress(MeshError):
                 await self.flush_outbox()
-            if loop.time() >= next_poll:
-                next_poll = loop.time() + self.options.poll_interval
+            if self.poll_due(last_poll, loop.time()):
+                last_poll = loop.time()
                 with contextlib.suppress(MeshError):
-                    await self.fetch()
+                    await self.fetch("poll")
             await asyncio.sleep(self.options.outbox_interval)
 
 

@@ -11,11 +11,21 @@ seed), `scenario` (plays the plan on real nodes), `report` (numbers, JSON, plot)
 
 from mesh.sim.clock import SimulationStalled, VirtualTimeLoop, run_virtual
 from mesh.sim.network import Impairments, LinkModel, Network
-from mesh.sim.plan import Event, Plan, Scenario, make_plan, sim_config, sim_options
+from mesh.sim.plan import (
+    SETTINGS,
+    Event,
+    Plan,
+    Scenario,
+    make_plan,
+    settings_diff,
+    sim_config,
+    sim_options,
+)
 from mesh.sim.report import Report, Sent, plot
 from mesh.sim.scenario import Simulation, simulate
 
 __all__ = [
+    "SETTINGS",
     "Event",
     "Impairments",
     "LinkModel",
@@ -30,6 +40,7 @@ __all__ = [
     "make_plan",
     "plot",
     "run_virtual",
+    "settings_diff",
     "sim_config",
     "sim_options",
     "simulate",

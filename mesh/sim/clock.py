@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -106,12 +107,28 @@ class VirtualSelector(selectors.BaseSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An asyncio event loop whose `time()` is virtual (seconds, starting at `start`)."""
 
-    def __init__(self, start: float = 0.0, stall_timeout: float = STALL_TIMEOUT) -> None:
+    def __init__(
+        self, start: float = 0.0, stall_timeout: float = STALL_TIMEOUT, charge_cpu: bool = False
+    ) -> None:
         self._virtual_now = float(start)
         self._sources: list[VirtualSource] = []
         self.jumps = 0
         self.skipped = 0.0
+        self.charge_cpu = charge_cpu
+        self.charged = 0.0  # seconds of CPU time added to the clock (charge_cpu)
         super().__init__(VirtualSelector(self, selectors.DefaultSelector(), stall_timeout))
+
+    def _run_once(self) -> None:
+        """One loop iteration; with `charge_cpu`, the CPU time its callbacks took is
+        added to the clock afterwards, as if every peer shared this one CPU."""
+        if not self.charge_cpu:
+            super()._run_once()  # type: ignore[misc]
+            return
+        started = time.thread_time()
+        super()._run_once()  # type: ignore[misc]
+        spent = time.thread_time() - started
+        self.charged += spent
+        self._virtual_now += spent
 
     def time(self) -> float:
         return self._virtual_now
@@ -145,12 +162,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
                 self.call_soon(source.run_due)
 
     def statistics(self) -> dict[str, float]:
-        return {"now": self._virtual_now, "jumps": self.jumps, "skipped_s": self.skipped}
+        return {
+            "now": self._virtual_now,
+            "jumps": self.jumps,
+            "skipped_s": self.skipped,
+            "cpu_charged_s": self.charged,
+        }
 
 
-def run_virtual(main: Coroutine[Any, Any, T], start: float = 0.0) -> T:
+def run_virtual(main: Coroutine[Any, Any, T], start: float = 0.0, charge_cpu: bool = False) -> T:
     """`asyncio.run` on a virtual clock: run `main` to completion, then close the loop."""
-    loop = VirtualTimeLoop(start)
+    loop = VirtualTimeLoop(start, charge_cpu=charge_cpu)
     try:
         asyncio.set_event_loop(loop)
         return loop.run_until_complete(main)

@@ -20,8 +20,10 @@ The model, so that `delivered == acked` is a fair target:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from mesh.dht.server import DhtConfig
 from mesh.node import NodeOptions
@@ -33,15 +35,31 @@ NEW_PEERS_PER_DEPARTURE = 0.5
 
 
 def sim_config() -> DhtConfig:
-    """DHT settings the simulator passes: the defaults, with slower background renewals
-    (push is the main path; see docs/simulation.md for what each costs)."""
+    """DHT settings of `--settings fast`, a simulator-only speed-up: slower background
+    renewals than production (see docs/simulation.md for what each costs)."""
     return DhtConfig(listen_duration=3600, maintenance_interval=300.0)
 
 
 def sim_options() -> NodeOptions:
-    """Node settings the simulator passes: polling (a fallback to push) and outbox retries
-    (a failed send is retried when the sender catches up anyway) are rarer."""
-    return NodeOptions(poll_interval=3600.0, outbox_interval=300.0)
+    """Node settings of `--settings fast`: rare polling and outbox retries."""
+    return NodeOptions(poll_interval=3600.0, live_poll_interval=3600.0, outbox_interval=300.0)
+
+
+# Named settings: what a run's nodes use unless `config`/`options` are given. The
+# default is what ships; anything else is named in the report.
+SETTINGS: dict[str, tuple[Callable[[], DhtConfig], Callable[[], NodeOptions]]] = {
+    "production": (DhtConfig, NodeOptions),
+    "fast": (sim_config, sim_options),
+}
+
+
+def settings_diff(config: DhtConfig, options: NodeOptions) -> dict[str, dict[str, object]]:
+    """The fields of `config` and `options` that differ from the production defaults."""
+    out: dict[str, dict[str, object]] = {}
+    for name, value, default in (("dht", config, DhtConfig()), ("node", options, NodeOptions())):
+        ours, base = dataclasses.asdict(value), dataclasses.asdict(default)
+        out[name] = {k: v for k, v in ours.items() if base[k] != v}
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,13 +75,38 @@ class Scenario:
     seed: int = 1
     duplicate: float = 0.0
     real: bool = False
-    config: DhtConfig = field(default_factory=sim_config)
-    options: NodeOptions = field(default_factory=sim_options)
+    settings: str = "production"  # a key of SETTINGS: the defaults of config and options
+    config: DhtConfig | None = None  # None: the named settings' DhtConfig
+    options: NodeOptions | None = None  # None: the named settings' NodeOptions
+    charge_cpu: bool = False  # the virtual clock also advances by each callback's CPU time
 
     def __post_init__(self) -> None:
+        if self.settings not in SETTINGS:
+            raise ValueError(f"unknown settings {self.settings!r}: one of {', '.join(SETTINGS)}")
+        make_config, make_options = SETTINGS[self.settings]
+        if self.config is None:
+            object.__setattr__(self, "config", make_config())
+        if self.options is None:
+            object.__setattr__(self, "options", make_options())
         problem = self._problem()
         if problem:
             raise ValueError(problem)
+
+    @property
+    def dht_config(self) -> DhtConfig:
+        assert self.config is not None  # set by __post_init__
+        return self.config
+
+    @property
+    def node_options(self) -> NodeOptions:
+        assert self.options is not None  # set by __post_init__
+        return self.options
+
+    def settings_report(self) -> dict[str, object]:
+        """Which settings ran: the name, and every field that differs from production."""
+        diff = settings_diff(self.dht_config, self.node_options)
+        custom = self.settings == "production" and any(diff.values())
+        return {"name": "custom" if custom else self.settings, "differs_from_production": diff}
 
     def _problem(self) -> str | None:
         if self.peers < 2:

@@ -52,6 +52,9 @@ class Report:
     cpu_s: float = 0.0
     partition: tuple[float, float] | None = None  # (cut at, healed at) in run seconds
     errors: dict[str, int] = field(default_factory=dict)  # failed joins/departures by type
+    settings: dict[str, Any] = field(default_factory=dict)  # which settings ran
+    delivered_via: dict[str, int] = field(default_factory=dict)  # push / fetch / poll
+    cpu_charged: bool = False  # did callbacks' CPU time advance the virtual clock
 
     @property
     def acked(self) -> list[Sent]:
@@ -90,15 +93,37 @@ class Report:
             "lost_detail": [_describe(s) for s in self.lost],
             "send_errors": dict(sorted(errors.items())),
             "errors": self.errors,
+            "settings": self.settings,
+            "cpu_charged": self.cpu_charged,
+            "delivered_via": self.delivered_via,
             "latency_ms": {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)},
             "latency_max_ms": round(latencies[-1], 3) if latencies else None,
             "events": self.events,
-            "partition": None
-            if self.partition is None
-            else {"at": self.partition[0], "heal_at": self.partition[1]},
+            "partition": self._partition_json(),
             "network": dict(sorted(self.network.items())),
             "protocol": dict(sorted(self.protocol.items())),
             "rss_mb": peak_rss_mb(),
+        }
+
+    def _partition_json(self) -> dict[str, Any] | None:
+        """When the cut started and healed, and how long after the heal the messages
+        sent during the cut but delivered only after it arrived (the heal time)."""
+        if self.partition is None:
+            return None
+        at, heal_at = self.partition
+        waits = sorted(
+            s.delivered_at - heal_at
+            for s in self.sent
+            if at <= s.at < heal_at and s.delivered_at is not None and s.delivered_at >= heal_at
+        )
+        return {
+            "at": at,
+            "heal_at": heal_at,
+            "delivered_after_heal": len(waits),
+            "after_heal_s": {
+                "p50": percentile(waits, 50),
+                "max": round(waits[-1], 3) if waits else None,
+            },
         }
 
 

@@ -24,12 +24,13 @@ from typing import Any
 
 from mesh.errors import MeshError
 from mesh.identity import Identity
-from mesh.node import Node
+from mesh.node import VIAS, Node
 from mesh.sim.clock import run_virtual
 from mesh.sim.network import Impairments, LinkModel, Network, real_binder
 from mesh.sim.plan import Event, Plan, Scenario, make_plan
 from mesh.sim.report import Report, Sent
 from mesh.store import Store
+from mesh.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Peer:
     port: int = 0  # 0 until a --real peer first bound (then it keeps its port)
     node: Node | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    sends: set[asyncio.Task[Any]] = field(default_factory=set)
+    sends: TaskSet = field(default_factory=TaskSet)  # this session's sends, cut on leave
 
     @property
     def online(self) -> bool:
@@ -99,7 +100,7 @@ class Simulation:
         self.retired: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.t0 = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(on_error=self._task_failed)
 
     def _make_peer(self, slot: int) -> Peer:
         identity = Identity.from_seed(self.rng.randbytes(32))
@@ -107,7 +108,8 @@ class Simulation:
         store.set_identity_blob(identity.to_bytes())
         store.set_setting("node_id", self.rng.randbytes(20).hex())
         host = real_host(slot) if self.scenario.real else sim_host(slot)
-        return Peer(slot, host, identity, store, port=0 if self.scenario.real else PORT)
+        port = 0 if self.scenario.real else PORT
+        return Peer(slot, host, identity, store, port, sends=TaskSet(on_error=self._task_failed))
 
     # -- the run ----------------------------------------------------------------------
 
@@ -168,18 +170,11 @@ class Simulation:
             self._heal()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._tasks.spawn(coro)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        """A failed join or departure is a bug of the simulator or of the node: count it
-        (the report shows `errors`) and log it, never let it pass silently."""
-        self._tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """A failed join, departure or send is a bug of the simulator or of the node:
+        count it (the report shows `errors`) and log it, never let it pass silently."""
         self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
         log.error("simulated peer task failed: %r", exc, exc_info=exc)
 
@@ -225,8 +220,8 @@ class Simulation:
                 host=peer.host,
                 port=peer.port,
                 bootstrap=bootstrap,
-                config=sc.config,
-                options=sc.options,
+                config=sc.dht_config,
+                options=sc.node_options,
                 bind=self.bind,
                 wall=self.wall,
                 store=peer.store,
@@ -240,8 +235,8 @@ class Simulation:
             node, peer.node = peer.node, None
             if node is None:
                 return
-            for task in list(peer.sends):
-                task.cancel()
+            await peer.sends.close()
+            peer.sends = TaskSet(on_error=self._task_failed)
             self._retire(node)
             await node.dht.close()
 
@@ -268,9 +263,7 @@ class Simulation:
             return
         record = Sent(event.seq, event.peer, event.other, self.loop.time() - self.t0)
         self.sent.append(record)
-        task = self._spawn(self._send(peer.node, record))
-        peer.sends.add(task)
-        task.add_done_callback(peer.sends.discard)
+        peer.sends.spawn(self._send(peer.node, record))
 
     async def _send(self, node: Node, record: Sent) -> None:
         to = self.peers[record.recipient].identity.id
@@ -313,6 +306,9 @@ class Simulation:
             real=self.scenario.real,
             partition=self._partition_window(),
             errors=dict(sorted(self.errors.items())),
+            settings=self.scenario.settings_report(),
+            delivered_via={via: protocol.get(f"received_{via}", 0) for via in VIAS},
+            cpu_charged=self.scenario.charge_cpu,
         )
 
     def _partition_window(self) -> tuple[float, float] | None:
@@ -343,9 +339,7 @@ class Simulation:
         return self.wall() - (self.loop.time() - self.t0)
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(self._tasks.close(), *(p.sends.close() for p in self.peers))
         nodes = [p.node for p in self.peers if p.node is not None]
         for peer in self.peers:
             peer.node = None
@@ -371,7 +365,7 @@ def simulate(
     try:
         if scenario.real:
             return _run_real(scenario, progress, plan)
-        return run_virtual(_main(scenario, progress, plan))
+        return run_virtual(_main(scenario, progress, plan), charge_cpu=scenario.charge_cpu)
     finally:
         random.setstate(saved)
 
