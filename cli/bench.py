@@ -18,6 +18,7 @@ from rich.table import Table
 
 from mesh.errors import MeshError
 from mesh.tools.bench import BASELINES, BenchOptions, run_bench, uvloop_available
+from mesh.tools.bench_kv import PREPARATIONS
 
 
 @click.command(name="bench")
@@ -51,6 +52,19 @@ from mesh.tools.bench import BASELINES, BenchOptions, run_bench, uvloop_availabl
 )
 @click.option("--no-baselines", is_flag=True, help="Skip kademlia and OpenDHT.")
 @click.option("--discovery", is_flag=True, help="Also time mDNS discovery on loopback.")
+@click.option(
+    "--prepare",
+    type=click.Choice(PREPARATIONS),
+    default="settle",
+    show_default=True,
+    help="The same for every DHT after joining: settle (3 s idle, then gc.freeze) or none.",
+)
+@click.option(
+    "--equal-work/--no-equal-work",
+    default=True,
+    show_default=True,
+    help="Also run our key/value trials at OpenDHT's replication (k = 8, quorum 8).",
+)
 @click.option("--profile", is_flag=True, help="cProfile the trials; top 25 to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line.")
 @click.option("-v", "--verbose", is_flag=True, help="Progress on stderr.")
@@ -63,6 +77,8 @@ def command(
     baselines: tuple[str, ...],
     no_baselines: bool,
     discovery: bool,
+    prepare: str,
+    equal_work: bool,
     profile: bool,
     as_json: bool,
     verbose: bool,
@@ -78,6 +94,8 @@ def command(
         full_nodes=full_nodes,
         baselines=() if no_baselines else (baselines or BASELINES),
         discovery=discovery,
+        prepare=prepare,
+        equal_work=equal_work,
         profile=profile,
         verbose=verbose,
     )
@@ -99,19 +117,32 @@ def _p50(value: Any) -> str:
 
 def _print_summary(result: dict[str, Any]) -> None:
     kinds = ", ".join(f"{n} {k}" for k, n in result["peer_kind"].items() if n)
+    prep = result["preparation"]
     rows: list[tuple[str, str]] = [
         ("peers", f"{result['peers']} ({kinds}), {result['loop']}"),
+        ("preparation", f"{prep['policy']} ({prep['settle_s']} s idle) for every DHT"),
         ("send", _p50(result["send_ms"])),
-        ("fetch20", f"{_p50(result['fetch20_ms'])}, complete {result['fetch20_complete']}"),
+        ("fetch20 cold", _fetch(result, "cold")),
+        ("fetch20 warm", _fetch(result, "warm")),
         ("push", _p50(result["push_ms"])),
         ("memory", f"{result['rss_kb_per_peer']} KiB per peer"),
     ]
-    for name, base in [("ours (DhtServer)", result["dht"]), *result["baselines"].items()]:
+    systems = [("ours (DhtServer)", result["dht"] | {"replication": result["replication"]})]
+    if result.get("equal_work") is not None:
+        systems.append(("ours at k = 8", result["equal_work"]))
+    for name, base in [*systems, *result["baselines"].items()]:
         if base is None:
             rows.append((name, "not run"))
             continue
         values = f"{base['mailbox_values']}/20 values"
-        rows.append((name, f"set {_p50(base['set_ms'])}, get {_p50(base['get_ms'])}, {values}"))
+        k = base.get("replication", {}).get("k", "?")
+        rows.append(
+            (
+                name,
+                f"k {k}: set {_p50(base['set_ms'])}, get {_p50(base['get_ms'])}, "
+                f"mailbox {_p50(base['mailbox_ms'])}, {values}",
+            )
+        )
     table = Table(show_header=False, box=None)
     for key, value in rows:
         table.add_row(key, value)
@@ -119,3 +150,7 @@ def _print_summary(result: dict[str, Any]) -> None:
     console.print(table)
     for note in result["notes"]:
         console.print(f"note: {note}")
+
+
+def _fetch(result: dict[str, Any], kind: str) -> str:
+    return f"{_p50(result[f'fetch20_{kind}_ms'])}, complete {result[f'fetch20_{kind}_complete']}"

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
-import gc
 import importlib.util
 import json
 import logging
@@ -46,7 +45,7 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from mesh import envelope
-from mesh.dht.server import VERIFY_DELAY, DhtConfig, DhtServer
+from mesh.dht.server import DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
 from mesh.errors import LocalError, MeshError
@@ -56,6 +55,7 @@ from mesh.store import Store
 from mesh.tools.bench_kv import (
     BOOTSTRAP_CONCURRENCY,
     MAILBOX_SENDERS,
+    PREPARATIONS,
     TEXT,
     MeshKeyValue,
     bounded,
@@ -65,6 +65,7 @@ from mesh.tools.bench_kv import (
     loopback_address,
     per_peer_kb,
     percentile,
+    prepare,
     rss_kb,
     run_baseline,
     summary,
@@ -82,6 +83,8 @@ NEVER = 1e9  # seconds: a timer that does not fire during a bench
 SENDER_OPTIONS = NodeOptions(poll_interval=NEVER, receipts=False)
 RECIPIENT_OPTIONS = NodeOptions(poll_interval=NEVER, receipts=False, delete_delay=NEVER)
 BASELINES = ("kademlia", "opendht")
+EQUAL_WORK = "mesh_k8"  # worker name: our DhtServer at OpenDHT's replication factor
+EQUAL_WORK_CONFIG = DhtConfig(ksize=8, quorum=8)  # store on 8, return when all 8 acked
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class BenchOptions:
     discovery: bool = False
     profile: bool = False
     verbose: bool = False  # progress of every worker process on stderr
+    prepare: str = "settle"  # a key of PREPARATIONS: the same for every DHT
+    equal_work: bool = True  # also our key/value trials at OpenDHT's replication (k = 8)
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -153,10 +158,12 @@ class PhaseProfiler:
 class MeshNet:
     """Every peer of the bench, and the loopback addresses handed out so far."""
 
-    def __init__(self, options: BenchOptions, rng: random.Random) -> None:
+    def __init__(
+        self, options: BenchOptions, rng: random.Random, config: DhtConfig | None = None
+    ) -> None:
         self.options = options
         self.rng = rng
-        self.config = DhtConfig()
+        self.config = config or DhtConfig()
         self.replicas: list[DhtServer] = []
         self.nodes: list[Node] = []
         self.extras: list[Node] = []  # recipients started by the trials
@@ -211,19 +218,7 @@ class MeshNet:
         hosts = [self.address() for _ in range(node_count - len(self.nodes))]
         self.nodes += await bounded(map(self._new_node, hosts), BOOTSTRAP_CONCURRENCY)
         after_nodes = rss_kb()
-        # Strangers met while joining are verified (pinged) VERIFY_DELAY later, so the
-        # tables are still filling; a second bucket refresh by every peer, as
-        # maintenance would do in a network that has been up for a while, settles them.
-        await asyncio.sleep(VERIFY_DELAY)
-        await bounded([s.refresh_buckets() for s in self.servers], BOOTSTRAP_CONCURRENCY)
-        for _ in range(2):
-            await asyncio.sleep(VERIFY_DELAY)
-            await self.wait_quiet()
-        # The objects of 300 peers stay alive for the whole run: move them out of the
-        # collector's generations, or every full collection walks them all (measured:
-        # 12 % of the send phase's time at 300 peers, in 50 ms pauses).
-        gc.collect()
-        gc.freeze()
+        preparation = await prepare(self.options.prepare)
         contacts = [len(s.table) for s in self.servers]
         return {
             "peer_kind": {"dht_server": replica_count, "node": node_count},
@@ -234,6 +229,7 @@ class MeshNet:
                 "node": per_peer_kb(after_replicas, after_nodes, node_count),
             },
             "contacts": {"min": min(contacts), "p50": percentile(contacts, 0.5)},
+            "preparation": preparation,
         }
 
     async def _new_node(self, host: str) -> Node:
@@ -312,6 +308,8 @@ class Samples:
     catchup_ok: list[bool]
     fetch_ms: list[float]
     fetch_ok: list[bool]
+    cold_ms: list[float]
+    cold_ok: list[bool]
     open_ms: list[float]
     push_ms: list[float]
     push_ok: list[bool]
@@ -332,10 +330,27 @@ async def send_mailbox(net: MeshNet, recipient: Identity, samples: Samples) -> l
     return receipts
 
 
+async def cold_fetch(net: MeshNet, key: bytes, wanted: set[bytes], samples: Samples) -> None:
+    """The mailbox fetched by a peer that never looked the key up and holds no copy
+    (the key/value trials' reader rule): no contact near the key, every hop a stranger's."""
+    now = time.time()
+    readers = [s for s in net.replicas if not s.storage.ids(key, now)] or net.replicas
+    reader = net.rng.choice(readers)
+    with net.profiler.phase("fetch_cold"):
+        started = time.perf_counter()
+        records = await reader.fetch(key)
+        samples.cold_ms.append(elapsed_ms(started))
+    samples.cold_ok.append(wanted <= {r.id for r in records})
+    await net.wait_quiet()
+
+
 async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     identity = Identity.from_seed(net.rng.randbytes(32))
     receipts = await send_mailbox(net, identity, samples)
     await net.wait_quiet()
+    if net.replicas:
+        wanted = {r.record_id for r in receipts}
+        await cold_fetch(net, identity.mailbox_key, wanted, samples)
     started = time.perf_counter()
     recipient = await net.start_recipient(identity)
     samples.start_ms.append(elapsed_ms(started))
@@ -346,7 +361,7 @@ async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     if caught_up:
         samples.catchup_ms.append((max(arrivals.times.values()) - started) * 1000.0)
     await net.wait_quiet()
-    with net.profiler.phase("fetch"):
+    with net.profiler.phase("fetch_warm"):
         started = time.perf_counter()
         records = await recipient.dht.fetch(identity.mailbox_key)
         samples.fetch_ms.append(elapsed_ms(started))
@@ -378,7 +393,7 @@ async def push_trial(net: MeshNet, recipient: Node, arrivals: Arrivals, samples:
 
 
 async def run_trials(net: MeshNet, trials: int) -> Samples:
-    samples = Samples([], [], [], [], [], [], [], [], [], [], [])
+    samples = Samples(*([] for _ in dataclasses.fields(Samples)))
     online = await net.start_recipient(Identity.from_seed(net.rng.randbytes(32)))
     arrivals = Arrivals(online)
     await net.wait_quiet()
@@ -396,8 +411,10 @@ def samples_result(samples: Samples) -> dict[str, Any]:
             "min": min(samples.replicas, default=None),
             "p50": percentile(samples.replicas, 0.5) if samples.replicas else None,
         },
-        "fetch20_ms": summary(samples.fetch_ms),
-        "fetch20_complete": fraction(samples.fetch_ok),
+        "fetch20_cold_ms": summary(samples.cold_ms),
+        "fetch20_cold_complete": fraction(samples.cold_ok),
+        "fetch20_warm_ms": summary(samples.fetch_ms),
+        "fetch20_warm_complete": fraction(samples.fetch_ok),
         "open20_ms": summary(samples.open_ms),
         "recipient_start_ms": summary(samples.start_ms),
         "catchup_ms": summary(samples.catchup_ms),
@@ -409,26 +426,53 @@ def samples_result(samples: Samples) -> dict[str, Any]:
 
 
 async def bench_mesh(options: BenchOptions) -> dict[str, Any]:
-    """Our network's whole run; --profile prints to stderr."""
+    """Our network's whole run; --profile prints to stderr. The key/value trials run
+    first, right after the same preparation as every baseline's, so their tables are as
+    warm as the baselines' (the mailbox trials warm them further)."""
     rng = random.Random(options.seed)
     random.seed(options.seed)  # the DHT's own random choices (bucket refresh targets)
     net = MeshNet(options, rng)
     try:
         log.info("starting %d peers on loopback", options.peers)
         result = await net.build()
-        log.info("joined in %.1f s; %d trials", result["build_s"], options.trials)
+        result["replication"] = replication(net.config)
+        log.info("joined in %.1f s; key/value trials on our DhtServer", result["build_s"])
+        result["dht"] = await kv_trials(MeshKeyValue(net.servers, rng), options.trials, rng)
+        await net.wait_quiet()
+        log.info("%d mailbox trials", options.trials)
         samples = await run_trials(net, options.trials)
         if options.profile:
             net.profiler.print(sys.stderr)
             result["profiled"] = True  # cProfile slows everything: do not quote these times
         result.update(samples_result(samples))
-        await net.wait_quiet()
-        log.info("key/value trials on our DhtServer")
-        result["dht"] = await kv_trials(MeshKeyValue(net.servers, rng), options.trials, rng)
         result["extra_nodes"] = len(net.extras)
     finally:
         await net.stop()
     return result
+
+
+async def bench_mesh_kv(options: BenchOptions, config: DhtConfig) -> dict[str, Any]:
+    """Only the key/value trials, on our DhtServer with `config` (the equal-work run)."""
+    rng = random.Random(options.seed)
+    random.seed(options.seed)
+    net = MeshNet(options, rng, config)
+    try:
+        result = await net.build()
+        result["replication"] = replication(config)
+        result.update(await kv_trials(MeshKeyValue(net.servers, rng), options.trials, rng))
+    finally:
+        await net.stop()
+    return result
+
+
+def replication(config: DhtConfig) -> dict[str, Any]:
+    """Our replication factor and when our put returns."""
+    return {
+        "k": config.ksize,
+        "put_returns": f"after {min(config.quorum, config.ksize)} of {config.ksize} replicas "
+        f"acknowledged (lookup alpha {config.alpha}, ends when the {config.confirm} "
+        "closest answered)",
+    }
 
 
 # -- the whole run ------------------------------------------------------------------------
@@ -442,16 +486,23 @@ def ratio(ours: Any, theirs: Any) -> float | None:
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float | None]:
-    """ours / theirs on p50 (below 1: we are faster), for each baseline that ran."""
+    """ours / theirs on p50 (below 1: we are faster), like with like: the same key/value
+    work on each DHT; our cold mailbox fetch against their (cold) 20-value read; and our
+    DhtServer at k = 8 (`equal_work`) against OpenDHT, which stores on 8."""
     out: dict[str, float | None] = {}
     dht = result.get("dht", {})
+    equal = result.get("equal_work") or {}
     for name, base in result["baselines"].items():
         if base is None:
             continue
-        out[f"dht_set_vs_{name}"] = ratio(dht.get("set_ms"), base.get("set_ms"))
-        out[f"dht_get_vs_{name}"] = ratio(dht.get("get_ms"), base.get("get_ms"))
-        out[f"send_vs_{name}_set"] = ratio(result.get("send_ms"), base.get("set_ms"))
-        out[f"fetch20_vs_{name}_mailbox"] = ratio(result.get("fetch20_ms"), base["mailbox_ms"])
+        for op in ("set", "get", "mailbox"):
+            out[f"dht_{op}_vs_{name}"] = ratio(dht.get(f"{op}_ms"), base.get(f"{op}_ms"))
+        out[f"fetch20_cold_vs_{name}_mailbox"] = ratio(
+            result.get("fetch20_cold_ms"), base.get("mailbox_ms")
+        )
+        if name == "opendht" and equal:
+            for op in ("set", "get", "mailbox"):
+                out[f"k8_{op}_vs_opendht"] = ratio(equal.get(f"{op}_ms"), base.get(f"{op}_ms"))
     return out
 
 
@@ -489,8 +540,10 @@ def worker_main() -> None:
         logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     if args["name"] == "mesh":
         coro = bench_mesh(options)
+    elif args["name"] == EQUAL_WORK:
+        coro = bench_mesh_kv(options, EQUAL_WORK_CONFIG)
     else:
-        coro = run_baseline(args["name"], options.peers, options.trials, options.seed)
+        coro = run_baseline(args["name"], options)
     print(json.dumps(run_loop(coro, options.use_uvloop)), flush=True)
 
 
@@ -499,7 +552,7 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
     from a clean process, and nothing it leaves behind (threads, sockets) slows the next.
     Our own run's stderr (progress, --profile) passes through; a baseline's is kept for
     the note that says why it failed."""
-    if name != "mesh" and importlib.util.find_spec(name) is None:
+    if name in BASELINES and importlib.util.find_spec(name) is None:
         notes.append(f"{name}: not installed (pip install 'mesh-messenger[bench]')")
         return None
     payload = json.dumps({"name": name, "options": dataclasses.asdict(options)})
@@ -507,7 +560,7 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
         done = subprocess.run(
             [sys.executable, "-c", WORKER_CODE, payload],
             stdout=subprocess.PIPE,
-            stderr=None if name == "mesh" else subprocess.PIPE,
+            stderr=None if name in ("mesh", EQUAL_WORK) else subprocess.PIPE,
             text=True,
             timeout=WORKER_TIMEOUT,
             check=True,
@@ -520,10 +573,35 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
     return result
 
 
+def source_commit() -> str | None:
+    """The commit of the code that ran (with "+dirty" if it had uncommitted changes)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """The whole benchmark: ours, then each baseline, each in its own process."""
     if options.peers < 2 or options.trials < 1:
         raise LocalError("the bench needs at least 2 peers and 1 trial")
+    if options.prepare not in PREPARATIONS:
+        raise LocalError(f"unknown preparation {options.prepare!r}: {', '.join(PREPARATIONS)}")
     raise_fd_limit(options.peers + options.trials + FD_MARGIN)
     started = time.perf_counter()
     options = dataclasses.replace(options, use_uvloop=options.use_uvloop and uvloop_available())
@@ -531,6 +609,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     result: dict[str, Any] = {"peers": options.peers, "trials": options.trials}
     result["seed"] = options.seed
     result["loop"] = "uvloop" if options.use_uvloop else "asyncio"
+    result["commit"] = source_commit()
     result["load_avg"] = [round(os.getloadavg()[0], 2)]  # other work on the machine: noise
     ours = run_worker("mesh", options, notes)
     if ours is None:
@@ -541,6 +620,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         name: run_worker(name, options, notes) if name in options.baselines else None
         for name in BASELINES
     }
+    if options.equal_work:
+        result["equal_work"] = run_worker(EQUAL_WORK, options, notes)
     result["ratios"] = ratios(result)
     if options.discovery:
         result["discovery"] = run_loop(discovery_result(options.trials, notes), options.use_uvloop)

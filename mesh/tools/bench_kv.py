@@ -98,6 +98,27 @@ async def bounded(coros: Iterable[Coroutine[Any, Any, T]], limit: int) -> list[T
     return list(await asyncio.gather(*(one(c) for c in coros)))
 
 
+# -- the same preparation for every DHT --------------------------------------------------
+
+# After its peers joined, each DHT (ours, kademlia, OpenDHT) gets the same preparation,
+# or none: "settle" waits SETTLE_S seconds with nothing timed (each DHT's own background
+# work runs: our verification pings of strangers, OpenDHT's maintenance), then collects
+# and freezes the garbage collector; "none" starts timing straight after the joins. Nobody
+# gets an extra bucket refresh or a wait for quiet.
+SETTLE_S = 3.0
+PREPARATIONS = ("settle", "none")
+
+
+async def prepare(policy: str) -> dict[str, Any]:
+    """Apply `policy` (one of PREPARATIONS); returns what was done, for the JSON."""
+    if policy == "none":
+        return {"policy": "none", "settle_s": 0.0, "gc_freeze": False, "bucket_refresh": False}
+    await asyncio.sleep(SETTLE_S)
+    gc.collect()
+    gc.freeze()
+    return {"policy": policy, "settle_s": SETTLE_S, "gc_freeze": True, "bucket_refresh": False}
+
+
 # -- the key/value trials ------------------------------------------------
 
 
@@ -233,7 +254,18 @@ async def build_kademlia(peers: int, rng: random.Random) -> list[Any]:
     return servers
 
 
-async def kademlia_baseline(peers: int, trials: int, seed: int, size: int) -> dict[str, Any]:
+KADEMLIA_REPLICATION = {
+    "k": 20,
+    "put_returns": "after a full crawl (alpha 3) and a store to each of the 20 closest "
+    "found, once every store answered or timed out",
+}
+OPENDHT_REPLICATION = {
+    "k": 8,
+    "put_returns": "when the value is announced: its search's 8 closest nodes acknowledged",
+}
+
+
+async def kademlia_baseline(peers: int, trials: int, seed: int, size: int, policy: str) -> Any:
     rng = random.Random(seed)
     random.seed(seed)
     base = rss_kb()
@@ -242,6 +274,8 @@ async def kademlia_baseline(peers: int, trials: int, seed: int, size: int) -> di
     result: dict[str, Any] = {
         "build_s": round(time.perf_counter() - started, 2),
         "rss_kb_per_peer": per_peer_kb(base, rss_kb(), peers),
+        "replication": KADEMLIA_REPLICATION,
+        "preparation": await prepare(policy),
     }
     result.update(await kv_trials(KademliaKeyValue(servers, rng, size), trials, rng))
     for server in servers:
@@ -335,7 +369,7 @@ async def build_opendht(peers: int, rng: random.Random, size: int) -> OpenDhtKey
     return kv
 
 
-async def opendht_baseline(peers: int, trials: int, seed: int, size: int) -> dict[str, Any]:
+async def opendht_baseline(peers: int, trials: int, seed: int, size: int, policy: str) -> Any:
     rng = random.Random(seed)
     base = rss_kb()
     started = time.perf_counter()
@@ -343,6 +377,8 @@ async def opendht_baseline(peers: int, trials: int, seed: int, size: int) -> dic
     result: dict[str, Any] = {
         "build_s": round(time.perf_counter() - started, 2),
         "rss_kb_per_peer": per_peer_kb(base, rss_kb(), peers),
+        "replication": OPENDHT_REPLICATION,
+        "preparation": await prepare(policy),
     }
     result.update(await kv_trials(kv, trials, rng))
     await kv.shutdown()
@@ -352,6 +388,18 @@ async def opendht_baseline(peers: int, trials: int, seed: int, size: int) -> dic
 BASELINE_RUNNERS = {"kademlia": kademlia_baseline, "opendht": opendht_baseline}
 
 
-def run_baseline(name: str, peers: int, trials: int, seed: int) -> Coroutine[Any, Any, Any]:
+class RunOptions(Protocol):
+    @property
+    def peers(self) -> int: ...
+    @property
+    def trials(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def prepare(self) -> str: ...
+
+
+def run_baseline(name: str, options: RunOptions) -> Coroutine[Any, Any, Any]:
     """The baseline's whole run, for `mesh.tools.bench.worker_main` (in its own process)."""
-    return BASELINE_RUNNERS[name](peers, trials, seed, record_size())
+    runner = BASELINE_RUNNERS[name]
+    return runner(options.peers, options.trials, options.seed, record_size(), options.prepare)
