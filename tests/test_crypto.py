@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import nacl.bindings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,9 +100,18 @@ def test_ed25519_to_x25519() -> None:
             crypto.ed25519_pk_to_x25519(bad)
 
 
-def test_caches_are_bounded() -> None:
-    for cached in (crypto._verify_key, crypto._sealer, crypto.ed25519_pk_to_x25519):
-        assert cached.cache_info().maxsize == 4096
+def test_key_caches_stay_bounded_under_a_flood_of_new_keys() -> None:
+    """Peers can send ever new keys: the caches of parsed keys must not grow with them."""
+    caches = (crypto._verify_key, crypto._sealer, crypto.ed25519_pk_to_x25519)
+    flood = 5000
+    for i in range(flood):
+        verify_key, _ = nacl.bindings.crypto_sign_seed_keypair(i.to_bytes(32, "big"))
+        with contextlib.suppress(BadSignatureError):
+            crypto.verify(verify_key, b"x", bytes(64))
+        crypto.seal(crypto.ed25519_pk_to_x25519(verify_key), b"x")
+    for cache in caches:
+        size = cache.cache_info().currsize
+        assert 1000 <= size < flood, cache  # it caches, and it forgets
 
 
 def test_passphrase_round_trip_and_wrong_passphrase() -> None:

@@ -22,7 +22,7 @@ from mesh.dht.server import DhtConfig
 from mesh.envelope import Message
 from mesh.errors import MeshError
 from mesh.home import NetConfig, init_home, start_node
-from mesh.node import Node
+from mesh.node import VIAS, Node
 
 NAMES = ("ann", "ben", "cat", "dan")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -145,13 +145,24 @@ class Demo:
             await asyncio.sleep(0.01)
         raise DemoError(f"{sender} got no delivery receipt in time")
 
+    def received(self, name: str) -> dict[str, int]:
+        """How many messages the peer received so far by each path (push, fetch, poll)."""
+        counters = self.nodes[name].counters
+        return {via: counters[f"received_{via}"] for via in VIAS}
+
+    def arrived_by(self, name: str, before: dict[str, int]) -> str:
+        """The path(s) by which messages reached `name` since `before` was taken."""
+        after = self.received(name)
+        return " and ".join(via for via in VIAS if after[via] > before[via]) or "unknown"
+
     async def online_message(self) -> None:
         since = time.perf_counter()
+        before = self.received("ben")
         sent = await self.send("ann", "ben", "Hi Ben! This one travels by push.", since)
         message = await self.wait_message("ben", sent)
         self.say(
-            f"[cyan]ben[/cyan] received {quoted(message.text)} by push, "
-            f"{elapsed_ms(since)} after ann sent it"
+            f"[cyan]ben[/cyan] received {quoted(message.text)} by "
+            f"{self.arrived_by('ben', before)}, {elapsed_ms(since)} after ann sent it"
         )
         await self.wait_delivered("ann", sent)
 
