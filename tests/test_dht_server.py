@@ -1,11 +1,19 @@
 """DhtServer behaviour that the send path's speed depends on: who meets whom and when,
-the replica-set cache of put, and which replicas push."""
+the replica-set cache of put, and which replicas push.
+
+Tests that check that something did NOT happen within some time run on the simulator's
+virtual clock and in-memory network (`on_virtual_clock`): a sleep there lasts exactly
+its virtual duration whatever the machine's load, so "no push within 5 s" is checked at
+5 s, not at whenever a busy machine got round to it, and costs no real time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from netutil import bounded, loopback_host, start_network, stop_all, wait_until
 
@@ -13,7 +21,42 @@ from mesh import envelope
 from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
 from mesh.envelope import Record
 from mesh.identity import Identity
-from mesh.node import NodeOptions
+from mesh.node import Node, NodeOptions
+from mesh.sim import LinkModel, Network, run_virtual
+
+VirtualBody = Callable[[Network], Coroutine[Any, Any, None]]
+
+
+def on_virtual_clock(body: VirtualBody) -> Callable[[], None]:
+    """Run `body(network)` to completion on a VirtualTimeLoop (a plain test function)."""
+
+    def test() -> None:
+        run_virtual(body(Network(random.Random(0), LinkModel())))
+
+    test.__doc__ = body.__doc__
+    return test
+
+
+def sim_host(i: int) -> str:
+    return f"10.0.{i // 250}.{1 + i % 250}"
+
+
+async def start_virtual_servers(net: Network, n: int, seed: int) -> list[DhtServer]:
+    rng = random.Random(seed)
+    servers = [DhtServer(rng.randbytes(20)) for _ in range(n)]
+    for i, server in enumerate(servers):
+        await server.listen(sim_host(i), 0, net.bind)
+    return servers
+
+
+async def start_virtual_nodes(net: Network, n: int, options: NodeOptions) -> list[Node]:
+    nodes: list[Node] = []
+    for i in range(n):
+        boot = [nodes[i // 2].address] if nodes else []
+        nodes.append(
+            await Node.start(host=sim_host(i), bootstrap=boot, options=options, bind=net.bind)
+        )
+    return nodes
 
 
 async def start_servers(n: int, seed: int) -> list[DhtServer]:
@@ -35,8 +78,11 @@ def record_for(key_owner: Identity, sender: Identity, text: str) -> Record:
     return record
 
 
-async def test_peers_that_join_together_know_their_closest_neighbours_at_once() -> None:
-    servers = await start_servers(60, seed=3)
+@on_virtual_clock
+async def test_peers_that_join_together_know_their_closest_neighbours_at_once(
+    net: Network,
+) -> None:
+    servers = await start_virtual_servers(net, 60, seed=3)
     try:
         seed = servers[0].address
         assert seed is not None
@@ -54,8 +100,11 @@ async def test_peers_that_join_together_know_their_closest_neighbours_at_once() 
         await close_all(servers)
 
 
-async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst() -> None:
-    servers = await start_servers(2, seed=4)
+@on_virtual_clock
+async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst(
+    net: Network,
+) -> None:
+    servers = await start_virtual_servers(net, 2, seed=4)
     a, b = servers
     try:
         assert b.address is not None
@@ -67,7 +116,8 @@ async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst() -
         await asyncio.sleep(VERIFY_DELAY / 4)
         assert a.node_id not in b.table
         assert b.protocol is not None and b.protocol.stats["requests_out"] == pings_before
-        assert await wait_until(lambda: a.node_id in b.table, timeout=VERIFY_DELAY * 5)
+        await asyncio.sleep(VERIFY_DELAY)  # the deferred verification is due now
+        assert await wait_until(lambda: a.node_id in b.table, timeout=1.0)
     finally:
         await close_all(servers)
 
@@ -107,8 +157,10 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
         await close_all(servers)
 
 
-async def test_only_the_closest_replicas_push_a_new_record() -> None:
-    nodes = await start_network(40, seed=6, options=NodeOptions(poll_interval=1e9))
+@on_virtual_clock
+async def test_only_the_closest_replicas_push_a_new_record(net: Network) -> None:
+    quiet = NodeOptions(poll_interval=1e9, live_poll_interval=1e9, receipts=False)
+    nodes = await start_virtual_nodes(net, 40, quiet)
     recipient = nodes[-1]
     pushes: list[bytes] = []
     real = recipient.dht._rpc_push
@@ -127,7 +179,7 @@ async def test_only_the_closest_replicas_push_a_new_record() -> None:
         await bounded(nodes[0].send(recipient.id, "hello"))
         message = await bounded(anext(stream), 10)
         assert message.text == "hello"
-        await asyncio.sleep(0.3)  # any further push would have arrived by now
+        await asyncio.sleep(5.0)  # virtual: any further push (even retried) has arrived
         # The subscriber's PUSHERS closest, plus any replica that counts itself among
         # the closest in its own table (usually the same peers).
         assert 1 <= len(pushes) <= 2 * PUSHERS
@@ -176,21 +228,35 @@ async def test_a_peer_restarted_on_another_port_is_followed_once_the_old_one_fai
         await close_all([s for s in (b, second) if s is not None])
 
 
-async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer() -> None:
+@on_virtual_clock
+async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer(
+    net: Network,
+) -> None:
     rng = random.Random(9)
     node_id = rng.randbytes(20)
     b, real, impostor = DhtServer(rng.randbytes(20)), DhtServer(node_id), DhtServer(node_id)
-    await b.listen(loopback_host(1))
-    await real.listen(loopback_host(0))
-    await impostor.listen(loopback_host(2))
+    for i, server in enumerate((real, b, impostor)):
+        await server.listen(sim_host(i), 0, net.bind)
+    checked: list[tuple[str, int]] = []
+    check_alive = b._check_alive
+
+    def counting_check(contact: Any) -> None:
+        checked.append(contact.address)
+        check_alive(contact)
+
+    b._check_alive = counting_check  # type: ignore[method-assign]
     try:
         assert b.address is not None
         await bounded(real.bootstrap([b.address]))
         assert await wait_until(lambda: node_id in b.table)
         await bounded(impostor.bootstrap([b.address]))
-        await asyncio.sleep(2.5)  # longer than a failed ping of the real one would take
+        # Virtual seconds: b verifies the stranger (VERIFY_DELAY), hears the id from a
+        # new address, pings the old one (which answers); a failed ping would have
+        # taken rpc_timeout x (1 + rpc_retries) = 2 s more.
+        await asyncio.sleep(VERIFY_DELAY + 10.0)
+        assert real.address in checked  # the claim was seen and put to the test ...
         contact = b.table.get(node_id)
-        assert contact is not None and contact.address == real.address
+        assert contact is not None and contact.address == real.address  # ... and failed
     finally:
         await close_all([b, real, impostor])
 
@@ -212,7 +278,10 @@ async def test_an_answer_after_a_goodbye_does_not_bring_the_peer_back() -> None:
         await close_all(servers)
 
 
-async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_itself() -> None:
+@on_virtual_clock
+async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_itself(
+    net: Network,
+) -> None:
     owner, writer = Identity.generate(), Identity.generate()
     key = owner.public.mailbox_key
     k = int.from_bytes(key, "big")
@@ -223,7 +292,7 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
     listeners = [DhtServer(), DhtServer()]
     servers = [*closer, replica, *listeners]
     for i, server in enumerate(servers):
-        await server.listen(loopback_host(i))
+        await server.listen(sim_host(i), 0, net.bind)
     try:
         assert replica.address is not None
         for server in closer:
@@ -237,10 +306,14 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
                 owner, "listen", envelope.listen_payload(60), time.time()
             ).to_obj()
             await bounded(listener._call(replica.address, "listen", [request, i == 0]))
+        # A replica pushes only to listeners whose address it verified (a ping after
+        # VERIFY_DELAY): wait for both, or "no push to the other one" tests nothing.
+        verified = [listener.address for listener in listeners]
+        assert await wait_until(lambda: all(a in replica._verified for a in verified), 5)
         record = record_for(owner, writer, "hello")
         await bounded(writer_store(closer[0], replica, key, record))
         assert await wait_until(lambda: got[0] == [record.id], timeout=5)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(5.0)  # virtual: a push to the other listener would be here
         assert got[1] == []  # not eager, and the replica is not among the closest
     finally:
         await close_all(servers)
