@@ -37,6 +37,7 @@ from mesh.identity import Identity
 from mesh.store import Contact, Direction, MessageRow, Store
 
 WAIT = 20.0  # a condition that depends on the network
+DISAPPEAR_TTL = 6  # seconds: shown first, then gone well within WAIT
 SIZE = (100, 34)
 
 
@@ -253,10 +254,12 @@ async def test_disappearing_message_leaves_the_screen(pair: Pair) -> None:
         client = await ControlClient.connect(pair.ann)  # sent from elsewhere, e.g. `mesh send`
         assert client is not None
         async with client:
-            await client.request("send", to="ben", text="gone in a second", ttl=1)
-        await until(pilot, lambda: line_with(app, "gone in a second"), "the message to show")
-        await until(pilot, lambda: line_with(app, "gone in a second") is None, "it to expire")
-        assert "gone in a second" not in texts(pair.ann, "out")
+            # Long enough to be shown first even on a loaded machine (a 1 s TTL could
+            # expire before the screen ever had it); the expiry sweep runs every second.
+            await client.request("send", to="ben", text="gone in a moment", ttl=DISAPPEAR_TTL)
+        await until(pilot, lambda: line_with(app, "gone in a moment"), "the message to show")
+        await until(pilot, lambda: line_with(app, "gone in a moment") is None, "it to expire")
+        assert "gone in a moment" not in texts(pair.ann, "out")
 
 
 async def test_a_daemon_that_is_gone_shows_a_stopped_node(

