@@ -100,8 +100,19 @@ def main() -> None:
     for _ in range(args.repeat):
         rpcs.clear()
         operations.clear()
-        report = one_run(scenario, args.profile)
+        joined: dict[str, int] = {}
+
+        def progress(
+            elapsed: float, snapshot: dict[str, int], joined: dict[str, int] = joined
+        ) -> None:
+            if "online" in snapshot and not joined:  # the first tick: the join is over
+                joined.update(rpcs)
+
+        report = one_run(scenario, args.profile, progress)
         report["rpcs_by_method"] = dict(rpcs.most_common())
+        after = sum(rpcs.values()) - sum(joined.values())
+        peer_hours = report["peers"] * report["sim_s"] / 3600
+        report["rpcs_per_peer_hour_after_join"] = round(after / max(peer_hours, 1e-9), 1)
         report["operations"] = dict(operations.most_common())
         report["rpcs_per_peer_hour"] = rpcs_per_peer_hour(report)
         report["commit"] = source_commit()
@@ -113,11 +124,11 @@ def main() -> None:
         args.save.write_text(json.dumps({"argv": sys.argv, "runs": runs}, indent=1) + "\n")
 
 
-def one_run(scenario: Scenario, profile: str | None) -> dict[str, Any]:
+def one_run(scenario: Scenario, profile: str | None, progress: Any) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
-    report = simulate(scenario).to_json()
+    report = simulate(scenario, progress).to_json()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -149,7 +160,8 @@ def summarize(report: dict[str, Any]) -> None:
         f"acked {report['acked']}, delivered {report['delivered']}, lost {len(report['lost'])}: "
         f"{'met' if report['delivered'] == report['acked'] else 'MISSED'}",
         f"delivered via {report['delivered_via']}",
-        f"{rpcs} RPCs ({report['rpcs_per_peer_hour']:.0f} per peer-hour), "
+        f"{rpcs} RPCs ({report['rpcs_per_peer_hour']:.0f} per peer-hour, "
+        f"{report['rpcs_per_peer_hour_after_join']:.0f} after the join), "
         f"{report['cpu_s'] * 1e6 / max(rpcs, 1):.0f} us CPU per RPC, "
         f"peak RSS {report['rss_mb']} MB",
     ]

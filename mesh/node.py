@@ -68,7 +68,7 @@ class NodeOptions:
     # (no replica acknowledged our last subscription, or its grant ran out), every
     # `live_poll_interval` while one is (push is then the main path; see docs/simulation.md).
     poll_interval: float = 30.0
-    live_poll_interval: float = 900.0
+    live_poll_interval: float = 1800.0
     outbox_interval: float = 10.0
     delete_delay: float = 0.2
     rejoin_interval: float = 10.0  # at most one catch-up round per this many seconds

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from mesh.dht.server import DhtConfig
+from mesh.node import Node, NodeOptions
 from mesh.sim import (
     Event,
     LinkModel,
@@ -327,3 +330,66 @@ def test_cli_explains_bad_options_and_a_missing_plot_extra(
     result = CliRunner().invoke(cli, ["sim", "--plot", str(tmp_path / "x.png")])
     assert result.exit_code == 1
     assert "pip install 'mesh-messenger[plot]'" in result.output
+
+
+# -- what runs: settings, delivery paths, CPU charged to the clock ------------------------
+
+
+def test_the_simulator_runs_the_production_defaults_unless_told_otherwise() -> None:
+    assert Scenario().config == DhtConfig() and Scenario().options == NodeOptions()
+    assert Scenario().settings_report() == {
+        "name": "production",
+        "differs_from_production": {"dht": {}, "node": {}},
+    }
+    fast = Scenario(settings="fast").settings_report()
+    assert fast["name"] == "fast"
+    assert fast["differs_from_production"]["node"]["poll_interval"] == 3600.0
+    custom = Scenario(options=NodeOptions(poll_interval=5.0)).settings_report()
+    assert custom == {
+        "name": "custom",
+        "differs_from_production": {"dht": {}, "node": {"poll_interval": 5.0}},
+    }
+    with pytest.raises(ValueError, match="unknown settings"):
+        Scenario(settings="turbo")
+
+
+def test_the_report_says_which_settings_ran_and_how_each_message_came() -> None:
+    data = simulate(Scenario(peers=10, duration=300, messages=12, seed=5)).to_json()
+    assert data["settings"]["name"] == "production"
+    assert data["delivered"] == data["acked"] == 12
+    # Every delivery is counted once, by the path that brought it; all online: push.
+    assert sum(data["delivered_via"].values()) == data["delivered"]
+    assert data["delivered_via"]["push"] == data["delivered"]
+
+
+def test_a_node_whose_listen_is_live_polls_rarely_and_often_without_one() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        net = Network(random.Random(1))
+        first = await Node.start(host="10.1.0.1", port=4000, bind=net.bind)
+        second = await Node.start(
+            host="10.1.0.2", port=4000, bootstrap=[first.address], bind=net.bind
+        )
+        now = asyncio.get_running_loop().time()
+        minute_ago = now - 60.0
+        live = not second.poll_due(minute_ago, now)  # a live listen: not after 60 s ...
+        rare = second.poll_due(now - second.options.live_poll_interval, now)  # ... but then
+        second._live_until = -1e9  # the grant ran out, no renewal got through
+        dead = second.poll_due(minute_ago, now)  # every poll_interval (30 s) again
+        await asyncio.gather(first.stop(), second.stop())
+        return live, rare, dead
+
+    assert run_virtual(main()) == (True, True, True)
+
+
+def test_charge_cpu_moves_the_virtual_clock_by_the_cpu_time_spent() -> None:
+    async def burn() -> float:
+        loop = asyncio.get_running_loop()
+        started = time.thread_time()
+        while time.thread_time() - started < 0.05:
+            pass
+        await asyncio.sleep(0)
+        return loop.time()
+
+    assert run_virtual(burn()) == 0.0  # by default, CPU is free in virtual time
+    charged = run_virtual(burn(), charge_cpu=True)
+    assert 0.05 <= charged < 5.0

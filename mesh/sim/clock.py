@@ -117,13 +117,12 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         self.charge_cpu = charge_cpu
         self.charged = 0.0  # seconds of CPU time added to the clock (charge_cpu)
         super().__init__(VirtualSelector(self, selectors.DefaultSelector(), stall_timeout))
+        if charge_cpu:  # an instance attribute: the default path pays nothing for it
+            self._run_once = self._run_once_charged
 
-    def _run_once(self) -> None:
-        """One loop iteration; with `charge_cpu`, the CPU time its callbacks took is
-        added to the clock afterwards, as if every peer shared this one CPU."""
-        if not self.charge_cpu:
-            super()._run_once()  # type: ignore[misc]
-            return
+    def _run_once_charged(self) -> None:
+        """One loop iteration, then the CPU time its callbacks took is added to the
+        clock, as if every peer shared this one CPU (installed by `charge_cpu`)."""
         started = time.thread_time()
         super()._run_once()  # type: ignore[misc]
         spent = time.thread_time() - started
