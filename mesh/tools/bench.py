@@ -573,6 +573,9 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
     return result
 
 
+CODE = ("mesh", "cli", "benchmarks/*.py")  # what "+dirty" looks at (not results, docs)
+
+
 def source_commit() -> str | None:
     """The commit of the code that ran (with "+dirty" if it had uncommitted changes)."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -585,7 +588,7 @@ def source_commit() -> str | None:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", *CODE],
             capture_output=True,
             text=True,
             check=True,
