@@ -573,7 +573,7 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
     return result
 
 
-CODE = ("mesh", "cli", "benchmarks/*.py")  # what "+dirty" looks at (not results, docs)
+CODE = (":(top)mesh", ":(top)cli", ":(top)benchmarks/*.py")  # what "+dirty" looks at (not results, docs)
 
 
 def source_commit() -> str | None:
