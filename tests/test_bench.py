@@ -8,6 +8,7 @@ import ipaddress
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,3 +186,17 @@ def test_missing_baseline_is_null_with_a_note(monkeypatch: pytest.MonkeyPatch) -
     notes: list[str] = []
     assert bench.run_worker("opendht", bench.BenchOptions(peers=2, trials=1), notes) is None
     assert notes and "not installed" in notes[0]
+
+
+def test_docs_tables_are_generated_from_the_saved_results() -> None:
+    """docs/benchmarks.md and docs/simulation.md carry no hand-typed figures: every
+    generated block is what benchmarks/regen_docs.py makes of benchmarks/results/."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "regen_docs.py"
+    spec = importlib.util.spec_from_file_location("regen_docs", path)
+    assert spec is not None and spec.loader is not None
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    for doc in regen.DOCS:
+        text = doc.read_text()
+        assert text.count(regen.BEGIN) >= 3, doc.name
+        assert regen.regenerate(text) == text, f"{doc.name}: run benchmarks/regen_docs.py"

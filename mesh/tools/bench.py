@@ -573,7 +573,11 @@ def run_worker(name: str, options: BenchOptions, notes: list[str]) -> dict[str, 
     return result
 
 
-CODE = (":(top)mesh", ":(top)cli", ":(top)benchmarks/*.py")  # what "+dirty" looks at (not results, docs)
+CODE = (
+    ":(top)mesh",
+    ":(top)cli",
+    ":(top)benchmarks/*.py",
+)  # what "+dirty" looks at (not results, docs)
 
 
 def source_commit() -> str | None:
