@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from mesh.dht.server import DhtConfig
+from mesh.dht.server import DhtConfig, DhtServer
 from mesh.node import Node, NodeOptions
 from mesh.sim import (
     Event,
@@ -393,3 +393,24 @@ def test_charge_cpu_moves_the_virtual_clock_by_the_cpu_time_spent() -> None:
     assert run_virtual(burn()) == 0.0  # by default, CPU is free in virtual time
     charged = run_virtual(burn(), charge_cpu=True)
     assert 0.05 <= charged < 5.0
+
+
+def test_an_idle_network_smaller_than_k_does_not_look_itself_up_every_round() -> None:
+    """A table thinner than k in a network smaller than k stays thin: one lookup per
+    change of the table, not one every maintenance round (was ~9 finds per peer per 30 s)."""
+
+    async def main() -> int:
+        net = Network(random.Random(2))
+        servers = [DhtServer(random.Random(i).randbytes(20)) for i in range(10)]
+        for i, server in enumerate(servers):
+            await server.listen(f"10.2.0.{i + 1}", 4000, net.bind)
+        for server in servers[1:]:
+            await server.bootstrap([("10.2.0.1", 4000)])
+        await asyncio.sleep(120.0)  # joined, verified, first maintenance rounds done
+        before = sum(s.protocol.stats["requests_out"] for s in servers if s.protocol)
+        await asyncio.sleep(1800.0)  # idle: 60 maintenance rounds each
+        after = sum(s.protocol.stats["requests_out"] for s in servers if s.protocol)
+        await asyncio.gather(*(s.close() for s in servers))
+        return after - before
+
+    assert run_virtual(main()) < 10 * 10  # under 10 requests per peer in half an hour

@@ -190,6 +190,7 @@ class DhtServer:
         self.srtt = 0.005  # smoothed round-trip time, seconds
         self._verifying: set[Address] = set()
         self._moved: dict[bytes, Peer] = {}  # id -> where it answered from since
+        self._thin_lookup_size = -1  # table size at the last thin-table lookup
         self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
         self._newcomers: list[Peer] = []
         # key -> (loop time found, replicas): see put()
@@ -599,8 +600,12 @@ class DhtServer:
             now = self.wall()
             self.storage.expire(now)
             self._expire_listeners(now)
-            if 0 < len(self.table) < self.config.ksize:
-                with contextlib.suppress(MeshError):  # a thin table: meet more peers
+            size = len(self.table)
+            if 0 < size < self.config.ksize and size != self._thin_lookup_size:
+                # A thin table: meet more peers, once per change of the table (in a
+                # network smaller than k, a lookup every round finds no one new).
+                self._thin_lookup_size = size
+                with contextlib.suppress(MeshError):
                     await self.lookup(self.node_id, confirm=self.config.ksize)
             if asyncio.get_running_loop().time() >= next_republish:
                 next_republish += self.config.republish_interval
