@@ -56,6 +56,7 @@ def test_invite_vector_and_round_trip() -> None:
 
 
 def test_mdns_tags_change_every_epoch_and_depend_on_the_key() -> None:
+    assert (KEY.mdns_tag(0), KEY.mdns_tag(493000)) == ("2u6malcxbhby", "6e3c43cpadxg")
     tags = {KEY.mdns_tag(epoch) for epoch in range(50)}
     assert len(tags) == 50
     other = NetworkKey("square", bytes(32))
