@@ -36,7 +36,8 @@ def load(folder: Path, side: str) -> list[dict[str, Any]]:
 def main() -> None:
     folder, old_side, new_side = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     old, new = load(folder, old_side), load(folder, new_side)
-    print(f"| figure ({len(old)} vs {len(new)} interleaved runs) | {old_side} | {new_side} | ratio |")
+    runs = f"{len(old)} vs {len(new)} interleaved runs"
+    print(f"| figure ({runs}) | {old_side} | {new_side} | ratio |")
     print("|---|---|---|---|")
     for name, get in FIGURES:
         try:
