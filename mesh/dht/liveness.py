@@ -50,6 +50,18 @@ NOTHING: tuple[Action, ...] = ()
 
 
 class Liveness:
+    __slots__ = (
+        "_dead",
+        "_forgotten",
+        "_heard_since",
+        "_moved",
+        "_to_verify",
+        "_verified",
+        "_verifying",
+        "srtt",
+        "table",
+    )
+
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
         self.srtt = 0.005  # smoothed round-trip time, seconds
@@ -62,6 +74,10 @@ class Liveness:
         self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
 
     # -- what others ask ----------------------------------------------------------
+
+    def marked_dead(self, addr: Address) -> bool:
+        """A cheap first check (no clock): False means `is_dead` is False too."""
+        return addr in self._dead
 
     def is_dead(self, addr: Address, now: float) -> bool:
         until = self._dead.get(addr)

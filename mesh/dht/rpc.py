@@ -21,6 +21,20 @@ from mesh.wire import Address, Method
 
 
 class Rpc:
+    __slots__ = (
+        "alpha",
+        "confirm",
+        "ksize",
+        "liveness",
+        "max_per_ip",
+        "node_id",
+        "on_admitted",
+        "protocol",
+        "rpc_timeout",
+        "straggler_grace",
+        "table",
+    )
+
     def __init__(
         self,
         node_id: bytes,
@@ -105,7 +119,8 @@ class Rpc:
     # -- timing -------------------------------------------------------------------
 
     def is_dead(self, peer: Peer) -> bool:
-        return self.liveness.is_dead(peer.address, self.now())
+        addr = peer.address
+        return self.liveness.marked_dead(addr) and self.liveness.is_dead(addr, self.now())
 
     @property
     def soft_timeout(self) -> float:
