@@ -15,23 +15,29 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 from netutil import bounded, loopback_host, start_network, stop_all, wait_until
 
-from mesh import envelope
+from mesh import envelope, wire
+from mesh.dht.liveness import Liveness
+from mesh.dht.replica import Replica
+from mesh.dht.routing import Peer
+from mesh.dht.rpc import Rpc
 from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
 from mesh.envelope import Record
 from mesh.identity import Identity
 from mesh.node import Node, NodeOptions
 from mesh.sim import LinkModel, Network, run_virtual
 
-VirtualBody = Callable[[Network], Coroutine[Any, Any, None]]
+VirtualBody = Callable[[Network, pytest.MonkeyPatch], Coroutine[Any, Any, None]]
 
 
-def on_virtual_clock(body: VirtualBody) -> Callable[[], None]:
-    """Run `body(network)` to completion on a VirtualTimeLoop (a plain test function)."""
+def on_virtual_clock(body: VirtualBody) -> Callable[[pytest.MonkeyPatch], None]:
+    """Run `body(network, monkeypatch)` to completion on a VirtualTimeLoop (as a plain
+    test function, so pytest-asyncio leaves it alone)."""
 
-    def test() -> None:
-        run_virtual(body(Network(random.Random(0), LinkModel())))
+    def test(monkeypatch: pytest.MonkeyPatch) -> None:
+        run_virtual(body(Network(random.Random(0), LinkModel()), monkeypatch))
 
     test.__doc__ = body.__doc__
     return test
@@ -80,7 +86,7 @@ def record_for(key_owner: Identity, sender: Identity, text: str) -> Record:
 
 @on_virtual_clock
 async def test_peers_that_join_together_know_their_closest_neighbours_at_once(
-    net: Network,
+    net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     servers = await start_virtual_servers(net, 60, seed=3)
     try:
@@ -102,14 +108,14 @@ async def test_peers_that_join_together_know_their_closest_neighbours_at_once(
 
 @on_virtual_clock
 async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst(
-    net: Network,
+    net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     servers = await start_virtual_servers(net, 2, seed=4)
     a, b = servers
     try:
         assert b.address is not None
         # a knows b (a's call is a round trip); b has only seen a's requests.
-        reply = await bounded(a._call(b.address, "find", [bytes(20)]))
+        reply = await bounded(a.rpc.call(b.address, "find", [bytes(20)]))
         assert reply.sender == b.node_id
         assert a.node_id not in b.table
         pings_before = b.protocol.stats["requests_out"] if b.protocol else 0
@@ -122,17 +128,22 @@ async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst(
         await close_all(servers)
 
 
-async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
+async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     servers = await start_servers(40, seed=5)
     lookups = 0
     sender = servers[0]
-    real_lookup = sender.lookup
+    real_lookup = Rpc.lookup
+    counting = False
 
-    async def counting_lookup(target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
+    async def counting_lookup(self: Rpc, target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
         nonlocal lookups
-        lookups += 1
-        return await real_lookup(target, confirm)
+        if counting and self is sender.rpc:
+            lookups += 1
+        return await real_lookup(self, target, confirm)
 
+    monkeypatch.setattr(Rpc, "lookup", counting_lookup)
     try:
         seed = servers[1].address
         assert seed is not None
@@ -140,14 +151,14 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
             await bounded(s.bootstrap([seed]))
         owner, writer = Identity.generate(), Identity.generate()
         key = owner.public.mailbox_key
-        sender.lookup = counting_lookup  # type: ignore[method-assign]
+        counting = True
         acks = [
             await bounded(sender.put(key, [record_for(owner, writer, f"m{i}")])) for i in range(3)
         ]
         assert lookups == 1 and min(acks) >= sender.config.quorum
         # Kill most of the cached replica set: the next put must look up again and
         # still reach a quorum on the peers that are left.
-        cached = sender._replica_sets[key][1]
+        cached = sender.client.replica_sets[key][1]
         by_id = {s.node_id: s for s in servers}
         for contact in cached[:15]:
             await by_id[contact.id].close()
@@ -158,18 +169,23 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
 
 
 @on_virtual_clock
-async def test_only_the_closest_replicas_push_a_new_record(net: Network) -> None:
+async def test_only_the_closest_replicas_push_a_new_record(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
     quiet = NodeOptions(poll_interval=1e9, live_poll_interval=1e9, receipts=False)
     nodes = await start_virtual_nodes(net, 40, quiet)
     recipient = nodes[-1]
     pushes: list[bytes] = []
-    real = recipient.dht._rpc_push
+    real = Replica.answer
 
-    def counting_push(args: list, sender: bytes, addr: tuple[str, int]) -> None:  # type: ignore[type-arg]
-        pushes.append(sender)
-        real(args, sender, addr)
+    def counting_answer(
+        self: Replica, request: wire.Request, sender: bytes, addr: tuple[str, int]
+    ) -> Any:
+        if self is recipient.dht.replica and type(request) is wire.Push:
+            pushes.append(sender)
+        return real(self, request, sender, addr)
 
-    recipient.dht._handlers["push"] = counting_push
+    monkeypatch.setattr(Replica, "answer", counting_answer)
     try:
         # start() subscribed already; subscribing again makes sure every replica the
         # sender will find has our listen (the pushes counted are the replicas' choice).
@@ -230,7 +246,7 @@ async def test_a_peer_restarted_on_another_port_is_followed_once_the_old_one_fai
 
 @on_virtual_clock
 async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer(
-    net: Network,
+    net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(9)
     node_id = rng.randbytes(20)
@@ -238,13 +254,14 @@ async def test_an_id_claimed_from_another_address_does_not_displace_a_live_peer(
     for i, server in enumerate((real, b, impostor)):
         await server.listen(sim_host(i), 0, net.bind)
     checked: list[tuple[str, int]] = []
-    check_alive = b._check_alive
+    check_alive = Liveness._check_alive
 
-    def counting_check(contact: Any) -> None:
-        checked.append(contact.address)
-        check_alive(contact)
+    def counting_check(self: Liveness, head: Peer) -> Any:
+        if self is b.liveness:
+            checked.append(head.address)
+        return check_alive(self, head)
 
-    b._check_alive = counting_check  # type: ignore[method-assign]
+    monkeypatch.setattr(Liveness, "_check_alive", counting_check)
     try:
         assert b.address is not None
         await bounded(real.bootstrap([b.address]))
@@ -280,7 +297,7 @@ async def test_an_answer_after_a_goodbye_does_not_bring_the_peer_back() -> None:
 
 @on_virtual_clock
 async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_itself(
-    net: Network,
+    net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     owner, writer = Identity.generate(), Identity.generate()
     key = owner.public.mailbox_key
@@ -297,7 +314,7 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
         assert replica.address is not None
         for server in closer:
             await bounded(server.bootstrap([replica.address]))
-        assert replica._closer_contacts(key, PUSHERS) == PUSHERS
+        assert replica.rpc.closer_peers(key, PUSHERS) == PUSHERS
         got: dict[int, list[bytes]] = {0: [], 1: []}
         for i, listener in enumerate(listeners):
             listener.own_keys.add(key)
@@ -305,11 +322,12 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
             request = envelope.sign_owner_request(
                 owner, "listen", envelope.listen_payload(60), time.time()
             ).to_obj()
-            await bounded(listener._call(replica.address, "listen", [request, i == 0]))
-        # A replica pushes only to listeners whose address it verified (a ping after
-        # VERIFY_DELAY): wait for both, or "no push to the other one" tests nothing.
+            await bounded(listener.rpc.call(replica.address, "listen", [request, i == 0]))
+        # A replica pushes only to listeners whose address it verified: wait for both,
+        # or "no push to the other one" tests nothing.
         verified = [listener.address for listener in listeners]
-        assert await wait_until(lambda: all(a in replica._verified for a in verified), 5)
+        is_verified = replica.liveness.is_verified
+        assert await wait_until(lambda: all(a is not None and is_verified(a) for a in verified), 5)
         record = record_for(owner, writer, "hello")
         await bounded(writer_store(closer[0], replica, key, record))
         assert await wait_until(lambda: got[0] == [record.id], timeout=5)
@@ -323,7 +341,7 @@ async def writer_store(via: DhtServer, replica: DhtServer, key: bytes, record: R
     from mesh.dht.server import chunk_records
 
     assert replica.address is not None
-    reply = await via._call(replica.address, "store", [key, chunk_records([record])[0]])
+    reply = await via.rpc.call(replica.address, "store", [key, chunk_records([record])[0]])
     assert reply.result == [0]
 
 
