@@ -35,6 +35,12 @@ SYSTEM_NAMES["opendht"] = "OpenDHT"
 # -- reading results ---------------------------------------------------------------------
 
 
+def note(name: str) -> str:
+    """The file's own note on how it was measured, if it has one."""
+    data = json.loads((RESULTS / name).read_text())
+    return f" Note: {data['note']}." if isinstance(data, dict) and data.get("note") else ""
+
+
 def runs(name: str) -> list[dict[str, Any]]:
     """The runs of a results file: {"runs": [...]} or one report object per file."""
     data = json.loads((RESULTS / name).read_text())
@@ -115,7 +121,7 @@ def bench_setup() -> str:
         f"{'yes' if prep['gc_freeze'] else 'no'}, extra bucket refresh "
         f"{'yes' if prep['bucket_refresh'] else 'no'}). Each figure is the median over the "
         "runs of that run's p50; each ratio is the median of the runs' own ratios (ours "
-        "and the baseline measured minutes apart in one run)."
+        "and the baseline measured minutes apart in one run)." + note("mailbox-300.json")
     )
 
 
@@ -277,26 +283,29 @@ def sim_scale() -> str:
         f"{len(found)}` and `--settings fast`, at commit {commits(found + fast)}. With "
         f"production settings: median **{fmt(walls, 1)} s wall** ({fmt(cpus, 1)} s CPU), "
         f"target <= {WALL_TARGET_S:.0f} s {verdict}; {lost} lost in all runs (target 0: "
-        f"{'met' if lost == 0 else 'missed'}).\n\n" + table(SIM_HEAD, rows)
+        f"{'met' if lost == 0 else 'missed'}).{note('sim-scale-1000.json')}\n\n"
+        + table(SIM_HEAD, rows)
     )
 
 
 def sim_idle() -> str:
-    found = runs("sim-idle-1000.json")
-    run = found[0]
-    idle = run["rpcs_per_peer_hour_after_join"]
-    verdict = "met" if idle <= IDLE_TARGET else f"missed by {idle - IDLE_TARGET:.0f}"
+    files = sorted(RESULTS.glob("sim-idle-*.json"), key=lambda p: int(p.stem.split("-")[-1]))
+    found = [runs(p.name)[0] for p in files]
+    worst = max(r["rpcs_per_peer_hour_after_join"] for r in found)
+    verdict = "met" if worst <= IDLE_TARGET else f"missed by {worst - IDLE_TARGET:.0f}"
+    sizes = ", ".join(f"{r['peers']:,}" for r in found)
+    rows = [sim_row(f"idle, {r['peers']:,} peers", r) for r in found]
     return (
-        f"No sends, no churn, no loss, {run['peers']:,} peers, production settings, commit "
-        f"{commits(found)}: **{fmt(idle, 0)} RPCs per peer-hour once joined** (target <= "
-        f"{IDLE_TARGET}: {verdict}; {fmt(run['rpcs_per_peer_hour'], 0)} with the join "
-        "counted in the hour).\n\n" + table(SIM_HEAD, [sim_row("idle", run)])
+        f"No sends, no churn, no loss, one hour, {sizes} peers, production settings, commit "
+        f"{commits(found)}. Once joined, at most **{fmt(worst, 0)} RPCs per peer-hour** "
+        f"(target <= {IDLE_TARGET}: {verdict}); the column before it counts the join in "
+        "the hour.\n\n" + table(SIM_HEAD, rows)
     )
 
 
 def sim_rpcs() -> str:
     production, fast = runs("sim-scale-1000.json")[0], runs("sim-scale-1000-fast.json")[0]
-    idle = runs("sim-idle-1000.json")[0]
+    idle = runs("sim-idle-1000.json")[0]  # the same size as the other two
     columns = [("production", production), ("fast", fast), ("idle, production", idle)]
     methods = sorted(
         set().union(*(r["rpcs_by_method"] for _, r in columns)),
@@ -343,6 +352,7 @@ def sim_partition() -> str:
 
 def sim_example(name: str) -> str:
     run = runs(name)[0]
+    caption = f"At commit {commits([run])}:\n\n"
     lat = run["latency_ms"]
     head = ["settings", "sent", "skipped", "acked", "delivered", "lost", "by push / fetch / poll"]
     head += ["p50 (ms)", "p95 (ms)", "p99 (ms)", "datagrams", "lost datagrams", "wall (s)"]
@@ -360,7 +370,7 @@ def sim_example(name: str) -> str:
         fmt(run["network"].get("lost", 0), 0),
         fmt(run["wall_s"], 1),
     ]
-    return table(head, [row])
+    return caption + table(head, [row])
 
 
 # -- before and after ---------------------------------------------------------------------
