@@ -38,7 +38,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
-    """One line on stderr and an exit code."""
+    """One line on stderr and an exit code: the adapter from the MeshError tree
+    (mesh/errors.py) to click's error handling, which only knows ClickException.
+
+    Not a MeshError on purpose: the core never raises it; `MeshGroup.invoke` maps every
+    MeshError (and OSError) to it at the edge.
+    """
 
     exit_code = EXIT_ERROR
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh import errors
-from mesh.errors import AlreadyRunningError, LocalError, MeshError, UnreachableError
+from mesh.errors import AlreadyRunningError, MeshError, UnreachableError
 from mesh.home import (
     PEER_WAIT,
     HomeLock,
@@ -48,10 +48,6 @@ LOCK_WAIT = 5.0  # how long a command waits for a daemon that is still starting
 
 Event = dict[str, Any]
 Unlock = Callable[[Store], "str | None"]
-
-
-class ControlRequestError(LocalError):
-    """A control request that is malformed or names an unknown operation."""
 
 
 # -- JSON views -------------------------------------------------------------------------
@@ -186,7 +182,7 @@ def _error_from_json(error: object) -> MeshError:
         return MeshError("the mesh daemon refused the request")
     message = str(error.get("message", "the mesh daemon refused the request"))
     name = str(error.get("type"))
-    kind = ControlRequestError if name == "ControlRequestError" else getattr(errors, name, None)
+    kind = getattr(errors, name, None)
     if isinstance(kind, type) and issubclass(kind, MeshError):
         return kind(message)
     return MeshError(message)

@@ -23,7 +23,6 @@ from mesh.control import (
     LISTED_MESSAGES,
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
-    ControlRequestError,
     Event,
     contact_names,
     encode_line,
@@ -33,7 +32,7 @@ from mesh.control import (
     message_json,
 )
 from mesh.envelope import Message
-from mesh.errors import LocalError, MeshError, UnreachableError
+from mesh.errors import ControlRequestError, LocalError, MeshError, UnreachableError
 from mesh.home import (
     PEER_WAIT,
     HomeLock,

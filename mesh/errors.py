@@ -9,7 +9,8 @@
     │   ├── IdentityExistsError    `init` on a home that already has an identity
     │   ├── NoIdentityError        a home with no identity
     │   ├── WrongPassphraseError   identity file could not be decrypted
-    │   └── AlreadyRunningError    a second daemon on one home
+    │   ├── AlreadyRunningError    a second daemon on one home
+    │   └── ControlRequestError    a control-socket request that is malformed or unknown
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
     │   ├── BadSignatureError      signature does not verify
@@ -18,7 +19,14 @@
     │   └── RefusedError           a peer refused a request (quota, format, auth)
     ├── NetworkError               nobody answered
     │   └── UnreachableError       no peer reachable; nothing was stored
-    └── StoreError                 the local SQLite store failed or is corrupt
+    ├── StoreError                 the local SQLite store failed or is corrupt
+    ├── NodeStoppedError           the daemon of a home stopped answering (chat)
+    ├── DemoError                  a step of `mesh demo` did not happen in time
+    └── SimulationStalled          nothing is scheduled: a simulation would block forever
+                                   (also a RuntimeError, as it was before it moved here)
+
+`cli.main.CliError` is not part of the tree: it is the adapter that turns a MeshError into
+click's one-line error and exit code at the edge.
 
 Peer misbehaviour never escapes a datagram handler: handlers catch RemoteProtocolError,
 count it and drop the datagram.
@@ -67,6 +75,10 @@ class AlreadyRunningError(LocalError):
     pass
 
 
+class ControlRequestError(LocalError):
+    """A control request that is malformed or names an unknown operation."""
+
+
 class RemoteProtocolError(MeshError):
     """Something that came from a peer is bad. Dropped and counted, never fatal."""
 
@@ -101,3 +113,15 @@ class UnreachableError(NetworkError):
 
 class StoreError(MeshError):
     pass
+
+
+class NodeStoppedError(MeshError):
+    """The daemon of the home does not answer any more."""
+
+
+class DemoError(MeshError):
+    """A step of the demo did not happen in time."""
+
+
+class SimulationStalled(MeshError, RuntimeError):
+    """Nothing is scheduled and nothing can happen: the simulation would block forever."""

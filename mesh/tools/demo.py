@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from mesh.dht.server import DhtConfig
 from mesh.envelope import Message
-from mesh.errors import MeshError
+from mesh.errors import DemoError
 from mesh.home import NetConfig, init_home, start_node
 from mesh.node import Node
 
@@ -31,10 +31,6 @@ NETWORK_NAME = "mesh-demo"
 # the demo (the default, for real networks, is 1 s with one retry).
 DEMO_DHT = DhtConfig(rpc_timeout=0.3)
 STEP_TIMEOUT = 10.0
-
-
-class DemoError(MeshError):
-    """A step of the demo did not happen in time."""
 
 
 class Transcript:
