@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli import render
 from mesh.chat import ChatOptions, run_chat
-from mesh.errors import MeshError, WrongPassphraseError
-from mesh.home import is_locked, open_home, resolve_recipient
+from mesh.errors import MeshError
+from mesh.home import open_home, passphrase_for, resolve_recipient
 from mesh.node import parse_address
 
 
@@ -122,11 +121,4 @@ def _up_args(
 def _passphrase(home: Path) -> str | None:
     """The passphrase the node being started needs: MESH_PASSPHRASE, else asked."""
     with open_home(home) as store:
-        if not is_locked(store):
-            return None
-    if "MESH_PASSPHRASE" in os.environ:
-        return os.environ["MESH_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
-    return passphrase
+        return passphrase_for(store, render.passphrase_prompt())

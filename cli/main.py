@@ -25,11 +25,12 @@ from cli import bench, chat, render, sim
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TTL
-from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
-from mesh.home import NetConfig, init_home, is_locked, open_home, public_identity
+from mesh.errors import MeshError, UnknownContactError
+from mesh.home import init_home, open_home, passphrase_for, public_identity
 from mesh.identity import PublicIdentity
 from mesh.node import parse_address
-from mesh.store import Store
+from mesh.runner import NetConfig
+from mesh.store import MessageStatus, Store
 from mesh.wire import Address
 
 EXIT_ERROR = 1
@@ -145,14 +146,7 @@ def net_config(
 
 def ask_passphrase(store: Store) -> str | None:
     """The passphrase of a locked identity: MESH_PASSPHRASE, else asked in a terminal."""
-    if not is_locked(store):
-        return None
-    if "MESH_PASSPHRASE" in os.environ:
-        return os.environ["MESH_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
-    return passphrase
+    return passphrase_for(store, render.passphrase_prompt())
 
 
 # -- identity and contacts -----------------------------------------------------------------
@@ -318,7 +312,7 @@ def send(
     result = asyncio.run(
         send_text(home, to, text, ttl, net, ask_passphrase, lambda mid: _queued(mid))
     )
-    if result.status == "queued":
+    if result.status == MessageStatus.QUEUED:
         render.hint(
             "no peer is reachable: the message stays queued, and `mesh up` delivers it "
             "as soon as a peer appears"
@@ -328,7 +322,7 @@ def send(
         click.echo("delivered")
         return
     plural = "" if result.replicas == 1 else "s"
-    suffix = " (already delivered)" if result.status == "delivered" else ""
+    suffix = " (already delivered)" if result.status == MessageStatus.DELIVERED else ""
     click.echo(f"stored on {result.replicas} replica{plural}{suffix}")
 
 

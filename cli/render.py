@@ -4,11 +4,14 @@ scripts. Nothing here talks to the network or the store."""
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
+
+from mesh.store import MessageStatus
 
 Doc = dict[str, Any]
 
@@ -20,6 +23,19 @@ def print_json(doc: object) -> None:
 def hint(text: str) -> None:
     """A note for people, on stderr so stdout stays parseable."""
     click.echo(text, err=True)
+
+
+def passphrase_prompt() -> Callable[[], str] | None:
+    """Asks for a passphrase on the terminal (hidden); None when stdin is not one. The
+    one prompt of every command (mesh.home.passphrase_for decides when it is needed)."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask() -> str:
+        passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
+        return passphrase
+
+    return ask
 
 
 def when(timestamp: float | None) -> str:
@@ -65,7 +81,7 @@ def print_inbox(messages: Iterable[Doc]) -> None:
 
 
 def status_label(message: Doc) -> str:
-    if message["status"] == "stored" and message.get("replicas"):
+    if message["status"] == MessageStatus.STORED and message.get("replicas"):
         return f"stored ({message['replicas']})"
     return str(message["status"])
 

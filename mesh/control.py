@@ -22,22 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from mesh import errors
+from mesh.envelope import MessageKind
 from mesh.errors import AlreadyRunningError, MeshError, UnreachableError
 from mesh.home import (
-    PEER_WAIT,
     HomeLock,
-    NetConfig,
-    SendResult,
     check_text,
     check_ttl,
     control_path,
-    deliver_queued,
     open_home,
     queue_message,
     resolve_recipient,
-    short_lived_node,
     unlock_identity,
 )
+from mesh.runner import PEER_WAIT, NetConfig, SendResult, deliver_queued, short_lived_node
 from mesh.store import MessageRow, Store
 from mesh.wire import Address
 
@@ -82,7 +79,7 @@ def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     store.delete_expired_messages(now)
     names = contact_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
-    return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == "text"]
+    return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == MessageKind.TEXT]
 
 
 def encode_line(doc: Event) -> bytes:

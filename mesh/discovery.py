@@ -24,7 +24,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ifaddr
 from zeroconf import (
@@ -35,16 +35,12 @@ from zeroconf import (
     Zeroconf,
     current_time_millis,
 )
-from zeroconf._dns import DNSPointer, DNSQuestion, DNSRecord  # public names, typed here
-from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from mesh import wire
+from mesh import mdns_records, wire
 from mesh.errors import LocalError
+from mesh.mdns_records import TYPE_PTR, TYPE_SRV, DNSRecord
 from mesh.wire import Address
-
-if TYPE_CHECKING:
-    from mesh.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +53,21 @@ MAX_NETWORK_NAME_BYTES = 63
 MAX_ADDRESSES_PER_PEER = 4
 UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
-# DNS constants (RFC 1035 / RFC 2782)
-_TYPE_PTR = 12
-_TYPE_TXT = 16
-_TYPE_SRV = 33
-_CLASS_IN = 1
-_FLAGS_QUERY = 0x0000
 
-_SERVICE_SUFFIX = "." + SERVICE_TYPE
+class PeerSink(Protocol):
+    """What discovery needs from the node it feeds (mesh.node.Node is one): the address
+    it advertises, and where the peers it hears about go."""
+
+    @property
+    def address(self) -> Address: ...
+
+    def add_peer(self, address: Address) -> None: ...
+
+    def forget_peer(self, address: Address) -> None: ...
+
+    def knows_any(self, addresses: tuple[Address, ...]) -> bool:
+        """True if the routing table holds a peer at one of `addresses`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -170,13 +173,7 @@ def usable_peer_addresses(addresses: Iterable[str], port: int, on_loopback: bool
 
 def instance_of(record: DNSRecord) -> str | None:
     """The lower-case service instance a record speaks about, if it is one of ours."""
-    if record.type == _TYPE_PTR:
-        if record.key == SERVICE_TYPE.lower() and isinstance(record, DNSPointer):
-            return record.alias.lower()
-        return None
-    if record.type in (_TYPE_SRV, _TYPE_TXT) and record.key.endswith(_SERVICE_SUFFIX.lower()):
-        return record.key
-    return None
+    return mdns_records.instance_of(record, SERVICE_TYPE)
 
 
 # -- the peer book: what we heard, when, and what the node should do (no I/O) ------------
@@ -315,7 +312,7 @@ class _RecordListener(RecordUpdateListener):
                 continue
             if not record.is_expired(now):
                 self._touched.add(name)
-            elif record.type in (_TYPE_PTR, _TYPE_SRV):
+            elif record.type in (TYPE_PTR, TYPE_SRV):
                 # a goodbye carries TTL 0; a cache expiry hands back the cached record
                 self._gone[name] = self._gone.get(name, False) or record.ttl == 0
 
@@ -336,7 +333,7 @@ class _RecordListener(RecordUpdateListener):
 class Discovery:
     def __init__(
         self,
-        node: Node,
+        node: PeerSink,
         interfaces: Sequence[str] | None = None,
         network_name: str = "mesh",
         config: DiscoveryConfig | None = None,
@@ -509,15 +506,9 @@ class Discovery:
         zc = self._zc.zeroconf
         now_ms = current_time_millis()
         fresh = self.book.fresh(self._now())
-        out = DNSOutgoing(_FLAGS_QUERY, multicast=True)
-        out.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
-        known = 0
-        for record in zc.cache.async_entries_with_name(SERVICE_TYPE):
-            if known >= self.config.max_known_answers:
-                break
-            if isinstance(record, DNSPointer) and record.alias.lower() in fresh:
-                out.add_answer_at_time(record, now_ms)
-                known += 1
+        cached = zc.cache.async_entries_with_name(SERVICE_TYPE)
+        limit = self.config.max_known_answers
+        out, _ = mdns_records.known_answer_query(SERVICE_TYPE, cached, fresh, limit, now_ms)
         zc.async_send(out)
         self.counters["queries"] += 1
 
@@ -573,7 +564,7 @@ class Discovery:
             return
         is_new = name not in self.book.instances
         same = network == self.network_name
-        actions = self.book.heard(name, same, tuple(addresses), self._now(), self._in_table)
+        actions = self.book.heard(name, same, tuple(addresses), self._now(), self.node.knows_any)
         if is_new and name in self.book.instances:
             self._changed.set()
             log.debug("discovery: heard %s (network %s) at %s", name, network, addresses)
@@ -585,10 +576,6 @@ class Discovery:
             self._changed.set()
             log.debug("discovery: %s is gone", name)
         self._apply(actions)
-
-    def _in_table(self, addresses: tuple[Address, ...]) -> bool:
-        known = {c.address for c in self.node.dht.table.contacts()}
-        return any(a in known for a in addresses)
 
     def _apply(self, actions: Actions) -> None:
         for address in actions.forget:

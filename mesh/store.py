@@ -25,118 +25,46 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
+from mesh.envelope import KINDS, KindName, MessageKind
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.store_rows import (
+    DIRECTIONS,
+    MIGRATIONS,
+    NEXT_STATUS,
+    STATUSES,
+    Contact,
+    Direction,
+    HeldRecord,
+    MessageRow,
+    MessageStatus,
+    OutboxItem,
+    PeerRow,
+    StatusName,
+    Tombstone,
+)
+
+__all__ = [
+    "DIRECTIONS",
+    "MIGRATIONS",
+    "STATUSES",
+    "Contact",
+    "Direction",
+    "HeldRecord",
+    "MessageRow",
+    "MessageStatus",
+    "OutboxItem",
+    "PeerRow",
+    "StatusName",
+    "Store",
+    "Tombstone",
+]
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["in", "out"]
-DIRECTIONS = frozenset({"in", "out"})
 PEER_CACHE_LIMIT = 1000
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
-
-# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
-# "failed" is reachable from queued only; a failed message that got out after all
-# (a late store ack, a receipt) may still move on, since that is not going backwards.
-_NEXT_STATUS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"stored", "delivered", "failed"}),
-    "stored": frozenset({"delivered"}),
-    "failed": frozenset({"stored", "delivered"}),
-    "delivered": frozenset(),
-    "received": frozenset(),  # every incoming message
-}
-STATUSES = frozenset(_NEXT_STATUS)
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL);
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE contacts (name TEXT PRIMARY KEY, peer_id TEXT NOT NULL, ttl INTEGER,
-                           added_at REAL NOT NULL) WITHOUT ROWID;
-    CREATE INDEX contacts_peer ON contacts (peer_id);
-    CREATE TABLE messages (
-        msg_id BLOB NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-        peer_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
-        sent_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL,
-        received_at REAL, is_read INTEGER NOT NULL DEFAULT 0, replicas INTEGER,
-        UNIQUE (msg_id, direction));
-    CREATE INDEX messages_peer ON messages (peer_id, sent_at);
-    CREATE INDEX messages_expiry ON messages (expires_at);
-    CREATE INDEX messages_unread ON messages (peer_id) WHERE direction = 'in' AND is_read = 0;
-    CREATE TABLE outbox (msg_id BLOB PRIMARY KEY, mailbox_key BLOB NOT NULL,
-                         record BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                         created_at REAL NOT NULL, last_attempt_at REAL);
-    -- held rows carry whole records (up to 8 KiB): a rowid table keeps the key index small
-    CREATE TABLE held (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                       expires_at INTEGER NOT NULL, packed BLOB NOT NULL,
-                       PRIMARY KEY (key, record_id));
-    CREATE INDEX held_expiry ON held (expires_at);
-    CREATE TABLE tombstones (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                             expires_at INTEGER NOT NULL,
-                             PRIMARY KEY (key, record_id)) WITHOUT ROWID;
-    CREATE INDEX tombstones_expiry ON tombstones (expires_at);
-    CREATE TABLE peers (node_id BLOB PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
-                        last_seen REAL NOT NULL);
-    CREATE INDEX peers_last_seen ON peers (last_seen);
-    """,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    name: str
-    peer_id: str
-    ttl: int | None
-    added_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    msg_id: bytes
-    direction: Direction
-    peer_id: str
-    kind: str
-    body: bytes
-    sent_at: float
-    expires_at: float
-    status: str
-    received_at: float | None
-    read: bool
-    replicas: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    msg_id: bytes
-    mailbox_key: bytes
-    record: bytes
-    attempts: int
-    created_at: float
-    last_attempt_at: float | None
-
-
-# Bulk rows stay tuples (cheap to build, unpack like plain tuples) with field names.
-class HeldRecord(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-    packed: bytes
-
-
-class Tombstone(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-
-
-class PeerRow(NamedTuple):
-    node_id: bytes
-    host: str
-    port: int
-    last_seen: float
-
 
 _MESSAGE_COLUMNS = (
     "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
@@ -159,8 +87,8 @@ _HELD_PUT = (
 _CONTACT_COLUMNS = "name, peer_id, ttl, added_at"
 
 
-def _status_update_sql(target: str) -> str:
-    allowed_from = sorted(s for s, nxt in _NEXT_STATUS.items() if target in nxt or s == target)
+def _status_update_sql(target: MessageStatus) -> str:
+    allowed_from = sorted(s for s, nxt in NEXT_STATUS.items() if target in nxt or s == target)
     quoted = ", ".join(f"'{s}'" for s in allowed_from)  # constants, never user input
     return (
         "UPDATE messages SET status = ?, replicas = coalesce(?, replicas) "
@@ -221,9 +149,16 @@ def _check_direction(direction: str) -> None:
         raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
 
 
-def _check_status(status: str) -> None:
+def _check_status(status: str) -> MessageStatus:
     if status not in STATUSES:
         raise ValueError(f"unknown message status {status!r}; expected one of {sorted(STATUSES)}")
+    return MessageStatus(status)
+
+
+def _check_kind(kind: str) -> MessageKind:
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    return MessageKind(kind)
 
 
 def _contact_name(name: str) -> str:
@@ -235,6 +170,8 @@ def _contact_name(name: str) -> str:
 
 def _message(row: Any) -> MessageRow:
     fields = list(row)
+    fields[3] = MessageKind(fields[3])
+    fields[7] = MessageStatus(fields[7])
     fields[9] = bool(fields[9])  # is_read
     return MessageRow(*fields)
 
@@ -424,16 +361,17 @@ class Store:
         msg_id: bytes,
         direction: Direction,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
-        status: str,
+        status: StatusName,
         received_at: float | None = None,
     ) -> bool:
         """Insert a message; False, changing nothing, if the id is known for this direction."""
         _check_direction(direction)
-        _check_status(status)
+        status = _check_status(status)
+        kind = _check_kind(kind)
         row = (msg_id, direction, peer_id, kind, body, sent_at, expires_at, status)
         cursor = self._execute(_INSERT_MESSAGE, (*row, received_at, direction == "out"))
         return cursor.rowcount == 1
@@ -442,7 +380,7 @@ class Store:
         self,
         msg_id: bytes,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
@@ -450,7 +388,8 @@ class Store:
         record_bytes: bytes,
     ) -> bool:
         """Write a 'queued' message and its outbox item atomically; False if queued before."""
-        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, "queued", None, True)
+        kind, queued = _check_kind(kind), MessageStatus.QUEUED
+        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, queued, None, True)
         with self._transaction() as conn:
             if conn.execute(_INSERT_MESSAGE, row).rowcount == 0:
                 return False
@@ -482,11 +421,15 @@ class Store:
         return [_message(row) for row in rows]
 
     def set_message_status(
-        self, msg_id: bytes, direction: Direction, status: str, replicas: int | None = None
+        self,
+        msg_id: bytes,
+        direction: Direction,
+        status: StatusName,
+        replicas: int | None = None,
     ) -> bool:
         """Move a message forward (or update replicas); False if unknown or backwards."""
         _check_direction(direction)
-        _check_status(status)
+        status = _check_status(status)
         cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 

@@ -11,21 +11,23 @@ from dataclasses import dataclass
 import segno
 from rich.text import Text
 
-from mesh.store import Contact, MessageRow
+from mesh.store import Contact, MessageRow, MessageStatus
 
+QUEUED, STORED = MessageStatus.QUEUED, MessageStatus.STORED
+DELIVERED, FAILED = MessageStatus.DELIVERED, MessageStatus.FAILED
 # One mark per delivery status of a message you sent, and the words the legend uses.
-MARKS: Mapping[str, str] = {"queued": "○", "stored": "◐", "delivered": "●", "failed": "✗"}
+MARKS: Mapping[str, str] = {QUEUED: "○", STORED: "◐", DELIVERED: "●", FAILED: "✗"}
 STATUS_WORDS: Mapping[str, str] = {
-    "queued": "waiting to be sent",
-    "stored": "sent, waiting for them",
-    "delivered": "delivered",
-    "failed": "not sent (too old)",
+    QUEUED: "waiting to be sent",
+    STORED: "sent, waiting for them",
+    DELIVERED: "delivered",
+    FAILED: "not sent (too old)",
 }
 MARK_STYLES: Mapping[str, str] = {
-    "queued": "bold yellow",
-    "stored": "bold cyan",
-    "delivered": "bold green",
-    "failed": "bold red",
+    QUEUED: "bold yellow",
+    STORED: "bold cyan",
+    DELIVERED: "bold green",
+    FAILED: "bold red",
 }
 QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
@@ -34,7 +36,7 @@ UNKNOWN_PREFIX = "Unknown "
 def legend() -> Text:
     """The line under the conversation that explains the marks."""
     text = Text()
-    for status in ("queued", "stored", "delivered"):
+    for status in (QUEUED, STORED, DELIVERED):
         text.append(MARKS[status], style=MARK_STYLES[status])
         text.append(f" {STATUS_WORDS[status]}   ", style="dim")
     return text

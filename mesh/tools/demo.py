@@ -21,8 +21,10 @@ from rich.markup import escape
 from mesh.dht.server import DhtConfig
 from mesh.envelope import Message
 from mesh.errors import DemoError
-from mesh.home import NetConfig, init_home, start_node
+from mesh.home import init_home
 from mesh.node import Node
+from mesh.runner import NetConfig, start_node
+from mesh.store import MessageStatus
 
 NAMES = ("ann", "ben", "cat", "dan")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -132,7 +134,7 @@ class Demo:
         deadline = since + STEP_TIMEOUT
         while time.perf_counter() < deadline:
             row = store.get_message(message_id, "out")
-            if row is not None and row.status == "delivered":
+            if row is not None and row.status == MessageStatus.DELIVERED:
                 self.say(
                     f"receipt: [cyan]{sender}[/cyan] sees its message as "
                     f"[bold]delivered[/bold] ({elapsed_ms(since)} later)"
