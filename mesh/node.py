@@ -183,6 +183,9 @@ class Node:
         return node
 
     async def _join(self, bootstrap: list[Address]) -> None:
+        # The simulator's abrupt departure closes a node's DHT alone: the node's own
+        # tasks die with it, as they did when the DHT owned them.
+        self.dht.spawn(self._close_with_dht())
         cached = [(h, p) for _nid, h, p, _seen in self.store.peers_recent(32)]
         peers = list(dict.fromkeys(bootstrap + cached))
         self._rejoin_scheduled = True  # contacts found while joining need no extra round
@@ -194,9 +197,6 @@ class Node:
             self._rejoin_scheduled = False
         self._tasks.spawn(self._renew_subscription())
         self._tasks.spawn(self._background())
-        # The simulator's abrupt departure closes a node's DHT alone: the node's own
-        # tasks die with it, as they did when the DHT owned them.
-        self.dht.spawn(self._close_with_dht())
 
     async def _close_with_dht(self) -> None:
         try:
