@@ -13,11 +13,13 @@
     │   └── ControlRequestError    a control-socket request that is malformed or unknown
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
+    │   │   └── DatagramError      framing or header refused (carries a drop reason)
     │   ├── BadSignatureError      signature does not verify
     │   ├── NotForUsError          sealed to someone else, or addressed to someone else
     │   ├── ExpiredError           past its absolute expiry
     │   └── RefusedError           a peer refused a request (quota, format, auth)
     ├── NetworkError               nobody answered
+    │   ├── RpcTimeout             one peer did not answer a call, even after the retry
     │   └── UnreachableError       no peer reachable; nothing was stored
     ├── StoreError                 the local SQLite store failed or is corrupt
     ├── NodeStoppedError           the daemon of a home stopped answering (chat)
@@ -87,6 +89,15 @@ class MalformedError(RemoteProtocolError):
     pass
 
 
+class DatagramError(MalformedError):
+    """A datagram refused by framing or header checks; `reason` is one word of
+    `wire.DROP_REASONS`, safe as a counter name (never attacker data)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class BadSignatureError(RemoteProtocolError):
     pass
 
@@ -105,6 +116,10 @@ class RefusedError(RemoteProtocolError):
 
 class NetworkError(MeshError):
     pass
+
+
+class RpcTimeout(NetworkError):
+    """The peer did not answer, even after the retry."""
 
 
 class UnreachableError(NetworkError):

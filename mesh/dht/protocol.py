@@ -26,12 +26,14 @@ from typing import Any, NamedTuple, Protocol
 from mesh import wire
 from mesh.errors import (
     BadSignatureError,
+    DatagramError,
     ExpiredError,
     MalformedError,
     MeshError,
     NetworkError,
     RefusedError,
     RemoteProtocolError,
+    RpcTimeout,
 )
 from mesh.wire import Address
 
@@ -48,9 +50,8 @@ class Transport(Protocol):
 
 
 class RequestHandler(Protocol):
-    def handle_request(
-        self, method: str, args: list[Any], sender: bytes, addr: Address
-    ) -> tuple[int, Any]: ...
+    def handle_request(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
+        """The result of a validated request; raise a RemoteProtocolError to refuse."""
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None: ...
 
@@ -58,13 +59,9 @@ class RequestHandler(Protocol):
 CallDone = Callable[[Any, Address, float, "asyncio.Future[Reply]"], None]
 
 
-class RpcTimeout(NetworkError):
-    """The peer did not answer, even after the retry."""
-
-
 class Reply(NamedTuple):  # one per answer: a tuple is cheaper than a frozen dataclass
     sender: bytes
-    result: Any
+    result: wire.Obj  # validated by whoever made the call
 
 
 class _Pending:
@@ -166,7 +163,7 @@ class DhtProtocol(asyncio.DatagramProtocol):
                 self._on_request(dgram, source)
             else:
                 self._on_response(dgram, source)
-        except wire.DatagramError as exc:
+        except DatagramError as exc:
             self._drop(exc.reason, str(exc))
         except RemoteProtocolError as exc:
             self._drop("malformed", str(exc))
@@ -186,8 +183,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
         method = str(dgram.method_or_status)
         self.stats["requests_in"] += 1
         try:
-            args = wire.validate_args(method, dgram.body)
-            status, result = self.handler.handle_request(method, args, dgram.sender, source)
+            request = wire.decode_request(method, dgram.body)
+            status, result = wire.OK, self.handler.handle_request(request, dgram.sender, source)
         except (RefusedError, BadSignatureError, ExpiredError) as exc:
             self._drop("refused", f"{method}: {exc}")
             status, result = wire.ERR_REFUSED, None
@@ -240,7 +237,7 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self,
         addr: Address,
         method: str,
-        args: list[Any],
+        args: list[wire.Obj],
         *,
         timeout: float | None = None,
         retries: int | None = None,

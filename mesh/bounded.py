@@ -1,0 +1,29 @@
+"""BoundedLru: a dict that keeps at most `limit` entries, least recently written out first.
+
+Every map a peer can grow (addresses it makes us remember, keys it makes us cache) is one
+of these, so no stranger can bloat a node: one helper instead of a copy of "insert,
+move_to_end, popitem when over N" per map.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedLru(OrderedDict[K, V]):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or replace `key` as the most recent entry; drop the oldest past `limit`."""
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
