@@ -3,6 +3,7 @@
     MeshError
     ├── LocalError                 the user's (or calling code's) mistake
     │   ├── InvalidIdError         an ID with a typo, wrong length or checksum
+    │   ├── InvalidInviteError     a network invite with a typo, or a bad network name
     │   ├── MessageTooLargeError   text over MAX_TEXT_BYTES
     │   ├── EmptyMessageError      nothing to send
     │   ├── UnknownContactError    a contact name that is not in the address book
@@ -46,6 +47,10 @@ class LocalError(MeshError):
 
 
 class InvalidIdError(LocalError):
+    pass
+
+
+class InvalidInviteError(LocalError):
     pass
 
 

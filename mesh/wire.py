@@ -53,7 +53,18 @@ ContactTuple = tuple[bytes, str, int]
 
 #: Why `decode_datagram` refused a datagram; protocol.py counts each as `dropped_<reason>`.
 DROP_REASONS: Final = frozenset(
-    {"oversized", "bad_version", "undecodable", "bad_header", "bad_node_id", "unknown_method"}
+    {
+        "oversized",
+        "bad_version",
+        "undecodable",
+        "bad_header",
+        "bad_node_id",
+        "unknown_method",
+        # private mesh (netkey.py): checked before anything else
+        "unauthenticated",
+        "stale",
+        "replayed",
+    }
 )
 
 

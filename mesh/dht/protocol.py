@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -35,6 +36,7 @@ from mesh.errors import (
     RemoteProtocolError,
     RpcTimeout,
 )
+from mesh.netkey import SEAL_OVERHEAD, DatagramSealer
 from mesh.wire import Address
 
 log = logging.getLogger(__name__)
@@ -127,8 +129,13 @@ class DhtProtocol(asyncio.DatagramProtocol):
         retries: int = 1,
         rate: float = 4000.0,
         burst: float = 8000.0,
+        sealer: DatagramSealer | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
+        self.sealer = sealer  # a private mesh: every datagram sealed with the network key
+        self.wall = wall
+        self.max_datagram = wire.MAX_DATAGRAM - (SEAL_OVERHEAD if sealer is not None else 0)
         self.handler = handler
         self.timeout = timeout
         self.retries = retries
@@ -158,6 +165,10 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["datagrams_in"] += 1
         source: Address = (addr[0], addr[1])
         try:
+            if self.sealer is not None:
+                if len(data) > wire.MAX_DATAGRAM:
+                    raise DatagramError("oversized", "datagram too large")
+                data = self.sealer.open(data, self.wall())  # before anything is parsed
             dgram = wire.decode_datagram(data)
             if dgram.kind == wire.REQUEST:
                 self._on_request(dgram, source)
@@ -254,8 +265,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
             return future
         key = (self._new_msgid(addr), addr)
         data = wire.encode_request(key[0], self.node_id, method, args)
-        if len(data) > wire.MAX_DATAGRAM:
-            future.set_exception(MalformedError(f"{method} request exceeds {wire.MAX_DATAGRAM} B"))
+        if len(data) > self.max_datagram:
+            future.set_exception(MalformedError(f"{method} request exceeds {self.max_datagram} B"))
             return future
         pending = _Pending(
             future,
@@ -315,6 +326,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is None:
             return
+        if self.sealer is not None:
+            data = self.sealer.seal(data, self.wall())  # sealed per send: a retry is new
         try:
             self.transport.sendto(data, addr)
             self.stats["datagrams_out"] += 1

@@ -27,6 +27,17 @@ MAX_LISTENERS_PER_KEY = 8
 
 
 class Replica:
+    __slots__ = (
+        "listen_duration",
+        "listeners",
+        "liveness",
+        "on_push",
+        "own_keys",
+        "rpc",
+        "storage",
+        "wall",
+    )
+
     def __init__(
         self,
         rpc: Rpc,
@@ -47,27 +58,27 @@ class Replica:
 
     def answer(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
         """The result of one validated request (its wire form)."""
-        match request:
-            case wire.Ping():
-                return None
+        match request:  # by how often each arrives
+            case wire.Store(key, records):
+                now = self.wall()
+                return [int(self.accept(key, r, now, addr[0])) for r in records]
             case wire.Find(target):
                 return [
                     p.to_tuple()
                     for p in self.rpc.table.find_neighbors(target, wire.MAX_CONTACTS, sender)
                 ]
-            case wire.Store(key, records):
-                now = self.wall()
-                return [int(self.accept(key, r, now, addr[0])) for r in records]
             case wire.Fetch(key, with_records):
                 return self._fetch(key, with_records)
-            case wire.Get(key, ids):
-                return page_of(self.storage.get(key, ids, self.wall()), wire.PAGE_BUDGET)
-            case wire.Delete(owner_request):
-                return self.delete(owner_request)
+            case wire.Ping():
+                return None
             case wire.Listen(owner_request, eager):
                 return self._listen(owner_request, eager, addr)
             case wire.Push(key, record):
                 return self.pushed(key, record)
+            case wire.Get(key, ids):
+                return page_of(self.storage.get(key, ids, self.wall()), wire.PAGE_BUDGET)
+            case wire.Delete(owner_request):
+                return self.delete(owner_request)
             case _:
                 assert_never(request)
 

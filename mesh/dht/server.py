@@ -44,6 +44,7 @@ from mesh.dht.rpc import Rpc
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import OwnerRequest, Record
 from mesh.errors import MeshError
+from mesh.netkey import DatagramSealer, NetworkKey
 from mesh.tasks import TaskSet
 from mesh.wire import Address
 
@@ -109,8 +110,10 @@ class DhtServer:
         config: DhtConfig | None = None,
         storage: RecordStorage | None = None,
         wall: Callable[[], float] = time.time,
+        network_key: NetworkKey | None = None,
     ) -> None:
         self.node_id = node_id or os.urandom(wire.NODE_ID_SIZE)
+        self.network_key = network_key  # a private mesh: see netkey.py
         self.config = c = config or DhtConfig()
         self.storage = storage if storage is not None else RecordStorage()
         self.wall = wall
@@ -174,6 +177,8 @@ class DhtServer:
             retries=c.rpc_retries,
             rate=c.request_rate,
             burst=c.request_burst,
+            sealer=DatagramSealer(self.network_key) if self.network_key is not None else None,
+            wall=self.wall,
         )
         self.rpc.attach(self.protocol)
         return self.protocol
@@ -211,13 +216,16 @@ class DhtServer:
 
     def handle_request(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
         if self.protocol is not None:
-            now = self.protocol.loop.time()
-            self.rpc.carry_out(self.liveness.on_request(request, sender, addr, now))
+            actions = self.liveness.on_request(request, sender, addr, self.protocol.loop.time())
+            if actions:
+                self.rpc.carry_out(actions)
         return self.replica.answer(request, sender, addr)
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None:
         now = self.protocol.loop.time() if self.protocol is not None else 0.0
-        self.rpc.carry_out(self.liveness.on_round_trip(sender, addr, now))
+        actions = self.liveness.on_round_trip(sender, addr, now)
+        if actions:
+            self.rpc.carry_out(actions)
 
     def _admitted(self, peer: Peer) -> None:
         self.handover.welcome(peer)
