@@ -33,6 +33,19 @@ DELETE_BATCH = 256  # record ids per delete request (envelope.MAX_DELETE_IDS)
 
 
 class Outbox:
+    __slots__ = (
+        "_delete_scheduled",
+        "_to_delete",
+        "counters",
+        "delete_delay",
+        "dht",
+        "identity",
+        "on_status",
+        "store",
+        "tasks",
+        "wall",
+    )
+
     def __init__(
         self,
         identity: Identity,
