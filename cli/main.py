@@ -22,6 +22,8 @@ import platformdirs
 import segno
 
 from cli import bench, chat, render, sim
+from cli import share as share_cli
+from mesh import __version__
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TTL
@@ -69,6 +71,9 @@ def default_home() -> Path:
 
 
 @click.group(cls=MeshGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "-V", "--version", prog_name="mesh", message="%(prog)s %(version)s"
+)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -404,6 +409,7 @@ def demo() -> None:
 cli.add_command(bench.command)
 cli.add_command(sim.command)
 cli.add_command(chat.command)
+cli.add_command(share_cli.command)
 
 
 def main() -> None:

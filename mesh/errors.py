@@ -9,7 +9,8 @@
     │   ├── IdentityExistsError    `init` on a home that already has an identity
     │   ├── NoIdentityError        a home with no identity
     │   ├── WrongPassphraseError   identity file could not be decrypted
-    │   └── AlreadyRunningError    a second daemon on one home
+    │   ├── AlreadyRunningError    a second daemon on one home
+    │   └── BundleError            `mesh share`: no install bundle, or a damaged one
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
     │   ├── BadSignatureError      signature does not verify
@@ -101,3 +102,7 @@ class UnreachableError(NetworkError):
 
 class StoreError(MeshError):
     pass
+
+
+class BundleError(LocalError):
+    """`mesh share`: no install bundle, or one that is incomplete or altered."""
