@@ -83,8 +83,9 @@ def _build(saved: Path, platforms: tuple[str, ...]) -> share.Manifest:
     source = share.project_source()
     if source is None:
         raise BundleError(
-            "mesh was not installed from its project folder, so it cannot build a bundle: "
-            "use `mesh share --from DIR|URL` with a bundle you were given"
+            "no project folder to build the bundle from: run `mesh share --prepare` in "
+            "mesh's project folder, or use `mesh share --from DIR|URL` with a bundle you "
+            "were given"
         )
     render.hint(f"building the bundle from {source} (needs a package index)...")
     return share.build_bundle(saved, source, platforms)

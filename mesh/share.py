@@ -128,12 +128,14 @@ def bundle_path(home: Path) -> Path:
     return home / BUNDLE_DIR
 
 
-def project_source() -> Path | None:
-    """The project folder if mesh runs from a source checkout, else None."""
-    root = Path(__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and f'name = "{PACKAGE}"' in pyproject.read_text("utf-8"):
-        return root
+def project_source(cwd: Path | None = None) -> Path | None:
+    """The project folder: the one mesh runs from (an editable install), else the current
+    directory if it is mesh's project folder (after `pip install .`); None otherwise."""
+    here = Path(__file__).resolve().parent.parent
+    for root in (here, Path.cwd() if cwd is None else cwd):
+        pyproject = root / "pyproject.toml"
+        if pyproject.is_file() and f'name = "{PACKAGE}"' in pyproject.read_text("utf-8"):
+            return root
     return None
 
 

@@ -172,3 +172,19 @@ def test_a_fresh_venv_installs_the_bundle_with_no_index(prepared: Path, tmp_path
     assert lines[0] == f"url: http://{host}:" + lines[0].rsplit(":", 1)[1]
     assert lines[1:] == ["installed: mesh 0.1.0", "passed on", "installed: mesh 0.1.0"]
     assert share.load_bundle(tmp_path / "usb").mesh_wheel is not None
+
+
+def test_the_user_guide_gives_the_commands_mesh_share_prints() -> None:
+    guide = (REPO / "docs" / "user-guide.md").read_text("utf-8")
+    url, host = "http://192.168.1.5:8765/", "192.168.1.5"
+    assert share.install_command(url, host) in guide
+    assert share.install_command("/media/usb/mesh") in guide
+    for command in ("mesh share --prepare", "mesh share --to", "mesh share --from"):
+        assert command in guide
+
+
+def test_project_source_is_found_from_its_folder(tmp_path: Path) -> None:
+    assert share.project_source(REPO) is not None
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    found = share.project_source(tmp_path)
+    assert found is None or found == REPO  # an editable install still finds its own
