@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
+from cli.params import host_option
 from mesh.chat import ChatOptions, run_chat
 from mesh.errors import LocalError, MeshError, WrongPassphraseError
 from mesh.home import is_locked, open_home, resolve_recipient
-from mesh.netaddr import check_host, parse_host_port
+from mesh.netaddr import parse_host_port
 
 
 def _check_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
@@ -24,13 +25,6 @@ def _check_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     except MeshError as exc:
         raise click.BadParameter(str(exc)) from None
     return values
-
-
-def _check_host(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    try:
-        return None if value is None else check_host(value)
-    except MeshError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _check_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
@@ -45,7 +39,7 @@ def _check_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.command(name="chat")
 @click.argument("name", required=False)
 @click.option(
-    "--host", callback=_check_host, help="Address to listen on, if the chat starts your node."
+    "--host", callback=host_option, help="Address to listen on, if the chat starts your node."
 )
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="UDP port, if the chat starts your node."

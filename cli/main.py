@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import ifaddr
 import platformdirs
 import segno
 
 from cli import bench, chat, people, render, sim
 from cli import share as share_cli
+from cli.params import host_option
 from mesh import __version__
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
@@ -38,7 +38,7 @@ from mesh.home import (
     resolve_recipient,
 )
 from mesh.identity import PublicIdentity
-from mesh.netaddr import check_host, parse_host_port
+from mesh.netaddr import lan_ipv4_addresses, parse_host_port
 from mesh.store import Store
 from mesh.wire import Address
 
@@ -101,13 +101,6 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 def _parse_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
     try:
         return [parse_host_port(v) for v in values]
-    except MeshError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _parse_host(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    try:
-        return None if value is None else check_host(value)
     except MeshError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -305,7 +298,7 @@ def contacts_remove(home: Path, name: str) -> None:
 @cli.command()
 @click.option(
     "--host",
-    callback=_parse_host,
+    callback=host_option,
     help="Address to listen on (default: 0.0.0.0, or the first --interface).",
 )
 @click.option(
@@ -331,7 +324,7 @@ def up(
     with open_home(home) as store:
         passphrase = ask_passphrase(store)
     net = net_config(host, port, peers, no_mdns, interfaces)
-    if net.mdns and not interfaces and not mdns_interfaces():
+    if net.mdns and not interfaces and not lan_ipv4_addresses():
         render.hint(
             "warning: no network interface but loopback, so mDNS finds no one: connect to "
             "a network, or join a peer with --peer HOST:PORT"
@@ -339,16 +332,6 @@ def up(
     echo = _flushed_echo
     asyncio.run(run_daemon(home, net, passphrase, echo, render.print_daemon_event))
     echo("stopped")
-
-
-def mdns_interfaces() -> list[str]:
-    """The IPv4 addresses mDNS would use by default: every one but loopback."""
-    return [
-        str(ip.ip)
-        for adapter in ifaddr.get_adapters()
-        for ip in adapter.ips
-        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
-    ]
 
 
 def _flushed_echo(text: str) -> None:
@@ -374,7 +357,7 @@ def _flushed_echo(text: str) -> None:
 )
 @click.option(
     "--host",
-    callback=_parse_host,
+    callback=host_option,
     help="Address of the short-lived node (default: 0.0.0.0, or the first --interface).",
 )
 @network_options
@@ -459,7 +442,7 @@ def _queued(message_id: bytes) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option(
     "--host",
-    callback=_parse_host,
+    callback=host_option,
     help="Address of the short-lived node (default: 0.0.0.0, or the first --interface).",
 )
 @network_options

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import ifaddr
+
 from mesh.errors import InvalidAddressError
 from mesh.wire import Address
 
@@ -29,3 +31,14 @@ def parse_host_port(value: str) -> Address:
     if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise InvalidAddressError(f"{value!r}: the port must be a number from 1 to 65535")
     return (check_host(host), int(port))
+
+
+def lan_ipv4_addresses() -> list[str]:
+    """This computer's IPv4 addresses but loopback: where mDNS runs by default, and
+    where `mesh share` can be reached."""
+    return [
+        str(ip.ip)
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+    ]

@@ -42,10 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ifaddr
-
 from mesh import __version__
 from mesh.errors import BundleError
+from mesh.netaddr import lan_ipv4_addresses
 
 log = logging.getLogger(__name__)
 
@@ -365,9 +364,4 @@ def share_urls(host: str, port: int) -> list[str]:
     """The URLs a friend can use: every non-loopback IPv4 address when bound to all."""
     if host not in ("0.0.0.0", ""):
         return [f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"]
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                found.append(f"http://{ip.ip}:{port}/")
-    return found
+    return [f"http://{ip}:{port}/" for ip in lan_ipv4_addresses()]
