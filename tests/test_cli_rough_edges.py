@@ -112,7 +112,8 @@ def test_send_refuses_bad_text_sources(home: Path, bob: str, tmp_path: Path) -> 
 
 def test_a_message_that_expires_unsent_shows_as_failed(home: Path, bob: str) -> None:
     assert run(home, "send", "bob", "short-lived", "--ttl", "1", *OFFLINE).returncode == 3
-    time.sleep(1.2)  # the message's own TTL: real time by design (wall-clock expiry)
+    expires_at = messages(home, "out")[0].expires_at  # whole seconds, rounded up
+    time.sleep(max(0.0, expires_at - time.time()) + 0.05)  # wall-clock expiry, by design
     doc = json.loads(run(home, "outbox", "--json").stdout)
     assert [(m["status"], m["text"]) for m in doc["messages"]] == [("failed", "")]
     plain = run(home, "outbox")
