@@ -10,6 +10,7 @@ import click
 import segno
 
 from cli import render
+from cli.params import host_option
 from mesh import share
 from mesh.errors import BundleError
 
@@ -23,7 +24,13 @@ from mesh.errors import BundleError
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the bundle to DIR (a USB stick) instead of serving it.",
 )
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to serve on.")
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    callback=host_option,
+    help="Address to serve on.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=share.DEFAULT_PORT, show_default=True
 )
