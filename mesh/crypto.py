@@ -24,14 +24,20 @@ from nacl.signing import SigningKey, VerifyKey
 from mesh.errors import BadSignatureError, MalformedError, NotForUsError, WrongPassphraseError
 
 __all__ = [
+    "AEAD_NONCE_SIZE",
+    "AEAD_TAG_SIZE",
     "KEY_SIZE",
     "SEAL_OVERHEAD",
     "SEED_SIZE",
     "SIGNATURE_SIZE",
     "KeyPair",
+    "aead_decrypt",
+    "aead_encrypt",
     "decrypt_with_passphrase",
+    "derive_key",
     "ed25519_pk_to_x25519",
     "encrypt_with_passphrase",
+    "equal",
     "generate_seed",
     "seal",
     "verify",
@@ -164,3 +170,46 @@ def decrypt_with_passphrase(blob: bytes, passphrase: str) -> bytes:
         return box.decrypt(blob[1 + _SALT_SIZE :])
     except (nacl.exceptions.CryptoError, TypeError, ValueError):
         raise WrongPassphraseError("wrong passphrase: the identity could not be unlocked") from None
+
+
+# -- symmetric: key derivation and AEAD ---------------------------------------------------
+# Key derivation is BLAKE2b keyed with the master secret over a purpose label (libsodium's
+# crypto_generichash, the construction libsodium's own crypto_kdf is built on); the AEAD
+# is XChaCha20-Poly1305-IETF (24-byte nonces: random nonces never collide in practice).
+
+AEAD_NONCE_SIZE: int = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+AEAD_TAG_SIZE: int = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+
+def derive_key(master: bytes, label: bytes, size: int = 32) -> bytes:
+    """A subkey of `master` for one purpose: BLAKE2b(key=master, message=label)."""
+    if len(master) < 16 or not 16 <= size <= 64:
+        raise MalformedError("derive_key: master key or subkey size out of range")
+    digest: bytes = nacl.bindings.crypto_generichash_blake2b_salt_personal(
+        label, digest_size=size, key=master
+    )
+    return digest
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    ciphertext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, aad, nonce, key
+    )
+    return ciphertext
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes | None:
+    """The plaintext, or None if the tag does not verify (no exception: this runs on every
+    datagram of a private mesh, and most forged ones are cheapest refused this way)."""
+    try:
+        plaintext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, aad, nonce, key
+        )
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        return None
+    return plaintext
+
+
+def equal(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison of two secrets or tags (libsodium's sodium_memcmp)."""
+    return len(a) == len(b) and bool(nacl.bindings.sodium_memcmp(a, b))

@@ -3,6 +3,7 @@
     MeshError
     ├── LocalError                 the user's (or calling code's) mistake
     │   ├── InvalidIdError         an ID with a typo, wrong length or checksum
+    │   ├── InvalidInviteError     a network invite with a typo, or a bad network name
     │   ├── MessageTooLargeError   text over MAX_TEXT_BYTES
     │   ├── EmptyMessageError      nothing to send
     │   ├── UnknownContactError    a contact name that is not in the address book
@@ -14,11 +15,13 @@
     │   └── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
+    │   │   └── DatagramError      framing or header refused (carries a drop reason)
     │   ├── BadSignatureError      signature does not verify
     │   ├── NotForUsError          sealed to someone else, or addressed to someone else
     │   ├── ExpiredError           past its absolute expiry
     │   └── RefusedError           a peer refused a request (quota, format, auth)
     ├── NetworkError               nobody answered
+    │   ├── RpcTimeout             one peer did not answer a call, even after the retry
     │   └── UnreachableError       no peer reachable; nothing was stored
     └── StoreError                 the local SQLite store failed or is corrupt
 
@@ -38,6 +41,10 @@ class LocalError(MeshError):
 
 
 class InvalidIdError(LocalError):
+    pass
+
+
+class InvalidInviteError(LocalError):
     pass
 
 
@@ -77,6 +84,15 @@ class MalformedError(RemoteProtocolError):
     pass
 
 
+class DatagramError(MalformedError):
+    """A datagram refused by framing or header checks; `reason` is one word of
+    `wire.DROP_REASONS`, safe as a counter name (never attacker data)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class BadSignatureError(RemoteProtocolError):
     pass
 
@@ -95,6 +111,10 @@ class RefusedError(RemoteProtocolError):
 
 class NetworkError(MeshError):
     pass
+
+
+class RpcTimeout(NetworkError):
+    """The peer did not answer, even after the retry."""
 
 
 class UnreachableError(NetworkError):

@@ -7,7 +7,8 @@ A datagram is one version byte followed by one msgpack array:
 
 `decode_datagram` either returns a fully validated `Datagram` or raises `DatagramError` (a
 `MalformedError` whose `reason` is one word from `DROP_REASONS`, safe to use as a counter
-name: never attacker data); `validate_args` raises only `MalformedError`. Nothing a peer
+name: never attacker data); `decode_request` turns a request's arguments into a typed
+request (`Find`, `Store`, ...) or raises only `MalformedError`. Nothing a peer
 sends reaches the routing table or storage without passing through both.
 Pure: no sockets, no clock.
 """
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Container
-from typing import Any, Final, NamedTuple
+from collections.abc import Container
+from typing import Any, Final, Literal, NamedTuple, assert_never
 
 import msgpack
 
-from mesh.errors import MalformedError
+from mesh.envelope import OwnerRequest, Record
+from mesh.errors import DatagramError, MalformedError
 
 VERSION: Final = 1
 VERSION_BYTE: Final = bytes([VERSION])
@@ -51,16 +53,19 @@ ContactTuple = tuple[bytes, str, int]
 
 #: Why `decode_datagram` refused a datagram; protocol.py counts each as `dropped_<reason>`.
 DROP_REASONS: Final = frozenset(
-    {"oversized", "bad_version", "undecodable", "bad_header", "bad_node_id", "unknown_method"}
+    {
+        "oversized",
+        "bad_version",
+        "undecodable",
+        "bad_header",
+        "bad_node_id",
+        "unknown_method",
+        # private mesh (netkey.py): checked before anything else
+        "unauthenticated",
+        "stale",
+        "replayed",
+    }
 )
-
-
-class DatagramError(MalformedError):
-    """A datagram refused by framing or header checks."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Datagram(NamedTuple):  # a tuple: 3x cheaper to build than a frozen dataclass
@@ -115,7 +120,7 @@ def decode_datagram(data: bytes) -> Datagram:
     if type(sender) is not bytes or len(sender) != NODE_ID_SIZE:
         raise DatagramError("bad_node_id", "sender node id must be 20 bytes")
     if kind == REQUEST:
-        if type(head) is not str or head not in REQUEST_VALIDATORS:
+        if type(head) is not str or head not in REQUESTS:
             raise DatagramError("unknown_method", "unknown method")
         if type(body) is not list:
             raise DatagramError("bad_header", "arguments are not a list")
@@ -202,83 +207,146 @@ def check_arity(args: list[Obj], n: int, method: str) -> None:
         raise MalformedError(f"{method} takes {n} arguments")
 
 
-# -- per-method argument validation ---------------------------------------------------
-# Records and owner requests are validated by envelope (Record.from_obj /
-# OwnerRequest.from_obj) in the handler, so wire only checks their outer shape here.
+# -- typed requests ---------------------------------------------------------------------
+# Each RPC is a small typed value (h11's events are the model), decoded and validated
+# once, here: records and owner requests are parsed by envelope's strict `from_obj`, so a
+# handler only ever sees well-formed values. `REQUESTS` is the one table of RPC names.
+# Outgoing calls are built by the client as [method, args] lists (encoded once, shared
+# by the 20 calls of a store); only what a peer sends is turned into these values.
 
 
-def _args_ping(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 0, "ping")
-    return args
+class Ping(NamedTuple):
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Ping:
+        check_arity(args, 0, "ping")
+        return cls()
 
 
-def _args_find(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 1, "find")
-    check_key(args[0])
-    return args
+class Find(NamedTuple):
+    target: bytes
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Find:
+        check_arity(args, 1, "find")
+        return cls(check_key(args[0]))
 
 
-def _args_store(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 2, "store")
-    check_key(args[0])
-    check_list(args[1], 8, "records")
-    return args
+class Store(NamedTuple):
+    key: bytes
+    records: list[Record]
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Store:
+        check_arity(args, 2, "store")
+        objs = check_list(args[1], 8, "records")
+        return cls(check_key(args[0]), [Record.from_obj(obj) for obj in objs])
 
 
-def _args_fetch(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 2, "fetch")
-    check_key(args[0])
-    if type(args[1]) is not bool:
-        raise MalformedError("fetch flag must be a bool")
-    return args
+class Fetch(NamedTuple):
+    key: bytes
+    with_records: bool
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Fetch:
+        check_arity(args, 2, "fetch")
+        if type(args[1]) is not bool:
+            raise MalformedError("fetch flag must be a bool")
+        return cls(check_key(args[0]), args[1])
 
 
-def _args_get(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 2, "get")
-    check_key(args[0])
-    check_ids(args[1])
-    return args
+class Get(NamedTuple):
+    key: bytes
+    ids: list[bytes]
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Get:
+        check_arity(args, 2, "get")
+        return cls(check_key(args[0]), check_ids(args[1]))
 
 
-def _args_owner(args: list[Obj]) -> list[Obj]:
+def _owner_request(args: list[Obj]) -> OwnerRequest:
     check_arity(args, 1, "owner request")
-    check_list(args[0], 8, "owner request")
-    return args
+    return OwnerRequest.from_obj(check_list(args[0], 8, "owner request"))
 
 
-def _args_listen(args: list[Obj]) -> list[Obj]:
+class Delete(NamedTuple):
+    request: OwnerRequest
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Delete:
+        return cls(_owner_request(args))
+
+
+class Listen(NamedTuple):
     """[owner request] or [owner request, eager]: eager asks the replica to push even if
     it does not count itself among the closest (the subscriber ranks it so)."""
-    if len(args) != 2:
-        return _args_owner(args)
-    if type(args[1]) is not bool:
-        raise MalformedError("listen: eager must be a boolean")
-    _args_owner(args[:1])
-    return args
+
+    request: OwnerRequest
+    eager: bool
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Listen:
+        if len(args) != 2:
+            return cls(_owner_request(args), False)
+        if type(args[1]) is not bool:
+            raise MalformedError("listen: eager must be a boolean")
+        return cls(_owner_request(args[:1]), args[1])
 
 
-def _args_push(args: list[Obj]) -> list[Obj]:
-    check_arity(args, 2, "push")
-    check_key(args[0])
-    check_list(args[1], 4, "record")
-    return args
+class Push(NamedTuple):
+    key: bytes
+    record: Record
+
+    @classmethod
+    def decode(cls, args: list[Obj]) -> Push:
+        check_arity(args, 2, "push")
+        key = check_key(args[0])
+        return cls(key, Record.from_obj(check_list(args[1], 4, "record")))
 
 
-REQUEST_VALIDATORS: Final[dict[str, Callable[[list[Obj]], list[Obj]]]] = {
-    "ping": _args_ping,
-    "find": _args_find,
-    "store": _args_store,
-    "fetch": _args_fetch,
-    "get": _args_get,
-    "delete": _args_owner,
-    "listen": _args_listen,
-    "push": _args_push,
+Request = Ping | Find | Store | Fetch | Get | Delete | Listen | Push
+Method = Literal["ping", "find", "store", "fetch", "get", "delete", "listen", "push"]
+
+#: The one table of RPCs: name -> the typed request it decodes into.
+REQUESTS: Final[dict[str, type[Request]]] = {
+    "ping": Ping,
+    "find": Find,
+    "store": Store,
+    "fetch": Fetch,
+    "get": Get,
+    "delete": Delete,
+    "listen": Listen,
+    "push": Push,
 }
 
 
-def validate_args(method: str, args: list[Obj]) -> list[Obj]:
-    """Check the arguments of a request whose header `decode_datagram` accepted."""
-    validator = REQUEST_VALIDATORS.get(method)
-    if validator is None or type(args) is not list:
+def decode_request(method: str, args: list[Obj]) -> Request:
+    """The typed request of a datagram whose header `decode_datagram` accepted; raises
+    only `MalformedError`."""
+    kind = REQUESTS.get(method)
+    if kind is None or type(args) is not list:
         raise MalformedError("unknown method or arguments are not a list")
-    return validator(args)
+    return kind.decode(args)
+
+
+def request_args(request: Request) -> list[Obj]:
+    """The wire arguments of a typed request: `decode_request`'s inverse."""
+    match request:
+        case Ping():
+            return []
+        case Find(target):
+            return [target]
+        case Store(key, records):
+            return [key, [r.to_obj() for r in records]]
+        case Fetch(key, with_records):
+            return [key, with_records]
+        case Get(key, ids):
+            return [key, ids]
+        case Delete(owner):
+            return [owner.to_obj()]
+        case Listen(owner, eager):
+            return [owner.to_obj(), eager]
+        case Push(key, record):
+            return [key, record.to_obj()]
+        case _:
+            assert_never(request)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 from netutil import bounded, loopback_host, start_network, stop_all, wait_until
 
-from mesh import envelope
+from mesh import envelope, wire
 from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
 from mesh.envelope import Record
 from mesh.identity import Identity
@@ -60,7 +61,7 @@ async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst() -
     try:
         assert b.address is not None
         # a knows b (a's call is a round trip); b has only seen a's requests.
-        reply = await bounded(a._call(b.address, "find", [bytes(20)]))
+        reply = await bounded(a.rpc.call(b.address, "find", [bytes(20)]))
         assert reply.sender == b.node_id
         assert a.node_id not in b.table
         pings_before = b.protocol.stats["requests_out"] if b.protocol else 0
@@ -76,7 +77,7 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
     servers = await start_servers(40, seed=5)
     lookups = 0
     sender = servers[0]
-    real_lookup = sender.lookup
+    real_lookup = sender.rpc.lookup
 
     async def counting_lookup(target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
         nonlocal lookups
@@ -90,14 +91,14 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
             await bounded(s.bootstrap([seed]))
         owner, writer = Identity.generate(), Identity.generate()
         key = owner.public.mailbox_key
-        sender.lookup = counting_lookup  # type: ignore[method-assign]
+        sender.rpc.lookup = counting_lookup  # type: ignore[method-assign]
         acks = [
             await bounded(sender.put(key, [record_for(owner, writer, f"m{i}")])) for i in range(3)
         ]
         assert lookups == 1 and min(acks) >= sender.config.quorum
         # Kill most of the cached replica set: the next put must look up again and
         # still reach a quorum on the peers that are left.
-        cached = sender._replica_sets[key][1]
+        cached = sender.client.replica_sets[key][1]
         by_id = {s.node_id: s for s in servers}
         for contact in cached[:15]:
             await by_id[contact.id].close()
@@ -111,13 +112,14 @@ async def test_only_the_closest_replicas_push_a_new_record() -> None:
     nodes = await start_network(40, seed=6, options=NodeOptions(poll_interval=1e9))
     recipient = nodes[-1]
     pushes: list[bytes] = []
-    real = recipient.dht._rpc_push
+    real = recipient.dht.replica.answer
 
-    def counting_push(args: list, sender: bytes, addr: tuple[str, int]) -> None:  # type: ignore[type-arg]
-        pushes.append(sender)
-        real(args, sender, addr)
+    def counting_answer(request: wire.Request, sender: bytes, addr: tuple[str, int]) -> Any:
+        if type(request) is wire.Push:
+            pushes.append(sender)
+        return real(request, sender, addr)
 
-    recipient.dht._handlers["push"] = counting_push
+    recipient.dht.replica.answer = counting_answer  # type: ignore[method-assign]
     try:
         # start() subscribed already; subscribing again makes sure every replica the
         # sender will find has our listen (the pushes counted are the replicas' choice).
@@ -228,7 +230,7 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
         assert replica.address is not None
         for server in closer:
             await bounded(server.bootstrap([replica.address]))
-        assert replica._closer_contacts(key, PUSHERS) == PUSHERS
+        assert replica.rpc.closer_peers(key, PUSHERS) == PUSHERS
         got: dict[int, list[bytes]] = {0: [], 1: []}
         for i, listener in enumerate(listeners):
             listener.own_keys.add(key)
@@ -236,7 +238,7 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
             request = envelope.sign_owner_request(
                 owner, "listen", envelope.listen_payload(60), time.time()
             ).to_obj()
-            await bounded(listener._call(replica.address, "listen", [request, i == 0]))
+            await bounded(listener.rpc.call(replica.address, "listen", [request, i == 0]))
         record = record_for(owner, writer, "hello")
         await bounded(writer_store(closer[0], replica, key, record))
         assert await wait_until(lambda: got[0] == [record.id], timeout=5)
@@ -250,7 +252,7 @@ async def writer_store(via: DhtServer, replica: DhtServer, key: bytes, record: R
     from mesh.dht.server import chunk_records
 
     assert replica.address is not None
-    reply = await via._call(replica.address, "store", [key, chunk_records([record])[0]])
+    reply = await via.rpc.call(replica.address, "store", [key, chunk_records([record])[0]])
     assert reply.result == [0]
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesh import wire
-from mesh.errors import MalformedError
+from mesh.errors import DatagramError, MalformedError
 
 SENDER = b"s" * 20
 KEY = b"k" * 20
@@ -41,7 +41,7 @@ def frame(obj: Any) -> bytes:
 def decode_or_reason(data: bytes) -> str:
     try:
         wire.decode_datagram(data)
-    except wire.DatagramError as exc:
+    except DatagramError as exc:
         assert exc.reason in wire.DROP_REASONS
         return exc.reason
     return "ok"
@@ -54,7 +54,7 @@ def test_request_and_response_round_trip() -> None:
     dgram = wire.decode_datagram(wire.encode_request(7, SENDER, "find", [KEY]))
     assert (dgram.kind, dgram.msgid, dgram.sender) == (wire.REQUEST, 7, SENDER)
     assert (dgram.method_or_status, dgram.body) == ("find", [KEY])
-    assert wire.validate_args("find", dgram.body) == [KEY]
+    assert wire.decode_request("find", dgram.body) == wire.Find(KEY)
     contacts = [[SENDER, "::1", 9]]
     reply = wire.decode_datagram(wire.encode_response(7, SENDER, wire.OK, contacts))
     assert (reply.kind, reply.method_or_status, reply.body) == (wire.RESPONSE, 0, contacts)
@@ -120,7 +120,7 @@ def test_header_faults_are_classified(data: bytes, reason: str) -> None:
 )
 def test_bad_arguments_are_malformed(method: str, args: Any) -> None:
     with pytest.raises(MalformedError):
-        wire.validate_args(method, args)
+        wire.decode_request(method, args)
 
 
 @pytest.mark.parametrize(
@@ -172,15 +172,17 @@ near_args = st.lists(near_keys | st.booleans() | near_records, max_size=3)
 
 
 @settings(max_examples=250, deadline=None)
-@given(st.sampled_from(sorted(wire.REQUEST_VALIDATORS)), near_args | st.lists(objects, max_size=3))
+@given(st.sampled_from(sorted(wire.REQUESTS)), near_args | st.lists(objects, max_size=3))
 def test_validate_args_raises_only_malformed_error(method: str, args: list[Any]) -> None:
     data = wire.encode_request(1, SENDER, method, args)
     try:
         dgram = wire.decode_datagram(data)
-        checked = wire.validate_args(method, dgram.body)
+        checked = wire.decode_request(method, dgram.body)
     except MalformedError:
         return
-    assert checked == dgram.body
+    assert type(checked) is wire.REQUESTS[method]
+    assert wire.request_args(checked)[: len(dgram.body)] == dgram.body  # nothing lost
+    assert wire.decode_request(method, wire.request_args(checked)) == checked
 
 
 @settings(max_examples=150, deadline=None)

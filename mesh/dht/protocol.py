@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -26,13 +27,16 @@ from typing import Any, NamedTuple, Protocol
 from mesh import wire
 from mesh.errors import (
     BadSignatureError,
+    DatagramError,
     ExpiredError,
     MalformedError,
     MeshError,
     NetworkError,
     RefusedError,
     RemoteProtocolError,
+    RpcTimeout,
 )
+from mesh.netkey import SEAL_OVERHEAD, DatagramSealer
 from mesh.wire import Address
 
 log = logging.getLogger(__name__)
@@ -48,9 +52,8 @@ class Transport(Protocol):
 
 
 class RequestHandler(Protocol):
-    def handle_request(
-        self, method: str, args: list[Any], sender: bytes, addr: Address
-    ) -> tuple[int, Any]: ...
+    def handle_request(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
+        """The result of a validated request; raise a RemoteProtocolError to refuse."""
 
     def on_round_trip(self, sender: bytes, addr: Address) -> None: ...
 
@@ -58,13 +61,9 @@ class RequestHandler(Protocol):
 CallDone = Callable[[Any, Address, float, "asyncio.Future[Reply]"], None]
 
 
-class RpcTimeout(NetworkError):
-    """The peer did not answer, even after the retry."""
-
-
 class Reply(NamedTuple):  # one per answer: a tuple is cheaper than a frozen dataclass
     sender: bytes
-    result: Any
+    result: wire.Obj  # validated by whoever made the call
 
 
 class _Pending:
@@ -130,8 +129,13 @@ class DhtProtocol(asyncio.DatagramProtocol):
         retries: int = 1,
         rate: float = 4000.0,
         burst: float = 8000.0,
+        sealer: DatagramSealer | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
+        self.sealer = sealer  # a private mesh: every datagram sealed with the network key
+        self.wall = wall
+        self.max_datagram = wire.MAX_DATAGRAM - (SEAL_OVERHEAD if sealer is not None else 0)
         self.handler = handler
         self.timeout = timeout
         self.retries = retries
@@ -161,12 +165,16 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["datagrams_in"] += 1
         source: Address = (addr[0], addr[1])
         try:
+            if self.sealer is not None:
+                if len(data) > wire.MAX_DATAGRAM:
+                    raise DatagramError("oversized", "datagram too large")
+                data = self.sealer.open(data, self.wall())  # before anything is parsed
             dgram = wire.decode_datagram(data)
             if dgram.kind == wire.REQUEST:
                 self._on_request(dgram, source)
             else:
                 self._on_response(dgram, source)
-        except wire.DatagramError as exc:
+        except DatagramError as exc:
             self._drop(exc.reason, str(exc))
         except RemoteProtocolError as exc:
             self._drop("malformed", str(exc))
@@ -186,8 +194,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
         method = str(dgram.method_or_status)
         self.stats["requests_in"] += 1
         try:
-            args = wire.validate_args(method, dgram.body)
-            status, result = self.handler.handle_request(method, args, dgram.sender, source)
+            request = wire.decode_request(method, dgram.body)
+            status, result = wire.OK, self.handler.handle_request(request, dgram.sender, source)
         except (RefusedError, BadSignatureError, ExpiredError) as exc:
             self._drop("refused", f"{method}: {exc}")
             status, result = wire.ERR_REFUSED, None
@@ -240,7 +248,7 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self,
         addr: Address,
         method: str,
-        args: list[Any],
+        args: list[wire.Obj],
         *,
         timeout: float | None = None,
         retries: int | None = None,
@@ -257,8 +265,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
             return future
         key = (self._new_msgid(addr), addr)
         data = wire.encode_request(key[0], self.node_id, method, args)
-        if len(data) > wire.MAX_DATAGRAM:
-            future.set_exception(MalformedError(f"{method} request exceeds {wire.MAX_DATAGRAM} B"))
+        if len(data) > self.max_datagram:
+            future.set_exception(MalformedError(f"{method} request exceeds {self.max_datagram} B"))
             return future
         pending = _Pending(
             future,
@@ -318,6 +326,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is None:
             return
+        if self.sealer is not None:
+            data = self.sealer.seal(data, self.wall())  # sealed per send: a retry is new
         try:
             self.transport.sendto(data, addr)
             self.stats["datagrams_out"] += 1

@@ -1,0 +1,162 @@
+"""Replica: the answers of one peer to the RPCs of others, and the pushes it sends.
+
+A store is checked for format (envelope.check_record_format: id = hash(ciphertext),
+size bucket, expiry) and kept in `RecordStorage`; a new record is pushed to the
+listeners of its key. Listens and deletes are owner-signed requests (envelope). A push
+to us is accepted only for a key we subscribed to (`own_keys`) and handed to `on_push`.
+Every request arrives already decoded and validated (wire.decode_request); a handler
+raises a RemoteProtocolError subclass to refuse, never anything else on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import assert_never
+
+from mesh import envelope, wire
+from mesh.dht.liveness import Liveness
+from mesh.dht.rpc import Rpc
+from mesh.dht.storage import PutResult, RecordStorage
+from mesh.envelope import OwnerRequest, Record
+from mesh.errors import RefusedError, RemoteProtocolError
+from mesh.wire import Address
+
+PUSHERS = 4  # replicas that push a new record: those with fewer closer peers
+MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
+MAX_LISTENERS_PER_KEY = 8
+
+
+class Replica:
+    def __init__(
+        self,
+        rpc: Rpc,
+        liveness: Liveness,
+        storage: RecordStorage,
+        wall: Callable[[], float],
+        listen_duration: int,
+    ) -> None:
+        self.rpc = rpc
+        self.liveness = liveness
+        self.storage = storage
+        self.wall = wall
+        self.listen_duration = listen_duration
+        # key -> listener address -> (until, eager); see push()
+        self.listeners: dict[bytes, dict[Address, tuple[float, bool]]] = {}
+        self.own_keys: set[bytes] = set()
+        self.on_push: Callable[[bytes, Record], None] | None = None
+
+    def answer(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
+        """The result of one validated request (its wire form)."""
+        match request:  # by how often each arrives
+            case wire.Store(key, records):
+                now = self.wall()
+                return [int(self.accept(key, r, now, addr[0])) for r in records]
+            case wire.Find(target):
+                return [
+                    p.to_tuple()
+                    for p in self.rpc.table.find_neighbors(target, wire.MAX_CONTACTS, sender)
+                ]
+            case wire.Fetch(key, with_records):
+                return self._fetch(key, with_records)
+            case wire.Ping():
+                return None
+            case wire.Listen(owner_request, eager):
+                return self._listen(owner_request, eager, addr)
+            case wire.Push(key, record):
+                return self.pushed(key, record)
+            case wire.Get(key, ids):
+                return page_of(self.storage.get(key, ids, self.wall()), wire.PAGE_BUDGET)
+            case wire.Delete(owner_request):
+                return self.delete(owner_request)
+            case _:
+                assert_never(request)
+
+    def accept(self, key: bytes, record: Record, now: float, source: str) -> PutResult:
+        """Keep `record` under `key` if its format is right; push it if it is new."""
+        try:
+            envelope.check_record_format(record, now)
+        except RemoteProtocolError:
+            self.storage.counters["refused_format"] += 1
+            return PutResult.REFUSED_FORMAT
+        result = self.storage.put(key, record, now, source)
+        if result is PutResult.STORED:
+            self.push(key, record, now)
+        return result
+
+    def push(self, key: bytes, record: Record, now: float) -> None:
+        subs = self.listeners.get(key)
+        if key in self.own_keys and self.on_push is not None:
+            self.on_push(key, record)
+        if not subs:
+            return
+        # Not every replica pushes (20 pushes of one record would be waste): those the
+        # subscriber ranked among its PUSHERS closest (eager), and those that count
+        # fewer than PUSHERS closer peers in their own table. Two views, so a replica
+        # set that the sender and the recipient see differently still pushes.
+        close: bool | None = None
+        obj: list[object] | None = None
+        for addr, (until, eager) in subs.items():
+            if until <= now or not self.liveness.is_verified(addr):
+                continue
+            if not eager:
+                if close is None:
+                    close = self.rpc.closer_peers(key, PUSHERS) < PUSHERS
+                if not close:
+                    continue
+            if obj is None:
+                obj = record.to_obj()
+            self.rpc.call(addr, "push", [key, obj], retries=1)
+
+    def _fetch(self, key: bytes, with_records: bool) -> list[wire.Obj]:
+        now = self.wall()
+        ids = self.storage.ids(key, now)
+        if not with_records:
+            return [ids, []]
+        budget = wire.PAGE_BUDGET - 18 * len(ids)
+        return [ids, page_of(self.storage.records(key, now), budget)]
+
+    def delete(self, request: OwnerRequest) -> int:
+        self._check_owner(request, "delete")
+        ids = envelope.parse_delete_payload(request.payload)
+        return self.storage.delete(request.mailbox_key, ids, self.wall())
+
+    def _listen(self, request: OwnerRequest, eager: bool, addr: Address) -> int:
+        self._check_owner(request, "listen")
+        duration = min(envelope.parse_listen_payload(request.payload), self.listen_duration)
+        if request.mailbox_key not in self.listeners and len(self.listeners) >= MAX_LISTENED_KEYS:
+            raise RefusedError("too many mailboxes with listeners")
+        subs = self.listeners.setdefault(request.mailbox_key, {})
+        if addr not in subs and len(subs) >= MAX_LISTENERS_PER_KEY:
+            raise RefusedError("too many listeners on this key")
+        subs[addr] = (self.wall() + duration, eager)
+        return duration
+
+    def _check_owner(self, request: OwnerRequest, op: str) -> None:
+        if request.op != op:
+            raise RefusedError("wrong owner request kind")
+        envelope.verify_owner_request(request, self.wall())
+
+    def pushed(self, key: bytes, record: Record) -> None:
+        """A replica pushed a new record of a key we listen on."""
+        if key not in self.own_keys or self.on_push is None:
+            raise RefusedError("not subscribed to this key")
+        envelope.check_record_format(record, self.wall())
+        self.on_push(key, record)
+
+    def expire_listeners(self, now: float) -> None:
+        for key, subs in list(self.listeners.items()):
+            for addr in [a for a, (until, _) in subs.items() if until <= now]:
+                del subs[addr]
+            if not subs:
+                del self.listeners[key]
+
+
+def page_of(records: list[Record], budget: int) -> list[wire.Obj]:
+    page, size = [], 0
+    for record in records:
+        cost = len(record.ciphertext) + 40
+        if size + cost > budget:
+            break
+        page.append(record.to_obj())
+        size += cost
+    return page

@@ -1,0 +1,198 @@
+"""The private mesh's construction (mesh/netkey.py): vectors, invites, sealing, replays.
+
+The vectors below are the ones in docs/protocol.md ("Private mesh"); a change of label,
+layout or primitive breaks them, and with them interoperability with older peers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesh import crypto, netkey, wire
+from mesh.errors import DatagramError, InvalidInviteError
+from mesh.netkey import DatagramSealer, NetworkKey, ReplayGuard
+
+SECRET = bytes(range(32))
+KEY = NetworkKey("square", SECRET)
+NOW = 1_800_000_000.0
+
+DATAGRAM_KEY = "b8e7a7fdd67abbf40c27a4bbbcd5008ad12bcb0b3e88ae3f91d73dd9cb04313e"
+SEALED = (
+    "6465666768696a6b6c6d6e6f707172737475767778797a7b9af54ed4e5c46ba00c8d454ad55989a2fccde4d4"
+    "8e3e32cfc201f90b1990"
+)
+INVITE = "meshnetaeaacaqdaqcqmbyibefawdanbyhraeiscmkbkfqxdamrugy4dupb643rovqxeznnx7fhs"
+
+
+# -- vectors ----------------------------------------------------------------------------
+
+
+def test_datagram_key_is_keyed_blake2b_of_the_label() -> None:
+    assert KEY.datagram_key.hex() == DATAGRAM_KEY
+    # hashlib's BLAKE2b is an independent implementation of the same function.
+    independent = hashlib.blake2b(netkey.LABEL_DATAGRAM, key=SECRET, digest_size=32)
+    assert independent.hexdigest() == DATAGRAM_KEY
+
+
+def test_sealed_datagram_vector() -> None:
+    nonce = bytes(range(100, 124))
+    stamp = int(NOW * 1000).to_bytes(8, "big")
+    sealed = nonce + crypto.aead_encrypt(KEY.datagram_key, nonce, stamp + b"\x01hello")
+    assert sealed.hex() == SEALED
+    assert DatagramSealer(KEY).open(bytes.fromhex(SEALED), NOW) == b"\x01hello"
+
+
+def test_invite_vector_and_round_trip() -> None:
+    assert KEY.invite() == INVITE
+    again = NetworkKey.from_invite(INVITE)
+    assert again.name == "square" and crypto.equal(again.secret, SECRET)
+    spaced = " ".join(INVITE[i : i + 8] for i in range(0, len(INVITE), 8)).upper()
+    assert NetworkKey.from_invite(spaced) == KEY  # spaces and capitals are forgiven
+
+
+def test_mdns_tags_change_every_epoch_and_depend_on_the_key() -> None:
+    assert (KEY.mdns_tag(0), KEY.mdns_tag(493000)) == ("2u6malcxbhby", "6e3c43cpadxg")
+    tags = {KEY.mdns_tag(epoch) for epoch in range(50)}
+    assert len(tags) == 50
+    other = NetworkKey("square", bytes(32))
+    assert KEY.mdns_tag(7) != other.mdns_tag(7)
+    assert KEY.mdns_tag(7) == NetworkKey("renamed", SECRET).mdns_tag(7)
+
+
+# -- secrets stay secret ------------------------------------------------------------------
+
+
+def test_repr_never_shows_the_secret() -> None:
+    for text in (repr(KEY), str(KEY), repr(DatagramSealer(KEY))):
+        assert SECRET.hex() not in text and repr(SECRET) not in text
+        assert KEY.datagram_key.hex() not in text
+
+
+# -- invites: typo-proof ------------------------------------------------------------------
+
+
+def test_every_single_character_typo_is_caught() -> None:
+    body = INVITE[len(netkey.INVITE_PREFIX) :]
+    for i, char in enumerate(body):
+        for swap in "a7":
+            if swap == char:
+                continue
+            typo = netkey.INVITE_PREFIX + body[:i] + swap + body[i + 1 :]
+            with pytest.raises(InvalidInviteError):
+                NetworkKey.from_invite(typo)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "mesh" + INVITE[7:],
+        INVITE[:-1],
+        INVITE[:30],
+        INVITE + "aa",
+        INVITE.replace("a", "0", 1),
+        INVITE[:-2] + "é",
+    ],
+)
+def test_malformed_invites_get_a_one_line_error(text: str) -> None:
+    with pytest.raises(InvalidInviteError) as info:
+        NetworkKey.from_invite(text)
+    assert "\n" not in str(info.value) and SECRET.hex() not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 33, "tab\there"])
+def test_bad_network_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidInviteError):
+        NetworkKey.generate(name)
+
+
+def test_a_key_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(InvalidInviteError):
+        NetworkKey("square", bytes(31))
+
+
+# -- sealing ----------------------------------------------------------------------------
+
+DATAGRAM = wire.encode_request(7, b"n" * 20, "find", [b"k" * 20])
+
+
+def test_sealed_datagrams_are_opaque_and_open_once() -> None:
+    sealer, receiver = DatagramSealer(KEY), DatagramSealer(KEY)
+    sealed = sealer.seal(DATAGRAM, NOW)
+    assert len(sealed) == len(DATAGRAM) + netkey.SEAL_OVERHEAD
+    assert b"find" not in sealed and b"n" * 20 not in sealed and b"k" * 20 not in sealed
+    for start in (0, 1):
+        with pytest.raises(Exception):  # noqa: B017 (any decoding failure will do)
+            msgpack.unpackb(sealed[start:])
+    assert receiver.open(sealed, NOW + 1) == DATAGRAM
+    with pytest.raises(DatagramError) as info:
+        receiver.open(sealed, NOW + 2)
+    assert info.value.reason == "replayed"
+    assert sealer.seal(DATAGRAM, NOW) != sealed  # a fresh nonce every time
+
+
+@pytest.mark.parametrize("position", [0, 23, 24, 40, -1])
+def test_a_flipped_bit_anywhere_is_unauthenticated(position: int) -> None:
+    sealed = bytearray(DatagramSealer(KEY).seal(DATAGRAM, NOW))
+    sealed[position] ^= 0x01
+    with pytest.raises(DatagramError) as info:
+        DatagramSealer(KEY).open(bytes(sealed), NOW)
+    assert info.value.reason == "unauthenticated"
+
+
+@pytest.mark.parametrize("length", [0, 1, 24, netkey.SEAL_OVERHEAD - 1, netkey.SEAL_OVERHEAD + 3])
+def test_truncated_datagrams_are_unauthenticated(length: int) -> None:
+    sealed = DatagramSealer(KEY).seal(DATAGRAM, NOW)
+    with pytest.raises(DatagramError) as info:
+        DatagramSealer(KEY).open(sealed[:length], NOW)
+    assert info.value.reason == "unauthenticated"
+
+
+def test_another_networks_datagrams_and_plain_ones_are_unauthenticated() -> None:
+    other = NetworkKey("square", bytes(32))
+    for data in (DatagramSealer(other).seal(DATAGRAM, NOW), DATAGRAM):
+        with pytest.raises(DatagramError) as info:
+            DatagramSealer(KEY).open(data, NOW)
+        assert info.value.reason == "unauthenticated"
+
+
+@pytest.mark.parametrize("skew", [-netkey.REPLAY_WINDOW - 1, netkey.REPLAY_WINDOW + 1])
+def test_datagrams_from_outside_the_window_are_stale(skew: float) -> None:
+    sealed = DatagramSealer(KEY).seal(DATAGRAM, NOW + skew)
+    with pytest.raises(DatagramError) as info:
+        DatagramSealer(KEY).open(sealed, NOW)
+    assert info.value.reason == "stale"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_open(data: bytes) -> None:
+    with pytest.raises(DatagramError):
+        DatagramSealer(KEY).open(data, NOW)
+
+
+# -- the replay guard -------------------------------------------------------------------
+
+
+def test_replay_guard_forgets_only_what_is_out_of_the_window() -> None:
+    guard = ReplayGuard(window=10.0, limit=100)
+    assert guard.check(b"a", 100.0, now=100.0) is None
+    assert guard.check(b"a", 100.0, now=105.0) == "replayed"
+    assert guard.check(b"b", 104.0, now=112.0) is None  # prunes "a" (100 < 112 - 10)
+    assert len(guard) == 1
+    assert guard.check(b"a", 100.0, now=112.0) == "stale"  # and "a" is stale by then
+
+
+def test_replay_guard_is_bounded_and_refuses_below_its_floor() -> None:
+    guard = ReplayGuard(window=1000.0, limit=10)
+    for i in range(30):
+        assert guard.check(bytes([i]), 100.0 + i, now=150.0) is None
+        assert len(guard) <= 10
+    assert guard.check(bytes([0]), 100.0, now=150.0) == "replayed"  # evicted, still refused
+    assert guard.check(b"new", 110.0, now=150.0) == "replayed"  # older than the floor
+    assert guard.check(b"new", 140.0, now=150.0) is None
