@@ -39,6 +39,7 @@ from mesh.errors import (
 from mesh.identity import MAILBOX_KEY_SIZE, Identity, PublicIdentity, id_for_key, mailbox_key_for
 
 __all__ = [
+    "ACKNOWLEDGING",
     "CIPHERTEXT_SIZES",
     "DEFAULT_TTL",
     "KINDS",
@@ -82,7 +83,8 @@ class MessageKind(StrEnum):
     """What a message carries. The value is what goes on the wire and into the store."""
 
     TEXT = "text"
-    RECEIPT = "receipt"
+    RECEIPT = "receipt"  # delivery receipt
+    READ = "read"  # read receipt, sent only to contacts who opted in: docs/protocol.md
 
 
 class OwnerOp(StrEnum):
@@ -93,11 +95,12 @@ class OwnerOp(StrEnum):
 
 
 # What callers may pass: a member, or its value spelled out.
-KindName = MessageKind | Literal["text", "receipt"]
+KindName = MessageKind | Literal["text", "receipt", "read"]
 OwnerOpName = OwnerOp | Literal["delete", "listen"]
 
 MESSAGE_VERSION = 1
 KINDS = frozenset(MessageKind)
+ACKNOWLEDGING = frozenset({MessageKind.RECEIPT, MessageKind.READ})  # bodies: message ids
 PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
 SEAL_OVERHEAD = crypto.SEAL_OVERHEAD
 CIPHERTEXT_SIZES = frozenset(bucket + SEAL_OVERHEAD for bucket in PAD_BUCKETS)
@@ -218,7 +221,7 @@ class Message:
 
     @property
     def receipt_ids(self) -> list[bytes]:
-        if self.kind != MessageKind.RECEIPT:
+        if self.kind not in ACKNOWLEDGING:
             raise ValueError(f"a {self.kind} message acknowledges nothing")
         return parse_receipt_body(self.body)
 

@@ -11,7 +11,9 @@
     │   ├── NoIdentityError        a home with no identity
     │   ├── WrongPassphraseError   identity file could not be decrypted
     │   ├── AlreadyRunningError    a second daemon on one home
-    │   └── ControlRequestError    a control-socket request that is malformed or unknown
+    │   ├── ControlRequestError    a control-socket request that is malformed or unknown
+    │   ├── BundleError            `mesh share`: no install bundle, or a damaged one
+    │   └── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
     │   │   └── DatagramError      framing or header refused (carries a drop reason)
@@ -84,6 +86,14 @@ class AlreadyRunningError(LocalError):
 
 class ControlRequestError(LocalError):
     """A control request that is malformed or names an unknown operation."""
+
+
+class BundleError(LocalError):
+    """`mesh share`: no install bundle, or one that is incomplete or altered."""
+
+
+class InvalidAddressError(LocalError):
+    """A HOST:PORT typed by the user that is not an IP literal and a port 1-65535."""
 
 
 class RemoteProtocolError(MeshError):

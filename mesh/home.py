@@ -162,13 +162,23 @@ def is_locked(store: Store) -> bool:
     return False
 
 
+def env_passphrase() -> str | None:
+    """MESH_PASSPHRASE if set; an empty one is an error, never "no passphrase"."""
+    if PASSPHRASE_ENV not in os.environ:
+        return None
+    if not os.environ[PASSPHRASE_ENV]:
+        raise WrongPassphraseError(f"{PASSPHRASE_ENV} is set but empty; unset it or give one")
+    return os.environ[PASSPHRASE_ENV]
+
+
 def passphrase_for(store: Store, ask: Callable[[], str] | None) -> str | None:
     """The passphrase a locked identity needs: MESH_PASSPHRASE, else `ask` (None when
     no one can be asked, e.g. stdin is not a terminal); None if it is not locked."""
     if not is_locked(store):
         return None
-    if PASSPHRASE_ENV in os.environ:
-        return os.environ[PASSPHRASE_ENV]
+    given = env_passphrase()
+    if given is not None:
+        return given
     if ask is None:
         raise WrongPassphraseError(f"this identity is locked: set {PASSPHRASE_ENV}")
     return ask()

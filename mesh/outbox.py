@@ -130,15 +130,17 @@ class Outbox:
             await self.deliver(receipt.id, recipient.mailbox_key, record)
 
     def receipt_arrived(self, message: Message) -> None:
-        """A receipt from the recipient of some of our messages: they are delivered."""
-        delivered = MessageStatus.DELIVERED
+        """A delivery receipt, or a read receipt (kind "read", sent only by contacts who
+        opted in), from the recipient of some of our messages: move them forward."""
+        read = message.kind == MessageKind.READ
+        status = MessageStatus.READ if read else MessageStatus.DELIVERED
         with contextlib.suppress(MeshError):
             for message_id in envelope.parse_receipt_body(message.body):
                 row = self.store.get_message(message_id, "out")
                 if row is not None and row.peer_id == message.sender:
-                    self.store.set_message_status(message_id, "out", delivered)
+                    self.store.set_message_status(message_id, "out", status)
                     self.counters["receipts"] += 1
-                    self.on_status(message_id, delivered, None)
+                    self.on_status(message_id, status, None)
 
     # -- deletes of what we have read ---------------------------------------------------------
 

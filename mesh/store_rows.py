@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from mesh.envelope import MessageKind
+from mesh.envelope import KINDS, MessageKind
+from mesh.errors import LocalError
 
 Direction = Literal["in", "out"]
 DIRECTIONS = frozenset({"in", "out"})
@@ -23,23 +24,31 @@ class MessageStatus(StrEnum):
     QUEUED = "queued"  # committed locally, not yet on any replica
     STORED = "stored"  # on at least one of the recipient's mailbox replicas
     DELIVERED = "delivered"  # the recipient's receipt arrived
-    FAILED = "failed"  # expired before any replica took it
+    READ = "read"  # the recipient sent a read receipt (they opted in)
+    FAILED = "failed"  # expired before any replica took it (a stub)
+    EXPIRED = "expired"  # stored, but expired before it was picked up (a stub)
     RECEIVED = "received"  # every incoming message
 
 
-StatusName = MessageStatus | Literal["queued", "stored", "delivered", "failed", "received"]
+StatusName = (
+    MessageStatus
+    | Literal["queued", "stored", "delivered", "read", "failed", "expired", "received"]
+)
 
-# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
-# "failed" is reachable from queued only; a failed message that got out after all
-# (a late store ack, a receipt) may still move on, since that is not going backwards.
+_S = MessageStatus
+# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered
+# -> read. At its expiry an outgoing message that no receipt reached is kept as a stub
+# (text wiped) for EXPIRED_KEEP: "failed" if no peer ever took it (it was queued),
+# "expired" if it was stored but never picked up. A receipt that comes late after all
+# may still move a stub on, since that is not going backwards.
 NEXT_STATUS: dict[MessageStatus, frozenset[MessageStatus]] = {
-    MessageStatus.QUEUED: frozenset(
-        {MessageStatus.STORED, MessageStatus.DELIVERED, MessageStatus.FAILED}
-    ),
-    MessageStatus.STORED: frozenset({MessageStatus.DELIVERED}),
-    MessageStatus.FAILED: frozenset({MessageStatus.STORED, MessageStatus.DELIVERED}),
-    MessageStatus.DELIVERED: frozenset(),
-    MessageStatus.RECEIVED: frozenset(),
+    _S.QUEUED: frozenset({_S.STORED, _S.DELIVERED, _S.READ, _S.FAILED}),
+    _S.STORED: frozenset({_S.DELIVERED, _S.READ, _S.EXPIRED}),
+    _S.FAILED: frozenset({_S.STORED, _S.DELIVERED, _S.READ}),
+    _S.EXPIRED: frozenset({_S.DELIVERED, _S.READ}),
+    _S.DELIVERED: frozenset({_S.READ}),
+    _S.READ: frozenset(),
+    _S.RECEIVED: frozenset(),  # every incoming message
 }
 STATUSES = frozenset(MessageStatus)
 
@@ -75,7 +84,15 @@ MIGRATIONS: tuple[str, ...] = (
                         last_seen REAL NOT NULL);
     CREATE INDEX peers_last_seen ON peers (last_seen);
     """,
+    # 2: verified contacts, read receipts opt-in per contact, when each ID was last heard
+    # from (for `mesh peers`); statuses "expired" and "read" need no schema change.
+    """
+    ALTER TABLE contacts ADD COLUMN verified_at REAL;
+    ALTER TABLE contacts ADD COLUMN read_receipts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE heard (peer_id TEXT PRIMARY KEY, last_heard REAL NOT NULL) WITHOUT ROWID;
+    """,
 )
+EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,12 @@ class Contact:
     peer_id: str
     ttl: int | None
     added_at: float
+    verified_at: float | None = None  # when the user said the fingerprints matched
+    read_receipts: bool = False  # send this contact read receipts
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +153,75 @@ class PeerRow(NamedTuple):
     host: str
     port: int
     last_seen: float
+
+
+# -- the SQL every Store shares, and rows in and out -----------------------------------
+
+MESSAGE_COLUMNS = (
+    "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
+    "is_read, replicas"
+)
+INSERT_MESSAGE = (
+    "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
+    "status, received_at, is_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (msg_id, direction) DO NOTHING"
+)
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (msg_id, mailbox_key, record, created_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (msg_id) DO NOTHING"
+)
+OUTBOX_COLUMNS = "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at"
+HELD_PUT = (
+    "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (key, record_id) DO NOTHING"
+)
+CONTACT_COLUMNS = "name, peer_id, ttl, added_at, verified_at, read_receipts"
+
+
+def status_update_sql(target: MessageStatus) -> str:
+    allowed_from = sorted(s for s, nxt in NEXT_STATUS.items() if target in nxt or s == target)
+    quoted = ", ".join(f"'{s}'" for s in allowed_from)  # constants, never user input
+    return (
+        "UPDATE messages SET status = ?, replicas = coalesce(?, replicas) "
+        f"WHERE msg_id = ? AND direction = ? AND status IN ({quoted})"
+    )
+
+
+SET_STATUS_SQL = {status: status_update_sql(status) for status in STATUSES}
+
+
+def check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+
+
+def check_status(status: str) -> MessageStatus:
+    if status not in STATUSES:
+        raise ValueError(f"unknown message status {status!r}; expected one of {sorted(STATUSES)}")
+    return MessageStatus(status)
+
+
+def check_kind(kind: str) -> MessageKind:
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    return MessageKind(kind)
+
+
+def contact_name(name: str) -> str:
+    trimmed = name.strip()
+    if not trimmed:
+        raise LocalError("a contact name cannot be empty; pick a name such as 'alice'")
+    return trimmed
+
+
+def contact_from_row(row: Any) -> Contact:
+    name, peer_id, ttl, added_at, verified_at, read_receipts = row
+    return Contact(name, peer_id, ttl, added_at, verified_at, bool(read_receipts))
+
+
+def message_from_row(row: Any) -> MessageRow:
+    fields = list(row)
+    fields[3] = MessageKind(fields[3])
+    fields[7] = MessageStatus(fields[7])
+    fields[9] = bool(fields[9])  # is_read
+    return MessageRow(*fields)
