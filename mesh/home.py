@@ -15,7 +15,8 @@ Every way into a home goes through this module (running a node for one is mesh.r
   home "busy".
 - unlock: `unlock_identity` (a passphrase-protected identity needs its passphrase;
   `is_locked` says whether it does, `passphrase_for` gets it from MESH_PASSPHRASE or asks);
-  `node_id` is the home's persistent DHT node id.
+  `fresh_node_id` a new DHT node id for each start (never saved: nothing stable
+  about a device); `network_key` / `set_network_key` the private mesh it belongs to.
 - names: `resolve_recipient` is the one resolver of a contact name or an ID, and
   `queue_text` the one way a text message is sealed and committed (status "queued", plus
   its record in the outbox) before any network I/O.
@@ -23,7 +24,6 @@ Every way into a home goes through this module (running a node for one is mesh.r
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from collections.abc import Callable
@@ -43,6 +43,7 @@ from mesh.errors import (
     WrongPassphraseError,
 )
 from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
+from mesh.netkey import NetworkKey
 from mesh.store import Store
 
 DB_NAME = "mesh.db"
@@ -191,17 +192,28 @@ def public_identity(store: Store, passphrase: str | None = None) -> PublicIdenti
     return unlock_identity(store, passphrase).public
 
 
-def node_id(store: Store) -> bytes:
-    """The home's DHT node id: made once, then the same at every start."""
-    saved = store.get_setting("node_id")
-    if saved is not None:
-        with contextlib.suppress(ValueError):
-            found = bytes.fromhex(saved)
-            if len(found) == NODE_ID_SIZE:
-                return found
-    made = os.urandom(NODE_ID_SIZE)
-    store.set_setting("node_id", made.hex())
-    return made
+def fresh_node_id(store: Store) -> bytes:
+    """A new random DHT node id for this start: a device must not be recognisable by
+    its node id across days and networks. The id an older release saved is deleted."""
+    if store.get_setting("node_id") is not None:
+        store.delete_setting("node_id")
+    return os.urandom(NODE_ID_SIZE)
+
+
+# -- the private mesh a home belongs to -----------------------------------------------------
+
+
+def network_key(store: Store) -> NetworkKey | None:
+    """The home's private mesh (from `mesh network create/join`), or None: the open mesh."""
+    invite = store.get_setting("network_invite")
+    return None if invite is None else NetworkKey.from_invite(invite)
+
+
+def set_network_key(store: Store, key: NetworkKey | None) -> None:
+    if key is None:
+        store.delete_setting("network_invite")
+    else:
+        store.set_setting("network_invite", key.invite())
 
 
 # -- names and queued messages ----------------------------------------------------------------

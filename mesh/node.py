@@ -35,8 +35,9 @@ from mesh.dht.routing import Peer
 from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Message, OwnerOp, Record
-from mesh.errors import InvalidIdError, MeshError, RemoteProtocolError
+from mesh.errors import InvalidIdError, InvalidInviteError, MeshError, RemoteProtocolError
 from mesh.identity import Identity
+from mesh.netkey import NetworkKey
 from mesh.outbox import Outbox
 from mesh.store import MessageStatus, Store
 from mesh.tasks import TaskSet
@@ -91,6 +92,15 @@ def parse_address(value: Address | str) -> Address:
     if not sep or not port.isdigit() or not host or not 1 <= int(port) <= 65535:
         raise InvalidIdError(f"not a HOST:PORT address (port 1-65535): {value!r}")
     return (host.strip("[]"), int(port))
+
+
+def as_network_key(key: NetworkKey | bytes | None) -> NetworkKey | None:
+    """A private mesh's key from its `NetworkKey` or its 32 bytes (LocalError if not)."""
+    if key is None or isinstance(key, NetworkKey):
+        return key
+    if type(key) is not bytes:
+        raise InvalidInviteError("a network key is a NetworkKey or 32 bytes")
+    return NetworkKey("private", key)
 
 
 class Node:
@@ -154,20 +164,25 @@ class Node:
         options: NodeOptions | None = None,
         bind: Binder | None = None,
         wall: Callable[[], float] = time.time,
+        network_key: NetworkKey | bytes | None = None,
     ) -> Node:
         """Open (or create) the identity of `home`, bind, join the DHT.
 
         `home`: a directory, an opened home (its Store, e.g. the simulator's in-memory
         store kept across restarts), or None (in memory). `bind` and `wall` let the
-        simulator replace the UDP socket and the clock.
+        simulator replace the UDP socket and the clock. `network_key` (a `NetworkKey`
+        or its 32 bytes) makes this a node of that private mesh: every datagram sealed,
+        mDNS names only members can compute (docs/protocol.md); None is the open mesh.
+        The DHT node id is new at every start (nothing stable identifies a device).
         """
+        key = as_network_key(network_key)
         store = home if isinstance(home, Store) else homes.open_store(home)
         try:
             identity = homes.unlock_identity(store, passphrase, create)
-            node_id = homes.node_id(store)
+            node_id = homes.fresh_node_id(store)
             storage = RecordStorage(persist=store)
             storage.load(wall())
-            dht = DhtServer(node_id, config, storage, wall)
+            dht = DhtServer(node_id, config, storage, wall, network_key=key)
             node = cls(identity, store, dht, options or NodeOptions(), wall)
             await dht.listen(host, port, bind)
         except BaseException:
@@ -176,7 +191,7 @@ class Node:
         try:
             await node._join([parse_address(a) for a in bootstrap])
             if mdns:
-                await node._start_discovery(interfaces, network_name)
+                await node._start_discovery(interfaces, network_name, key)
         except BaseException:
             await node.stop()
             raise
@@ -208,10 +223,14 @@ class Node:
         await self.outbox.close()
         await self._tasks.close()
 
-    async def _start_discovery(self, interfaces: Sequence[str] | None, network: str) -> None:
+    async def _start_discovery(
+        self, interfaces: Sequence[str] | None, network: str, key: NetworkKey | None
+    ) -> None:
         from mesh.discovery import Discovery  # zeroconf is only imported when used
 
-        self.discovery = Discovery(self, interfaces=interfaces, network_name=network)
+        self.discovery = Discovery(
+            self, interfaces=interfaces, network_name=network, network_key=key
+        )
         await self.discovery.start()
 
     async def stop(self) -> None:

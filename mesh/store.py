@@ -264,6 +264,9 @@ class Store:
             (key, value),
         )
 
+    def delete_setting(self, key: str) -> None:
+        self._execute("DELETE FROM settings WHERE key = ?", (key,))
+
     # -- contacts ---------------------------------------------------------------------
 
     def add_contact(
