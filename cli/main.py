@@ -22,6 +22,7 @@ import platformdirs
 import segno
 
 from cli import bench, chat, people, render, sim
+from cli import network as network_cli
 from cli import share as share_cli
 from cli.params import host_option
 from mesh import __version__
@@ -516,6 +517,7 @@ cli.add_command(bench.command)
 cli.add_command(sim.command)
 cli.add_command(chat.command)
 cli.add_command(share_cli.command)
+cli.add_command(network_cli.network)
 cli.add_command(people.read)
 contacts.add_command(people.verify)
 contacts.add_command(people.receipts)

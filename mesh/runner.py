@@ -13,7 +13,6 @@ daemon).
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from mesh.dht.server import DhtConfig
 from mesh.envelope import Message
 from mesh.errors import LocalError, MeshError, UnreachableError
-from mesh.home import open_home
+from mesh.home import network_key, open_home
 from mesh.node import Node
 from mesh.store import STATUSES, MessageStatus
 from mesh.wire import Address
@@ -79,7 +78,7 @@ async def deliver_queued(node: Node, message: Message) -> SendResult:
 @dataclass(frozen=True)
 class NetConfig:
     host: str = "0.0.0.0"
-    port: int | None = None  # None: the port this home used last time, else any
+    port: int | None = None  # None: a random port at every start
     peers: Sequence[Address] = ()
     mdns: bool = True
     interfaces: Sequence[str] | None = None
@@ -89,42 +88,34 @@ class NetConfig:
 async def start_node(
     home: Path, net: NetConfig, passphrase: str | None, config: DhtConfig | None = None
 ) -> Node:
-    """Start the node of a home, with mDNS discovery if `net.mdns`.
+    """Start the node of a home, in the home's private mesh if it joined one
+    (`mesh network`), with mDNS discovery if `net.mdns`.
 
-    Without an explicit port the node takes the port this home used last (if free):
-    peers that know this node id keep its old address in their routing tables, so a
-    restarted node, or a short-lived one for `mesh send`, is reachable where they look.
+    Without an explicit port the node takes a random one at every start, as it takes a
+    new node id: nothing stable recognises a device across days and networks; peers
+    find it again through its peer cache and mDNS.
     """
-    port = net.port
-    sticky = port is None
-    if port is None:
-        with open_home(home) as store:
-            port = int(store.get_setting("listen_port") or 0)
+    with open_home(home) as store:
+        key = network_key(store)
+        if store.get_setting("listen_port") is not None:
+            store.delete_setting("listen_port")  # an older release kept the port
+    port = net.port or 0
     try:
-        node = await _start(home, net, port, passphrase, config)
+        return await Node.start(
+            home,
+            net.host,
+            port,
+            bootstrap=list(net.peers),
+            mdns=net.mdns,
+            interfaces=net.interfaces,
+            network_name=net.network_name,
+            passphrase=passphrase,
+            create=False,
+            config=config,
+            network_key=key,
+        )
     except OSError as exc:
-        if not (sticky and port and exc.errno == errno.EADDRINUSE):
-            raise LocalError(f"cannot listen on {net.host}:{port}: {exc.strerror}") from None
-        node = await _start(home, net, 0, passphrase, config)
-    node.store.set_setting("listen_port", str(node.address[1]))
-    return node
-
-
-async def _start(
-    home: Path, net: NetConfig, port: int, passphrase: str | None, config: DhtConfig | None
-) -> Node:
-    return await Node.start(
-        home,
-        net.host,
-        port,
-        bootstrap=list(net.peers),
-        mdns=net.mdns,
-        interfaces=net.interfaces,
-        network_name=net.network_name,
-        passphrase=passphrase,
-        create=False,
-        config=config,
-    )
+        raise LocalError(f"cannot listen on {net.host}:{port}: {exc.strerror}") from None
 
 
 @contextlib.asynccontextmanager
