@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli import render
+from cli.params import host_option
 from mesh.chat import ChatOptions, run_chat
-from mesh.errors import MeshError, WrongPassphraseError
-from mesh.home import is_locked, open_home, resolve_recipient
-from mesh.node import parse_address
+from mesh.errors import LocalError, MeshError
+from mesh.home import open_home, passphrase_for, resolve_recipient
+from mesh.netaddr import parse_host_port
 
 
 def _check_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
     try:
         for value in values:
-            parse_address(value)
+            parse_host_port(value)
     except MeshError as exc:
         raise click.BadParameter(str(exc)) from None
     return values
@@ -37,7 +38,9 @@ def _check_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[
 
 @click.command(name="chat")
 @click.argument("name", required=False)
-@click.option("--host", help="Address to listen on, if the chat starts your node.")
+@click.option(
+    "--host", callback=host_option, help="Address to listen on, if the chat starts your node."
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="UDP port, if the chat starts your node."
 )
@@ -82,6 +85,8 @@ def command(
     """
     with open_home(home) as store:
         open_with = resolve_recipient(store, name).id if name else None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise LocalError("mesh chat needs a terminal; in a script use send, inbox and read")
     up_args = _up_args(host, port, peers, no_mdns, interfaces)
     node_only = {
         "--host": host is not None,
@@ -122,11 +127,4 @@ def _up_args(
 def _passphrase(home: Path) -> str | None:
     """The passphrase the node being started needs: MESH_PASSPHRASE, else asked."""
     with open_home(home) as store:
-        if not is_locked(store):
-            return None
-    if "MESH_PASSPHRASE" in os.environ:
-        return os.environ["MESH_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
-    return passphrase
+        return passphrase_for(store, render.passphrase_prompt())

@@ -25,150 +25,60 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
+from mesh.envelope import KindName
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.store_rows import (
+    CONTACT_COLUMNS,
+    DIRECTIONS,
+    EXPIRED_KEEP,
+    HELD_PUT,
+    INSERT_MESSAGE,
+    INSERT_OUTBOX,
+    MESSAGE_COLUMNS,
+    MIGRATIONS,
+    OUTBOX_COLUMNS,
+    SET_STATUS_SQL,
+    STATUSES,
+    Contact,
+    Direction,
+    HeldRecord,
+    MessageRow,
+    MessageStatus,
+    OutboxItem,
+    PeerRow,
+    StatusName,
+    Tombstone,
+    check_direction,
+    check_kind,
+    check_status,
+    contact_from_row,
+    contact_name,
+    message_from_row,
+)
+
+__all__ = [
+    "DIRECTIONS",
+    "EXPIRED_KEEP",
+    "MIGRATIONS",
+    "STATUSES",
+    "Contact",
+    "Direction",
+    "HeldRecord",
+    "MessageRow",
+    "MessageStatus",
+    "OutboxItem",
+    "PeerRow",
+    "StatusName",
+    "Store",
+    "Tombstone",
+]
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["in", "out"]
-DIRECTIONS = frozenset({"in", "out"})
 PEER_CACHE_LIMIT = 1000
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
-
-# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
-# "failed" is reachable from queued only; a failed message that got out after all
-# (a late store ack, a receipt) may still move on, since that is not going backwards.
-_NEXT_STATUS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"stored", "delivered", "failed"}),
-    "stored": frozenset({"delivered"}),
-    "failed": frozenset({"stored", "delivered"}),
-    "delivered": frozenset(),
-    "received": frozenset(),  # every incoming message
-}
-STATUSES = frozenset(_NEXT_STATUS)
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL);
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE contacts (name TEXT PRIMARY KEY, peer_id TEXT NOT NULL, ttl INTEGER,
-                           added_at REAL NOT NULL) WITHOUT ROWID;
-    CREATE INDEX contacts_peer ON contacts (peer_id);
-    CREATE TABLE messages (
-        msg_id BLOB NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-        peer_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
-        sent_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL,
-        received_at REAL, is_read INTEGER NOT NULL DEFAULT 0, replicas INTEGER,
-        UNIQUE (msg_id, direction));
-    CREATE INDEX messages_peer ON messages (peer_id, sent_at);
-    CREATE INDEX messages_expiry ON messages (expires_at);
-    CREATE INDEX messages_unread ON messages (peer_id) WHERE direction = 'in' AND is_read = 0;
-    CREATE TABLE outbox (msg_id BLOB PRIMARY KEY, mailbox_key BLOB NOT NULL,
-                         record BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                         created_at REAL NOT NULL, last_attempt_at REAL);
-    -- held rows carry whole records (up to 8 KiB): a rowid table keeps the key index small
-    CREATE TABLE held (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                       expires_at INTEGER NOT NULL, packed BLOB NOT NULL,
-                       PRIMARY KEY (key, record_id));
-    CREATE INDEX held_expiry ON held (expires_at);
-    CREATE TABLE tombstones (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                             expires_at INTEGER NOT NULL,
-                             PRIMARY KEY (key, record_id)) WITHOUT ROWID;
-    CREATE INDEX tombstones_expiry ON tombstones (expires_at);
-    CREATE TABLE peers (node_id BLOB PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
-                        last_seen REAL NOT NULL);
-    CREATE INDEX peers_last_seen ON peers (last_seen);
-    """,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    name: str
-    peer_id: str
-    ttl: int | None
-    added_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    msg_id: bytes
-    direction: Direction
-    peer_id: str
-    kind: str
-    body: bytes
-    sent_at: float
-    expires_at: float
-    status: str
-    received_at: float | None
-    read: bool
-    replicas: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    msg_id: bytes
-    mailbox_key: bytes
-    record: bytes
-    attempts: int
-    created_at: float
-    last_attempt_at: float | None
-
-
-# Bulk rows stay tuples (cheap to build, unpack like plain tuples) with field names.
-class HeldRecord(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-    packed: bytes
-
-
-class Tombstone(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-
-
-class PeerRow(NamedTuple):
-    node_id: bytes
-    host: str
-    port: int
-    last_seen: float
-
-
-_MESSAGE_COLUMNS = (
-    "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
-    "is_read, replicas"
-)
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
-    "status, received_at, is_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (msg_id, direction) DO NOTHING"
-)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (msg_id, mailbox_key, record, created_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (msg_id) DO NOTHING"
-)
-_OUTBOX_COLUMNS = "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at"
-_HELD_PUT = (
-    "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (key, record_id) DO NOTHING"
-)
-_CONTACT_COLUMNS = "name, peer_id, ttl, added_at"
-
-
-def _status_update_sql(target: str) -> str:
-    allowed_from = sorted(s for s, nxt in _NEXT_STATUS.items() if target in nxt or s == target)
-    quoted = ", ".join(f"'{s}'" for s in allowed_from)  # constants, never user input
-    return (
-        "UPDATE messages SET status = ?, replicas = coalesce(?, replicas) "
-        f"WHERE msg_id = ? AND direction = ? AND status IN ({quoted})"
-    )
-
-
-_SET_STATUS_SQL = {status: _status_update_sql(status) for status in STATUSES}
 
 
 class _ErrorGuard:
@@ -214,29 +124,6 @@ def _create_private_file(path: str) -> None:
     except OSError as exc:
         raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
     os.close(fd)
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
-
-
-def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"unknown message status {status!r}; expected one of {sorted(STATUSES)}")
-
-
-def _contact_name(name: str) -> str:
-    trimmed = name.strip()
-    if not trimmed:
-        raise LocalError("a contact name cannot be empty; pick a name such as 'alice'")
-    return trimmed
-
-
-def _message(row: Any) -> MessageRow:
-    fields = list(row)
-    fields[9] = bool(fields[9])  # is_read
-    return MessageRow(*fields)
 
 
 class Store:
@@ -377,14 +264,17 @@ class Store:
             (key, value),
         )
 
+    def delete_setting(self, key: str) -> None:
+        self._execute("DELETE FROM settings WHERE key = ?", (key,))
+
     # -- contacts ---------------------------------------------------------------------
 
     def add_contact(
         self, name: str, peer_id: str, ttl: int | None = None, *, now: float | None = None
     ) -> Contact:
-        contact = Contact(_contact_name(name), peer_id, ttl, time.time() if now is None else now)
+        contact = Contact(contact_name(name), peer_id, ttl, time.time() if now is None else now)
         cursor = self._execute(
-            f"INSERT INTO contacts ({_CONTACT_COLUMNS}) VALUES (?, ?, ?, ?) "
+            f"INSERT INTO contacts ({CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0) "
             "ON CONFLICT (name) DO NOTHING",
             (contact.name, contact.peer_id, contact.ttl, contact.added_at),
         )
@@ -400,22 +290,22 @@ class Store:
         return cursor.rowcount > 0
 
     def get_contact(self, name: str) -> Contact | None:
-        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE name = ?"
+        sql = f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE name = ?"
         row = self._one(sql, (name.strip(),))
-        return None if row is None else Contact(*row)
+        return None if row is None else contact_from_row(row)
 
     def find_contact_by_id(self, peer_id: str) -> Contact | None:
         """The earliest-added contact with this ID (one ID may be saved under two names)."""
         sql = (
-            f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE peer_id = ? "
+            f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE peer_id = ? "
             "ORDER BY added_at, name LIMIT 1"
         )
         row = self._one(sql, (peer_id,))
-        return None if row is None else Contact(*row)
+        return None if row is None else contact_from_row(row)
 
     def list_contacts(self) -> list[Contact]:
-        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
-        return [Contact(*row) for row in self._all(sql)]
+        sql = f"SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
+        return [contact_from_row(row) for row in self._all(sql)]
 
     # -- messages -----------------------------------------------------------------------
 
@@ -424,25 +314,26 @@ class Store:
         msg_id: bytes,
         direction: Direction,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
-        status: str,
+        status: StatusName,
         received_at: float | None = None,
     ) -> bool:
         """Insert a message; False, changing nothing, if the id is known for this direction."""
-        _check_direction(direction)
-        _check_status(status)
+        check_direction(direction)
+        status = check_status(status)
+        kind = check_kind(kind)
         row = (msg_id, direction, peer_id, kind, body, sent_at, expires_at, status)
-        cursor = self._execute(_INSERT_MESSAGE, (*row, received_at, direction == "out"))
+        cursor = self._execute(INSERT_MESSAGE, (*row, received_at, direction == "out"))
         return cursor.rowcount == 1
 
     def queue_outgoing(
         self,
         msg_id: bytes,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
@@ -450,17 +341,18 @@ class Store:
         record_bytes: bytes,
     ) -> bool:
         """Write a 'queued' message and its outbox item atomically; False if queued before."""
-        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, "queued", None, True)
+        kind, queued = check_kind(kind), MessageStatus.QUEUED
+        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, queued, None, True)
         with self._transaction() as conn:
-            if conn.execute(_INSERT_MESSAGE, row).rowcount == 0:
+            if conn.execute(INSERT_MESSAGE, row).rowcount == 0:
                 return False
-            conn.execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
+            conn.execute(INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
         return True
 
     def get_message(self, msg_id: bytes, direction: Direction) -> MessageRow | None:
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = ? AND direction = ?"
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msg_id = ? AND direction = ?"
         row = self._one(sql, (msg_id, direction))
-        return None if row is None else _message(row)
+        return None if row is None else message_from_row(row)
 
     def list_messages(
         self,
@@ -470,24 +362,28 @@ class Store:
     ) -> list[MessageRow]:
         """Messages ordered by sent_at (then arrival); with ``limit``, the newest ones."""
         if direction is not None:
-            _check_direction(direction)
+            check_direction(direction)
         filters = (("peer_id", peer_id), ("direction", direction))
         used = {column: value for column, value in filters if value is not None}
         where = " AND ".join(f"{column} = ?" for column in used) or "1"
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY sent_at DESC, "
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY sent_at DESC, "
         rows = self._all(
             sql + "rowid DESC LIMIT ?", (*used.values(), -1 if limit is None else limit)
         )
         rows.reverse()
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     def set_message_status(
-        self, msg_id: bytes, direction: Direction, status: str, replicas: int | None = None
+        self,
+        msg_id: bytes,
+        direction: Direction,
+        status: StatusName,
+        replicas: int | None = None,
     ) -> bool:
         """Move a message forward (or update replicas); False if unknown or backwards."""
-        _check_direction(direction)
-        _check_status(status)
-        cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
+        check_direction(direction)
+        status = check_status(status)
+        cursor = self._execute(SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 
     def set_message_replicas(self, msg_id: bytes, direction: Direction, replicas: int) -> bool:
@@ -506,6 +402,49 @@ class Store:
         )
         return cursor.rowcount
 
+    def mark_read_ids(self, peer_id: str, only: Sequence[bytes] | None = None) -> list[bytes]:
+        """Mark unread texts from `peer_id` read (all, or those of `only`); returns the ids
+        that changed."""
+        sql = (
+            "UPDATE messages SET is_read = 1 WHERE peer_id = ? AND direction = 'in' "
+            "AND is_read = 0 AND kind = 'text'"
+        )
+        with self._transaction() as conn:
+            if only is None:
+                rows = conn.execute(sql + " RETURNING msg_id", (peer_id,)).fetchall()
+            else:
+                rows = [
+                    row
+                    for msg_id in only
+                    for row in conn.execute(
+                        sql + " AND msg_id = ? RETURNING msg_id", (peer_id, msg_id)
+                    ).fetchall()
+                ]
+        return [bytes(r[0]) for r in rows]
+
+    def set_contact_flags(
+        self, name: str, *, verified_at: float | None = None, read_receipts: bool | None = None
+    ) -> bool:
+        """Mark a contact verified (at `verified_at`) and/or set its read-receipt opt-in."""
+        cursor = self._execute(
+            "UPDATE contacts SET verified_at = coalesce(?, verified_at), "
+            "read_receipts = coalesce(?, read_receipts) WHERE name = ?",
+            (verified_at, None if read_receipts is None else int(read_receipts), name.strip()),
+        )
+        return cursor.rowcount > 0
+
+    def note_heard(self, peer_id: str, now: float) -> None:
+        """Remember that something signed by `peer_id` arrived at `now` (for `mesh peers`)."""
+        with self._relaxed():
+            self._execute(
+                "INSERT INTO heard (peer_id, last_heard) VALUES (?, ?) ON CONFLICT (peer_id) "
+                "DO UPDATE SET last_heard = max(last_heard, excluded.last_heard)",
+                (peer_id, now),
+            )
+
+    def last_heard(self) -> dict[str, float]:
+        return {str(p): float(t) for p, t in self._all("SELECT peer_id, last_heard FROM heard")}
+
     def unread_counts(self) -> dict[str, int]:
         sql = (
             "SELECT peer_id, count(*) FROM messages "
@@ -514,10 +453,32 @@ class Store:
         return {str(peer): int(count) for peer, count in self._all(sql)}
 
     def delete_expired_messages(self, now: float) -> list[bytes]:
-        """Delete messages with expires_at <= now (and their outbox items); returns ids."""
+        """Delete messages with expires_at <= now (and their outbox items); returns ids.
+
+        An outgoing message that never got a receipt is not deleted but wiped to a stub
+        (empty text) with status "failed" (it was still queued) or "expired" (stored, never
+        picked up), listed for EXPIRED_KEEP more so the sender learns it did not arrive."""
         with self._transaction() as conn:
+            for old, new in (("queued", "failed"), ("stored", "expired")):
+                conn.execute(
+                    "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
+                    "AND status = ? AND expires_at <= ? AND kind = 'text'",
+                    (new, old, now),
+                )
+            conn.execute(
+                "UPDATE messages SET body = x'' WHERE direction = 'out' AND expires_at <= ? "
+                "AND status IN ('failed', 'expired') AND length(body) > 0",
+                (now,),
+            )
+            conn.execute(
+                "DELETE FROM outbox WHERE msg_id IN (SELECT msg_id FROM messages "
+                "WHERE direction = 'out' AND expires_at <= ?)",
+                (now,),
+            )
             rows = conn.execute(
-                "DELETE FROM messages WHERE expires_at <= ? RETURNING msg_id, direction", (now,)
+                "DELETE FROM messages WHERE (expires_at <= ? AND status NOT IN "
+                "('failed', 'expired')) OR expires_at <= ? RETURNING msg_id, direction",
+                (now, now - EXPIRED_KEEP),
             ).fetchall()
             outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
             conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)
@@ -530,11 +491,11 @@ class Store:
 
     def outbox_add(self, msg_id: bytes, mailbox_key: bytes, record: bytes, now: float) -> bool:
         """Queue a sealed record for the DHT; False if this msg_id is already queued."""
-        cursor = self._execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record, now))
+        cursor = self._execute(INSERT_OUTBOX, (msg_id, mailbox_key, record, now))
         return cursor.rowcount == 1
 
     def outbox_pending(self, limit: int | None = None) -> list[OutboxItem]:
-        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY created_at, rowid LIMIT ?"
+        sql = f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created_at, rowid LIMIT ?"
         return [OutboxItem(*row) for row in self._all(sql, (-1 if limit is None else limit,))]
 
     def outbox_mark_attempt(self, msg_id: bytes, now: float) -> None:
@@ -551,12 +512,12 @@ class Store:
     def held_put(self, key: bytes, record_id: bytes, expires_at: int, packed: bytes) -> bool:
         """Insert a record held for others; False if (key, record_id) is already held."""
         with self._relaxed():
-            return self._execute(_HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
+            return self._execute(HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
 
     def held_put_many(self, rows: Iterable[tuple[bytes, bytes, int, bytes]]) -> int:
         """Insert many held records in one transaction; returns how many were new."""
         with self._relaxed(), self._transaction() as conn:
-            return conn.executemany(_HELD_PUT, rows).rowcount
+            return conn.executemany(HELD_PUT, rows).rowcount
 
     def held_delete(self, key: bytes, record_ids: Iterable[bytes]) -> int:
         params = [(key, record_id) for record_id in record_ids]

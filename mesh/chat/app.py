@@ -30,6 +30,7 @@ from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, St
 from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
 from mesh.chat.screens import AddContactScreen, MyIdScreen
 from mesh.chat.view import (
+    VERIFIED_MARK,
     Entry,
     NodeState,
     contact_entries,
@@ -40,6 +41,7 @@ from mesh.chat.view import (
     status_line,
 )
 from mesh.control import Event
+from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
@@ -299,16 +301,23 @@ class ChatApp(App[None]):
             return
         self.query_one("#chat-title", Static).update(self.title_text(peer_id))
         rows = self.store.list_messages(peer_id=peer_id, limit=SHOWN_MESSAGES)
-        lines = [self._line(row) for row in rows if row.kind == "text"]
+        lines = [self._line(row) for row in rows if row.kind == MessageKind.TEXT]
         await box.mount_all(lines)
         box.scroll_end(animate=False)
 
     def title_text(self, peer_id: str) -> Text:
         """The name, and the fingerprint to compare with their "My ID" screen."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
-        text = Text(f"Chat with {self.name_of(peer_id)}\n", style="bold")
+        text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
+        if self.is_verified(peer_id):
+            text.append(f"  {VERIFIED_MARK} verified\n", style="bold green")
+        else:
+            text.append("  not verified: compare fingerprints in person\n", style="yellow")
         text.append(f"Their fingerprint: {fingerprint}", "not bold")  # wraps between groups
         return text
+
+    def is_verified(self, peer_id: str) -> bool:
+        return any(e.verified for e in self.entries if e.peer_id == peer_id and e.known)
 
     def _line(self, row: MessageRow) -> MessageLine:
         line = MessageLine(row, self.name_of(row.peer_id))
@@ -321,7 +330,7 @@ class ChatApp(App[None]):
             await self._show_row(row)
 
     async def _show_row(self, row: MessageRow) -> None:
-        if row.peer_id != self.current or row.kind != "text":
+        if row.peer_id != self.current or row.kind != MessageKind.TEXT:
             return
         existing = self.shown.get(widget_key(row))
         if existing is not None:

@@ -17,6 +17,7 @@ connection are driven: events in with a time, decisions out.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import NamedTuple
 
 from mesh import wire
@@ -75,9 +76,11 @@ class Liveness:
 
     # -- what others ask ----------------------------------------------------------
 
-    def marked_dead(self, addr: Address) -> bool:
-        """A cheap first check (no clock): False means `is_dead` is False too."""
-        return addr in self._dead
+    @property
+    def dead_marks(self) -> Container[Address]:
+        """Addresses marked dead (some may have expired): a cheap first check without a
+        clock; an address not in it is not dead."""
+        return self._dead
 
     def is_dead(self, addr: Address, now: float) -> bool:
         until = self._dead.get(addr)
@@ -104,7 +107,9 @@ class Liveness:
         known = self.table.get(sender)
         if known is not None:
             if known.address == addr:
-                self._heard(addr, now)  # a late timeout of an older call must not evict it
+                self._heard_since.put(
+                    addr, now
+                )  # a late timeout of an older call must not evict it
                 return NOTHING
             return self._verify(addr, now)  # the id at a new address: see on_round_trip
         if type(request) is wire.Listen:
@@ -121,7 +126,7 @@ class Liveness:
     def on_round_trip(self, sender: bytes, addr: Address, now: float) -> tuple[Action, ...]:
         """`sender` answered one of our calls from `addr`."""
         self._dead.pop(addr, None)
-        self._heard(addr, now)
+        self._heard_since.put(addr, now)
         known = self.table.get(sender)
         if known is None and self._forgotten:
             until = self._forgotten.get(addr)
@@ -193,9 +198,6 @@ class Liveness:
         self._forgotten.pop(addr, None)
 
     # -- decisions ----------------------------------------------------------------
-
-    def _heard(self, addr: Address, now: float) -> None:
-        self._heard_since.put(addr, now)
 
     def _verify(self, addr: Address, now: float) -> tuple[Action, ...]:
         """A stranger talked to us: it enters the table only once it answers a ping.

@@ -22,6 +22,7 @@ from mesh.wire import Address, Method
 
 class Rpc:
     __slots__ = (
+        "_dead_marks",
         "alpha",
         "confirm",
         "ksize",
@@ -51,6 +52,7 @@ class Rpc:
         self.node_id = node_id
         self.table = table
         self.liveness = liveness
+        self._dead_marks = liveness.dead_marks
         self.ksize = ksize
         self.alpha = alpha
         self.confirm = confirm
@@ -120,7 +122,7 @@ class Rpc:
 
     def is_dead(self, peer: Peer) -> bool:
         addr = peer.address
-        return self.liveness.marked_dead(addr) and self.liveness.is_dead(addr, self.now())
+        return addr in self._dead_marks and self.liveness.is_dead(addr, self.now())
 
     @property
     def soft_timeout(self) -> float:

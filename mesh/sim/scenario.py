@@ -224,7 +224,7 @@ class Simulation:
                 options=sc.node_options,
                 bind=self.bind,
                 wall=self.wall,
-                store=peer.store,
+                home=peer.store,
             )
             peer.port = peer.node.address[1]
 
