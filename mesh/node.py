@@ -173,6 +173,7 @@ class Node:
         bind: Binder | None = None,
         wall: Callable[[], float] = time.time,
         network_key: NetworkKey | bytes | None = None,
+        node_id: bytes | None = None,
     ) -> Node:
         """Open (or create) the identity of `home`, bind, join the DHT.
 
@@ -181,13 +182,14 @@ class Node:
         simulator replace the UDP socket and the clock. `network_key` (a `NetworkKey`
         or its 32 bytes) makes this a node of that private mesh: every datagram sealed,
         mDNS names only members can compute (docs/protocol.md); None is the open mesh.
-        The DHT node id is new at every start (nothing stable identifies a device).
+        The DHT node id is new at every start (nothing stable identifies a device);
+        `node_id` fixes it instead (the simulator and the bench draw it from their seed).
         """
         key = as_network_key(network_key)
         store = home if isinstance(home, Store) else homes.open_store(home)
         try:
             identity = homes.unlock_identity(store, passphrase, create)
-            node_id = homes.fresh_node_id(store)
+            node_id = node_id or homes.fresh_node_id(store)
             storage = RecordStorage(persist=store)
             storage.load(wall())
             dht = DhtServer(node_id, config, storage, wall, network_key=key)

@@ -106,7 +106,6 @@ class Simulation:
         identity = Identity.from_seed(self.rng.randbytes(32))
         store = Store(None)
         store.set_identity_blob(identity.to_bytes())
-        store.set_setting("node_id", self.rng.randbytes(20).hex())
         host = real_host(slot) if self.scenario.real else sim_host(slot)
         port = 0 if self.scenario.real else PORT
         return Peer(slot, host, identity, store, port, sends=TaskSet(on_error=self._task_failed))
@@ -225,6 +224,7 @@ class Simulation:
                 bind=self.bind,
                 wall=self.wall,
                 home=peer.store,
+                node_id=self.rng.randbytes(20),  # new at every start, as in production
             )
             peer.port = peer.node.address[1]
 

@@ -116,11 +116,10 @@ def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
 
-def prepared_store(identity: Identity, node_id: bytes) -> Store:
-    """An in-memory store holding a seeded identity and node id (reproducible topology)."""
+def prepared_store(identity: Identity) -> Store:
+    """An in-memory store holding a seeded identity."""
     store = Store(None)
     store.set_identity_blob(identity.to_bytes())
-    store.set_setting("node_id", node_id.hex())
     return store
 
 
@@ -195,10 +194,16 @@ class MeshNet:
         return server
 
     async def start_node(self, identity: Identity, options: NodeOptions, host: str) -> Node:
-        store = prepared_store(identity, self.rng.randbytes(20))
+        store = prepared_store(identity)
         seeds = self.seeds() if self.replicas or self.nodes else []
+        node_id = self.rng.randbytes(20)  # seeded: a reproducible topology
         return await Node.start(
-            home=store, host=host, bootstrap=seeds, config=self.config, options=options
+            home=store,
+            host=host,
+            bootstrap=seeds,
+            config=self.config,
+            options=options,
+            node_id=node_id,
         )
 
     async def build(self) -> dict[str, Any]:
