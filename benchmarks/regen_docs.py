@@ -293,7 +293,7 @@ def sim_idle() -> str:
     found = [runs(p.name)[0] for p in files]
     worst = max(r["rpcs_per_peer_hour_after_join"] for r in found)
     verdict = "met" if worst <= IDLE_TARGET else f"missed by {worst - IDLE_TARGET:.0f}"
-    sizes = ", ".join(f"{r['peers']:,}" for r in found)
+    sizes = " and ".join(f"{r['peers']:,}" for r in found)
     rows = [sim_row(f"idle, {r['peers']:,} peers", r) for r in found]
     return (
         f"No sends, no churn, no loss, one hour, {sizes} peers, production settings, commit "
