@@ -117,7 +117,7 @@ def _p50(value: Any) -> str:
 
 def _print_summary(result: dict[str, Any]) -> None:
     kinds = ", ".join(f"{n} {k}" for k, n in result["peer_kind"].items() if n)
-    prep = result["preparation"]
+    prep = result.get("preparation") or {"policy": "?", "settle_s": "?"}
     rows: list[tuple[str, str]] = [
         ("peers", f"{result['peers']} ({kinds}), {result['loop']}"),
         ("preparation", f"{prep['policy']} ({prep['settle_s']} s idle) for every DHT"),
@@ -127,7 +127,10 @@ def _print_summary(result: dict[str, Any]) -> None:
         ("push", _p50(result["push_ms"])),
         ("memory", f"{result['rss_kb_per_peer']} KiB per peer"),
     ]
-    systems = [("ours (DhtServer)", result["dht"] | {"replication": result["replication"]})]
+    ours = result.get("dht")
+    if ours is not None:
+        ours = ours | {"replication": result.get("replication") or {}}
+    systems = [("ours (DhtServer)", ours)]
     if result.get("equal_work") is not None:
         systems.append(("ours at k = 8", result["equal_work"]))
     for name, base in [*systems, *result["baselines"].items()]:
@@ -153,4 +156,5 @@ def _print_summary(result: dict[str, Any]) -> None:
 
 
 def _fetch(result: dict[str, Any], kind: str) -> str:
-    return f"{_p50(result[f'fetch20_{kind}_ms'])}, complete {result[f'fetch20_{kind}_complete']}"
+    timing, complete = result.get(f"fetch20_{kind}_ms"), result.get(f"fetch20_{kind}_complete")
+    return f"{_p50(timing)}, complete {'-' if complete is None else complete}"
