@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli import security
+from mesh import vault
 from mesh.chat import ChatOptions, run_chat
-from mesh.errors import MeshError, WrongPassphraseError
-from mesh.home import is_locked, open_home, resolve_recipient
+from mesh.errors import MeshError
+from mesh.home import open_home, resolve_recipient
 from mesh.node import parse_address
 
 
@@ -121,12 +121,6 @@ def _up_args(
 
 def _passphrase(home: Path) -> str | None:
     """The passphrase the node being started needs: MESH_PASSPHRASE, else asked."""
-    with open_home(home) as store:
-        if not is_locked(store):
-            return None
-    if "MESH_PASSPHRASE" in os.environ:
-        return os.environ["MESH_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
-    return passphrase
+    if not vault.is_locked(home):
+        return None
+    return security.read_passphrase(home, 1)

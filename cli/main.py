@@ -21,12 +21,12 @@ import click
 import platformdirs
 import segno
 
-from cli import bench, chat, render, sim
+from cli import bench, chat, render, security, sim
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TTL
 from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
-from mesh.home import NetConfig, init_home, is_locked, open_home, public_identity
+from mesh.home import NetConfig, ensure_new_home, init_home, is_locked, open_home, public_identity
 from mesh.identity import PublicIdentity
 from mesh.node import parse_address
 from mesh.store import Store
@@ -155,16 +155,19 @@ def ask_passphrase(store: Store) -> str | None:
 
 @cli.command()
 @click.option("--name", help="Your name, as you would like contacts to see it.")
-@click.option("--passphrase", is_flag=True, help="Encrypt the identity with a passphrase.")
+@click.option(
+    "--passphrase/--no-passphrase",
+    default=None,
+    help="Protect this home with a passphrase (default on a terminal).",
+)
 @click.pass_obj
-def init(home: Path, name: str | None, passphrase: bool) -> None:
+def init(home: Path, name: str | None, passphrase: bool | None) -> None:
     """Create the identity of this home (refuses if it has one)."""
-    secret = None
-    if passphrase:
-        secret = os.environ.get("MESH_PASSPHRASE") or click.prompt(
-            "new passphrase", hide_input=True, confirmation_prompt=True, err=True
-        )
+    ensure_new_home(home)
+    secret = security.init_passphrase(passphrase)
     identity = init_home(home, name, secret)
+    if secret is None and passphrase is None:
+        render.hint("no terminal, so no passphrase: `mesh passphrase` adds one")
     render.print_identity({"id": identity.id, "fingerprint": identity.public.fingerprint})
     click.echo(f"home: {home}")
 
@@ -404,6 +407,7 @@ def demo() -> None:
 cli.add_command(bench.command)
 cli.add_command(sim.command)
 cli.add_command(chat.command)
+security.register(cli)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from mesh import errors
+from mesh import errors, retention
 from mesh.errors import AlreadyRunningError, LocalError, MeshError, UnreachableError
 from mesh.home import (
     PEER_WAIT,
@@ -84,6 +84,7 @@ def message_json(row: MessageRow, names: dict[str, str]) -> Event:
 def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     """Text messages one way, oldest first, after deleting the expired ones."""
     store.delete_expired_messages(now)
+    retention.apply(store, now)
     names = contact_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
     return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == "text"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh import envelope
+from mesh import envelope, vault
 from mesh import node as node_module
 from mesh.dht.server import DhtConfig
 from mesh.envelope import DEFAULT_TTL, MAX_TEXT_BYTES, MAX_TTL, Message
@@ -40,14 +40,14 @@ from mesh.errors import (
     WrongPassphraseError,
 )
 from mesh.identity import Identity, PublicIdentity
-from mesh.node import DB_NAME, Node
+from mesh.node import Node
 from mesh.store import Store
 from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
 CONTROL_SOCKET = "control.sock"
-LOCK_FILE = "mesh.lock"
+LOCK_FILE = vault.LOCK_FILE
 PEER_WAIT = 2.5  # how long a short-lived node waits for its first peer
 
 
@@ -58,12 +58,12 @@ def control_path(home: Path) -> Path:
     return home / CONTROL_SOCKET
 
 
-def open_home(home: Path) -> Store:
-    """Open the store of a home that has an identity; never creates anything."""
-    db = home / DB_NAME
-    if not db.is_file():
+def open_home(home: Path, passphrase: str | None = None) -> Store:
+    """Open the store of a home that has an identity, unlocking it (mesh.vault) on the
+    way; never creates anything. A locked home without a passphrase source: LockedError."""
+    if vault.home_state(home) == "empty":
         raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
-    store = Store(db)
+    store = vault.open_store(home, passphrase)
     if store.get_identity_blob() is None:
         store.close()
         raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
@@ -120,20 +120,24 @@ def is_locked(store: Store) -> bool:
     return False
 
 
+def ensure_new_home(home: Path) -> None:
+    """IdentityExistsError if `home` has a store (or a key file) already."""
+    if vault.home_state(home) != "empty" or (home / vault.KEY_FILE).exists():
+        raise IdentityExistsError(
+            f"{home} already has an identity; refusing to replace it "
+            "(use another --home for a second identity)"
+        )
+
+
 def init_home(home: Path, name: str | None, passphrase: str | None) -> Identity:
     """Create the identity of a new home; IdentityExistsError if it has one."""
-    if (home / DB_NAME).is_file():
-        with Store(home / DB_NAME) as existing:
-            if existing.get_identity_blob() is not None:
-                raise IdentityExistsError(
-                    f"{home} already has an identity; refusing to replace it "
-                    "(use another --home for a second identity)"
-                )
+    ensure_new_home(home)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     identity = Identity.generate()
-    with Store(home / DB_NAME) as store:
-        store.set_identity_blob(identity.to_bytes(passphrase))
-        # The ID is public: kept in clear so `mesh id` never needs the passphrase.
+    with vault.open_store(home, passphrase) as store:
+        # The seed is stored in clear inside the encrypted store (the passphrase wraps
+        # the store's key, see mesh/vault.py).
+        store.set_identity_blob(identity.to_bytes(None))
         store.set_setting("public_id", identity.id)
         if name:
             store.set_setting("name", name.strip())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh import envelope
+from mesh import envelope, vault
 from mesh.dht.routing import Peer
 from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
@@ -44,7 +44,7 @@ from mesh.wire import Address
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "mesh.db"
+DB_NAME = vault.DB_NAME
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
@@ -158,7 +158,7 @@ class Node:
         peer's in-memory store across restarts); `bind` and `wall` let it replace the UDP
         socket and the clock.
         """
-        store = store if store is not None else open_store(home)
+        store = store if store is not None else open_store(home, passphrase)
         try:
             identity = load_identity(store, passphrase, create)
             node_id = persistent_node_id(store)
@@ -666,12 +666,12 @@ def queue_text(
     return message, record, recipient
 
 
-def open_store(home: str | os.PathLike[str] | None) -> Store:
+def open_store(home: str | os.PathLike[str] | None, passphrase: str | None = None) -> Store:
+    """An in-memory store, or the home's encrypted store (created if new; mesh.vault)."""
     if home is None:
         return Store(None)
-    path = Path(home)
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Store(path / DB_NAME)
+    Path(home).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return vault.open_store(home, passphrase)
 
 
 def load_identity(store: Store, passphrase: str | None, create: bool) -> Identity:
@@ -681,7 +681,7 @@ def load_identity(store: Store, passphrase: str | None, create: bool) -> Identit
     if not create:
         raise NoIdentityError("this home has no identity yet: run `mesh init` first")
     identity = Identity.generate()
-    store.set_identity_blob(identity.to_bytes(passphrase))
+    store.set_identity_blob(identity.to_bytes(None))  # inside the encrypted store
     return identity
 
 

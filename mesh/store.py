@@ -26,7 +26,9 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
+
+import sqlcipher3
 
 from mesh.errors import IdentityExistsError, LocalError, StoreError
 
@@ -183,16 +185,41 @@ class _ErrorGuard:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, _DB_ERRORS):
             raise StoreError(_describe(self.where, exc)) from exc
 
 
-def _describe(where: str, exc: sqlite3.Error) -> str:
-    if isinstance(exc, sqlite3.IntegrityError):
+_DB_ERRORS = (sqlite3.Error, sqlcipher3.Error)
+
+
+def _describe(where: str, exc: BaseException) -> str:
+    if isinstance(exc, sqlite3.IntegrityError | sqlcipher3.IntegrityError):
         return f"the local store at {where} refused a write: {exc}"
-    if isinstance(exc, sqlite3.ProgrammingError):
+    if isinstance(exc, sqlite3.ProgrammingError | sqlcipher3.ProgrammingError):
         return f"the local store at {where} cannot be used: {exc}"
     return f"the local store at {where} is damaged or locked: {exc}"
+
+
+def sqlcipher_key_literal(key: bytes) -> str:
+    """SQLCipher's raw-key syntax (no PBKDF2): x'<64 hex digits>'. Never log it."""
+    if len(key) != 32:
+        raise ValueError("a store key is 32 bytes")
+    return f"x'{key.hex()}'"
+
+
+def connect_sqlcipher(path: str | os.PathLike[str], key: bytes | None) -> sqlite3.Connection:
+    """A SQLCipher connection (plaintext if `key` is None, for migrations).
+
+    Settings: SQLCipher 4 defaults (AES-256-CBC, HMAC-SHA512 per 4096-byte page, a random
+    IV per page write), a raw key, temp files in memory, plaintext header off.
+    """
+    conn = sqlcipher3.connect(
+        os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT, cached_statements=32
+    )
+    if key is not None:
+        conn.execute(f'PRAGMA key = "{sqlcipher_key_literal(key)}"')
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return cast(sqlite3.Connection, conn)
 
 
 def _split_statements(script: str) -> list[str]:
@@ -240,13 +267,15 @@ def _message(row: Any) -> MessageRow:
 
 
 class Store:
-    """The local SQLite store. ``path=None`` keeps everything in memory."""
+    """The local SQLite store. ``path=None`` keeps everything in memory; with ``key``
+    the file is a SQLCipher database (see mesh/vault.py, which owns the key)."""
 
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
         *,
         peer_cache_limit: int = PEER_CACHE_LIMIT,
+        key: bytes | None = None,
     ) -> None:
         disk_path = None if path is None else os.fspath(path)
         self.path: str | None = None if disk_path == ":memory:" else disk_path
@@ -254,13 +283,17 @@ class Store:
         self._peer_limit = peer_cache_limit
         if self.path is not None:
             _create_private_file(self.path)
+        self.encrypted = key is not None and self.path is not None
         with self._guard:
-            self._conn = sqlite3.connect(
-                self.path or ":memory:",
-                isolation_level=None,
-                timeout=BUSY_TIMEOUT,
-                cached_statements=32,  # we use ~30 statements; the default keeps 128
-            )
+            if key is not None and self.path is not None:
+                self._conn = connect_sqlcipher(self.path, key)
+            else:
+                self._conn = sqlite3.connect(
+                    self.path or ":memory:",
+                    isolation_level=None,
+                    timeout=BUSY_TIMEOUT,
+                    cached_statements=32,  # we use ~30 statements; the default keeps 128
+                )
         try:
             self._open()
         except BaseException:
@@ -283,7 +316,8 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys = ON")
             # Small pages for a small database: an empty in-memory store drops from ~172 KiB
             # to ~100 KiB (hundreds of peers run in one process). Only a new file takes it.
-            self._conn.execute("PRAGMA page_size = 1024")
+            if not self.encrypted:  # SQLCipher keeps its cipher_page_size (4096)
+                self._conn.execute("PRAGMA page_size = 1024")
             if self.path is None:
                 return
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -344,6 +378,14 @@ class Store:
     def close(self) -> None:
         with self._guard:
             self._conn.close()
+
+    def schema_version(self) -> int:
+        return int(self._one("PRAGMA user_version")[0])
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database and truncate it (deleted rows leave the WAL)."""
+        if self.path is not None:
+            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def __enter__(self) -> Store:
         return self
@@ -521,10 +563,23 @@ class Store:
             ).fetchall()
             outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
             conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)
-        if rows and self.path is not None:
-            # Do not leave the plaintext of disappearing messages in the WAL file.
-            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if rows:
+            self.checkpoint()  # no copy of a disappearing message left in the WAL file
         return [bytes(msg_id) for msg_id, _ in rows]
+
+    def delete_read_before(self, cutoff: float) -> int:
+        """Retention: delete read incoming messages received before `cutoff`, and sent
+        ones older than it that left the outbox; returns how many."""
+        with self._transaction() as conn:
+            count = conn.execute(
+                "DELETE FROM messages WHERE (direction = 'in' AND is_read = 1 "
+                "AND coalesce(received_at, sent_at) < ?) OR (direction = 'out' AND "
+                "sent_at < ? AND msg_id NOT IN (SELECT msg_id FROM outbox))",
+                (cutoff, cutoff),
+            ).rowcount
+        if count:
+            self.checkpoint()
+        return int(count)
 
     # -- outbox -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Label, ListView, Static
 
 from cli.main import cli
+from mesh import vault
 from mesh.chat import ChatApp, ChatOptions, DaemonLink, find_or_start, run_chat
 from mesh.chat.app import ContactItem, MessageLine
 from mesh.chat.screens import AddContactScreen, MyIdScreen, id_feedback
@@ -34,7 +35,7 @@ from mesh.chat.view import (
 from mesh.control import ControlClient
 from mesh.home import HomeLock
 from mesh.identity import Identity
-from mesh.store import Contact, Direction, MessageRow, Store
+from mesh.store import Contact, Direction, MessageRow
 
 WAIT = 20.0  # a condition that depends on the network
 SIZE = (100, 34)
@@ -97,7 +98,7 @@ def line_with(app: ChatApp, text: str) -> MessageLine | None:
 
 
 def unread(home: Path) -> dict[str, int]:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         return store.unread_counts()
 
 
@@ -200,7 +201,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
     app = await open_app(pair, None)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.ready, "the chat to load")
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             before = store.list_contacts()
         await pilot.press("ctrl+n")
         dialog = await until(
@@ -219,7 +220,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
         await pilot.pause()
         assert app.screen is dialog  # still open, still saying what is wrong
         assert "typo" in plain(check)
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             assert store.list_contacts() == before
 
         id_field.value = ""
@@ -227,7 +228,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
         await until(pilot, lambda: "correct" in plain(check), "the ID to be accepted")
         await pilot.press("enter")
         await until(pilot, lambda: app.current == dan_id, "dan's conversation to open")
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             added = store.get_contact("dan")
         assert added is not None and added.peer_id == dan_id
 
@@ -239,7 +240,7 @@ async def test_my_id_shows_qr_and_fingerprint(pair: Pair) -> None:
         await pilot.press("ctrl+o")
         screen = await until(pilot, lambda: isinstance(app.screen, MyIdScreen) and app.screen, "")
         assert plain(screen.query_one("#own-id", Static)) == pair.ann_id
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             fingerprint = Identity.from_bytes(store.get_identity_blob() or b"").public.fingerprint
         assert plain(screen.query_one("#fingerprint", Static)).split() == fingerprint.split()
         await pilot.press("escape")
