@@ -57,6 +57,7 @@ _HEADER = struct.Struct(">8sBIQ16s")
 _SLOT_SIZE = crypto.AEAD_NONCE_SIZE + crypto.KEY_SIZE + crypto.AEAD_TAG_SIZE
 KEY_FILE_SIZE = _HEADER.size + 2 * _SLOT_SIZE
 MAX_ATTEMPTS = 3  # passphrase prompts per unlock, with a growing pause between them
+RETRY_PAUSE = 1.0  # seconds, times the attempt number
 
 HomeState = Literal["empty", "plain", "open", "locked"]
 PassphraseSource = Callable[[Path, int], str]
@@ -248,7 +249,7 @@ def _ask_and_unwrap(path: Path) -> bytes:
         except WrongPassphraseError:
             if attempt == MAX_ATTEMPTS:
                 raise
-            time.sleep(attempt)  # rate-limit guessing at the prompt
+            time.sleep(RETRY_PAUSE * attempt)  # rate-limit guessing at the prompt
     raise LockedError("locked")  # not reached
 
 
