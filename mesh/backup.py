@@ -106,11 +106,7 @@ def restore(home: Path, doc: dict[str, Any], passphrase: str | None, force: bool
             store.set_setting("name", doc["name"])
         for name, peer_id, ttl, added_at in doc.get("contacts", []):
             store.add_contact(name, peer_id, ttl, now=added_at)
-        for row in doc.get("messages", []):
-            *fields, read_flag = row
-            store.add_message(*fields)
-            if read_flag and fields[1] == "in":
-                store.mark_read(fields[2])
+        store.add_messages(doc.get("messages", []))
     return identity
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from mesh import vault
 from mesh.errors import LockedError, NoIdentityError, WrongPassphraseError
 from mesh.identity import Identity
-from mesh.store import Store, connect_sqlcipher, sqlcipher_key_literal
+from mesh.store import CIPHER_PAGE_SIZE, Store, connect_sqlcipher, sqlcipher_key_literal
 
 MIGRATING = "mesh.db.migrating"
 RETIRED = "mesh.db.old"
@@ -81,6 +81,7 @@ def _export(plain: Path, target: Path, key: bytes, version: int) -> None:
         conn.execute(
             "ATTACH DATABASE ? AS enc KEY ?", (os.fspath(target), sqlcipher_key_literal(key))
         )
+        conn.execute(f"PRAGMA enc.cipher_page_size = {CIPHER_PAGE_SIZE:d}")
         conn.execute("SELECT sqlcipher_export('enc')")
         conn.execute(f"PRAGMA enc.user_version = {int(version):d}")
         conn.execute("DETACH DATABASE enc")

@@ -10,8 +10,11 @@ user sent or received is fsynced before anything acknowledges it (the UI, a rece
 delete of the mailbox copy in the DHT). Cache-like writes (held records, tombstones, peer
 cache) use ``synchronous=NORMAL``: they survive a process crash, a power cut may lose the
 last few (the DHT republishes, peers are rediscovered), and a DHT peer under a burst does
-not pay one fsync per record. The next FULL commit makes them durable too (the WAL is
-append-only). ``secure_delete`` overwrites expired (disappearing) messages.
+not pay one fsync per record. Status changes and outbox bookkeeping (attempts, removal
+after a store) are NORMAL too: a power cut can only roll them back to an earlier state
+(a message shown queued again and re-sent, which the recipient deduplicates by id). The
+next FULL commit makes them durable too (the WAL is append-only, replayed in order).
+``secure_delete`` overwrites expired (disappearing) messages.
 
 Schema: ``PRAGMA user_version`` counts the applied `MIGRATIONS`; each one runs in one
 transaction with its version bump. A database from a newer release is refused.
@@ -31,6 +34,7 @@ from typing import Any, Literal, NamedTuple, cast
 import sqlcipher3
 
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.walsync import WalSync
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ Direction = Literal["in", "out"]
 DIRECTIONS = frozenset({"in", "out"})
 PEER_CACHE_LIMIT = 1000
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
+CIPHER_PAGE_SIZE = 1024  # see connect_sqlcipher
 
 # Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
 # "failed" is reachable from queued only; a failed message that got out after all
@@ -210,14 +215,17 @@ def sqlcipher_key_literal(key: bytes) -> str:
 def connect_sqlcipher(path: str | os.PathLike[str], key: bytes | None) -> sqlite3.Connection:
     """A SQLCipher connection (plaintext if `key` is None, for migrations).
 
-    Settings: SQLCipher 4 defaults (AES-256-CBC, HMAC-SHA512 per 4096-byte page, a random
-    IV per page write), a raw key, temp files in memory, plaintext header off.
+    Settings: SQLCipher 4 defaults (AES-256-CBC, HMAC-SHA512 per page, a random IV per
+    page write) but 1024-byte pages like the plain store (a commit fsyncs a quarter of the
+    bytes of 4096-byte pages: the send path is fsync-bound), a raw key (no PBKDF2), temp
+    files in memory.
     """
     conn = sqlcipher3.connect(
         os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT, cached_statements=32
     )
     if key is not None:
         conn.execute(f'PRAGMA key = "{sqlcipher_key_literal(key)}"')
+        conn.execute(f"PRAGMA cipher_page_size = {CIPHER_PAGE_SIZE:d}")
     conn.execute("PRAGMA temp_store = MEMORY")
     return cast(sqlite3.Connection, conn)
 
@@ -284,6 +292,7 @@ class Store:
         if self.path is not None:
             _create_private_file(self.path)
         self.encrypted = key is not None and self.path is not None
+        self._walsync = WalSync(self.path) if self.encrypted and self.path else None
         with self._guard:
             if key is not None and self.path is not None:
                 self._conn = connect_sqlcipher(self.path, key)
@@ -316,14 +325,16 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys = ON")
             # Small pages for a small database: an empty in-memory store drops from ~172 KiB
             # to ~100 KiB (hundreds of peers run in one process). Only a new file takes it.
-            if not self.encrypted:  # SQLCipher keeps its cipher_page_size (4096)
+            if not self.encrypted:  # SQLCipher has cipher_page_size (connect_sqlcipher)
                 self._conn.execute("PRAGMA page_size = 1024")
             if self.path is None:
                 return
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("store %s: journal mode is %s, not WAL", self.path, mode)
-            self._conn.execute("PRAGMA synchronous = FULL")
+            # FULL; the encrypted store syncs its WAL itself (mesh/walsync.py).
+            sync = "NORMAL" if self._walsync is not None else "FULL"
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA secure_delete = ON")
 
     def _apply_migration(self, number: int) -> None:
@@ -340,7 +351,10 @@ class Store:
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._guard:
-            return self._conn.execute(sql, params)
+            cursor = self._conn.execute(sql, params)
+            if self._walsync is not None:
+                self._walsync.after_write(self._conn.total_changes)
+            return cursor
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._guard:
@@ -358,6 +372,8 @@ class Store:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                if self._walsync is not None:
+                    self._walsync.after_write(conn.total_changes)
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()
@@ -369,6 +385,13 @@ class Store:
         if self.path is None:
             yield
             return
+        if self._walsync is not None:  # NORMAL already; just skip the WAL sync
+            self._walsync.relaxed += 1
+            try:
+                yield
+            finally:
+                self._walsync.relaxed -= 1
+            return
         self._execute("PRAGMA synchronous = NORMAL")
         try:
             yield
@@ -378,6 +401,8 @@ class Store:
     def close(self) -> None:
         with self._guard:
             self._conn.close()
+        if self._walsync is not None:
+            self._walsync.close()
 
     def schema_version(self) -> int:
         return int(self._one("PRAGMA user_version")[0])
@@ -480,6 +505,18 @@ class Store:
         cursor = self._execute(_INSERT_MESSAGE, (*row, received_at, direction == "out"))
         return cursor.rowcount == 1
 
+    def add_messages(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Insert many messages in one transaction (a restore): rows of (msg_id, direction,
+        peer_id, kind, body, sent_at, expires_at, status, received_at, read); returns how
+        many were new."""
+        checked = []
+        for row in rows:
+            _check_direction(row[1])
+            _check_status(row[7])
+            checked.append((*row[:9], bool(row[9])))
+        with self._transaction() as conn:
+            return int(conn.executemany(_INSERT_MESSAGE, checked).rowcount)
+
     def queue_outgoing(
         self,
         msg_id: bytes,
@@ -529,15 +566,17 @@ class Store:
         """Move a message forward (or update replicas); False if unknown or backwards."""
         _check_direction(direction)
         _check_status(status)
-        cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
+        with self._relaxed():  # progress, not content: see the module docstring
+            cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 
     def set_message_replicas(self, msg_id: bytes, direction: Direction, replicas: int) -> bool:
         """Record how many replicas took a message, whatever its status is by now."""
-        cursor = self._execute(
-            "UPDATE messages SET replicas = ? WHERE msg_id = ? AND direction = ?",
-            (replicas, msg_id, direction),
-        )
+        with self._relaxed():
+            cursor = self._execute(
+                "UPDATE messages SET replicas = ? WHERE msg_id = ? AND direction = ?",
+                (replicas, msg_id, direction),
+            )
         return cursor.rowcount == 1
 
     def mark_read(self, peer_id: str) -> int:
@@ -593,13 +632,15 @@ class Store:
         return [OutboxItem(*row) for row in self._all(sql, (-1 if limit is None else limit,))]
 
     def outbox_mark_attempt(self, msg_id: bytes, now: float) -> None:
-        self._execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE msg_id = ?",
-            (now, msg_id),
-        )
+        with self._relaxed():
+            self._execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE msg_id = ?",
+                (now, msg_id),
+            )
 
     def outbox_remove(self, msg_id: bytes) -> bool:
-        return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
+        with self._relaxed():
+            return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
 
     # -- held records and tombstones (for mesh.dht.storage) -----------------------------
 
