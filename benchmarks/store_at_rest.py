@@ -147,6 +147,75 @@ def ab(scratch: Path, rounds: int, sends: int) -> dict[str, Any]:
     }
 
 
+def cli_send_p50(src: Path, root: Path, sends: int) -> float:
+    """`mesh send` p50 (ms, the whole process) through two running daemons, with the
+    code at `src` (this tree, or a checkout of the previous release: plaintext store)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    env.update(MESH_PASSPHRASE=PASSPHRASE, PYTHONPATH=str(src))
+    homes = [root / "ann", root / "ben"]
+
+    def run(home: Path, *args: str) -> str:
+        done = subprocess.run(
+            [*MESH, "--home", str(home), *args],
+            env=env,
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    ids = [run(home, "init", "--passphrase").splitlines()[0] for home in homes]
+    run(homes[0], "contacts", "add", "ben", ids[1])
+    ups: list[subprocess.Popen[str]] = []
+    try:
+        address = ""
+        for home, host in zip(homes, ("127.0.0.1", "127.0.0.2"), strict=True):
+            peers = ["--peer", address] if address else []
+            proc = subprocess.Popen(
+                [*MESH, "--home", str(home), "up", "--no-mdns", "--host", host, *peers],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=src,
+            )
+            ups.append(proc)
+            assert proc.stdout is not None
+            address = proc.stdout.readline().strip().removeprefix("listening on ")
+        times = []
+        for n in range(sends):
+            started = time.perf_counter()
+            run(homes[0], "send", "ben", f"message {n}")
+            times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times)
+    finally:
+        for proc in ups:
+            proc.terminate()
+            proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def cli_ab(base: Path, scratch: Path, rounds: int, sends: int) -> dict[str, Any]:
+    results: dict[str, list[float]] = {"previous": [], "encrypted": []}
+    for n in range(rounds):
+        order = [base, REPO] if n % 2 == 0 else [REPO, base]
+        for src in order:
+            root = scratch / f"cli{n}{int(src == REPO)}"
+            root.mkdir()
+            kind = "encrypted" if src == REPO else "previous"
+            results[kind].append(cli_send_p50(src, root, sends))
+    previous = statistics.median(results["previous"])
+    enc = statistics.median(results["encrypted"])
+    return {
+        "rounds": results,
+        "previous_p50_ms": previous,
+        "encrypted_p50_ms": enc,
+        "ratio": enc / previous,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
@@ -154,6 +223,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="A/B rounds (interleaved)")
     parser.add_argument("--sends", type=int, default=100, help="sends per A/B round")
     parser.add_argument("--save", type=Path)
+    parser.add_argument(
+        "--previous", type=Path, help="a checkout of the previous release: CLI send A/B"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mesh-rest-") as tmp:
         scratch = Path(tmp)
@@ -170,6 +242,8 @@ def main() -> None:
             "send_ab": ab(scratch, args.rounds, args.sends),
             "runs": args.runs,
         }
+        if args.previous:
+            result["cli_send_ab"] = cli_ab(args.previous, scratch, args.rounds, 10)
     text = json.dumps(result, indent=2)
     print(text)
     if args.save:

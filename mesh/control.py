@@ -34,6 +34,7 @@ from mesh.home import (
     deliver_queued,
     open_home,
     queue_message,
+    require_home,
     resolve_recipient,
     short_lived_node,
     unlock_identity,
@@ -231,12 +232,11 @@ async def send_text(
     is written or any process is contacted. `on_queued` runs once the message is
     committed locally.
     """
-    with open_home(home) as store:
-        resolve_recipient(store, to)
+    require_home(home)
     check_text(text)
     check_ttl(ttl)
     target = await connect_or_lock(home)
-    if isinstance(target, ControlClient):
+    if isinstance(target, ControlClient):  # it resolves TO: no unlock (KDF) here
         peers = [format_address(p) for p in net.peers]
         async with target:
             doc = await target.request("send", to=to, text=text, ttl=ttl, peers=peers)
@@ -245,6 +245,7 @@ async def send_text(
         return result
     with target:
         with open_home(home) as store:
+            resolve_recipient(store, to)
             passphrase = unlock(store)
             identity = unlock_identity(store, passphrase)
             message = queue_message(store, identity, to, text, ttl, time.time())
@@ -255,7 +256,7 @@ async def send_text(
 
 async def read_inbox(home: Path, net: NetConfig, unlock: Unlock) -> tuple[list[Event], bool]:
     """(received text messages, whether the mailbox was fetched from the network)."""
-    open_home(home).close()
+    require_home(home)
     target = await connect_or_lock(home)
     if isinstance(target, ControlClient):
         async with target:
@@ -276,7 +277,7 @@ async def read_inbox(home: Path, net: NetConfig, unlock: Unlock) -> tuple[list[E
 
 async def list_peers(home: Path) -> Event:
     """The daemon's live routing table, else the peers this home saw last."""
-    open_home(home).close()
+    require_home(home)
     client = await ControlClient.connect(home)
     if client is not None:
         async with client:

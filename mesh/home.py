@@ -70,6 +70,13 @@ def open_home(home: Path, passphrase: str | None = None) -> Store:
     return store
 
 
+def require_home(home: Path) -> None:
+    """NoIdentityError unless `home` has a store; unlocks nothing (a running daemon
+    answers for a locked home without the passphrase being asked again)."""
+    if vault.home_state(home) == "empty":
+        raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
+
+
 class HomeLock:
     """An exclusive flock on HOME/mesh.lock, released when closed or when the process dies."""
 
