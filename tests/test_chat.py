@@ -405,3 +405,17 @@ def test_id_feedback_in_plain_words() -> None:
     assert id_feedback(me, me)[1].plain.startswith("✗ This is your own ID")
     public, text = id_feedback(other.upper() + " ", me)
     assert public is not None and public.id == other and "correct" in text.plain
+
+
+async def test_wipe_shortcut_asks_then_destroys_the_home(pair: Pair) -> None:
+    app = await open_app(pair, None)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.ready, "the chat to load")
+        await pilot.press("ctrl+x")
+        await pilot.press("enter")  # the focused button is Cancel
+        await pilot.pause()
+        assert (pair.ann / "mesh.key").exists() and not app.wiped
+        await pilot.press("ctrl+x")
+        await pilot.click("#wipe")
+        await until(pilot, lambda: app.wiped, "the wipe")
+    assert list(pair.ann.iterdir()) == []
