@@ -118,4 +118,4 @@ def _print_summary(result: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     for note in result["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False)  # "[bench]" is text

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from cli import security
+from cli.params import host_option
 from mesh import vault
 from mesh.chat import ChatOptions, run_chat
-from mesh.errors import MeshError
+from mesh.errors import LocalError, MeshError
 from mesh.home import open_home, resolve_recipient
-from mesh.node import parse_address
+from mesh.netaddr import parse_host_port
 
 
 def _check_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
     try:
         for value in values:
-            parse_address(value)
+            parse_host_port(value)
     except MeshError as exc:
         raise click.BadParameter(str(exc)) from None
     return values
@@ -37,7 +39,9 @@ def _check_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[
 
 @click.command(name="chat")
 @click.argument("name", required=False)
-@click.option("--host", help="Address to listen on, if the chat starts your node.")
+@click.option(
+    "--host", callback=host_option, help="Address to listen on, if the chat starts your node."
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="UDP port, if the chat starts your node."
 )
@@ -82,6 +86,8 @@ def command(
     """
     with open_home(home) as store:
         open_with = resolve_recipient(store, name).id if name else None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise LocalError("mesh chat needs a terminal; in a script use send, inbox and read")
     up_args = _up_args(host, port, peers, no_mdns, interfaces)
     node_only = {
         "--host": host is not None,

@@ -21,14 +21,25 @@ import click
 import platformdirs
 import segno
 
-from cli import bench, chat, render, security, sim
+from cli import bench, chat, people, render, security, sim
+from cli import share as share_cli
+from cli.params import host_option
+from mesh import __version__
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
-from mesh.envelope import MAX_TTL
+from mesh.envelope import MAX_TEXT_BYTES, MAX_TTL
 from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
-from mesh.home import NetConfig, ensure_new_home, init_home, is_locked, open_home, public_identity
+from mesh.home import (
+    NetConfig,
+    ensure_new_home,
+    init_home,
+    is_locked,
+    open_home,
+    public_identity,
+    resolve_recipient,
+)
 from mesh.identity import PublicIdentity
-from mesh.node import parse_address
+from mesh.netaddr import lan_ipv4_addresses, parse_host_port
 from mesh.store import Store
 from mesh.wire import Address
 
@@ -69,6 +80,9 @@ def default_home() -> Path:
 
 
 @click.group(cls=MeshGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "-V", "--version", prog_name="mesh", message="%(prog)s %(version)s"
+)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -87,7 +101,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 def _parse_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
     try:
-        return [parse_address(v) for v in values]
+        return [parse_host_port(v) for v in values]
     except MeshError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -118,8 +132,8 @@ def network_options(func: F) -> F:
             multiple=True,
             metavar="ADDR",
             callback=_parse_interfaces,
-            help="Run mDNS on this local address only (repeatable; default: every IPv4 "
-            "interface but loopback).",
+            help="Run mDNS on this local address only (repeatable; default: every "
+            "non-loopback IPv4 interface there is).",
         ),
     ]
     for option in reversed(options):
@@ -142,12 +156,22 @@ def ask_passphrase(store: Store) -> str | None:
     """The passphrase of a locked identity: MESH_PASSPHRASE, else asked in a terminal."""
     if not is_locked(store):
         return None
-    if "MESH_PASSPHRASE" in os.environ:
-        return os.environ["MESH_PASSPHRASE"]
+    given = env_passphrase()
+    if given is not None:
+        return given
     if not sys.stdin.isatty():
         raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
     passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
     return passphrase
+
+
+def env_passphrase() -> str | None:
+    """MESH_PASSPHRASE if set; an empty one is an error, never "no passphrase"."""
+    if "MESH_PASSPHRASE" not in os.environ:
+        return None
+    if not os.environ["MESH_PASSPHRASE"]:
+        raise WrongPassphraseError("MESH_PASSPHRASE is set but empty; unset it or give one")
+    return os.environ["MESH_PASSPHRASE"]
 
 
 # -- identity and contacts -----------------------------------------------------------------
@@ -182,14 +206,17 @@ def show_id(home: Path, qr: bool, as_json: bool) -> None:
         secret = None if store.get_setting("public_id") else ask_passphrase(store)
         public = public_identity(store, secret)
         name = store.get_setting("name")
-    doc = {"id": public.id, "fingerprint": public.fingerprint, "name": name}
+    doc: dict[str, Any] = {"id": public.id, "fingerprint": public.fingerprint, "name": name}
+    # IDs are case-insensitive: upper case fits QR's compact alphanumeric mode.
+    code = segno.make(public.id.upper(), error="m")
     if as_json:
+        if qr:
+            doc["qr"] = render.qr_text(code)
         render.print_json(doc)
         return
     render.print_identity(doc)
     if qr:
-        # IDs are case-insensitive: upper case fits QR's compact alphanumeric mode.
-        segno.make(public.id.upper(), error="m").terminal(compact=True)
+        code.terminal(compact=True)
 
 
 @cli.group()
@@ -211,9 +238,16 @@ def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
     """Save ID under NAME."""
     public = PublicIdentity.from_id(peer_id)
     with open_home(home) as store:
+        others = [c.name for c in store.list_contacts() if c.peer_id == public.id]
+        yours = store.get_setting("public_id") == public.id
         contact = store.add_contact(name, public.id, ttl)
     click.echo(f"added {contact.name}: {public.id}")
     click.echo(f"fingerprint: {public.fingerprint}")
+    if yours:
+        render.hint("warning: this is your own ID; messages to it come back to you")
+    if others:
+        render.hint(f"warning: this ID is already saved as {', '.join(others)}")
+    render.hint(f"compare the fingerprint in person, then: mesh contacts verify {contact.name}")
 
 
 @contacts.command(name="list")
@@ -223,7 +257,15 @@ def contacts_list(home: Path, as_json: bool) -> None:
     """List your contacts."""
     with open_home(home) as store:
         rows = [
-            {"name": c.name, "id": c.peer_id, "ttl": c.ttl, "added_at": c.added_at}
+            {
+                "name": c.name,
+                "id": c.peer_id,
+                "ttl": c.ttl,
+                "added_at": c.added_at,
+                "verified": c.verified,
+                "verified_at": c.verified_at,
+                "read_receipts": c.read_receipts,
+            }
             for c in store.list_contacts()
         ]
     if as_json:
@@ -247,7 +289,11 @@ def contacts_remove(home: Path, name: str) -> None:
 
 
 @cli.command()
-@click.option("--host", help="Address to listen on (default: 0.0.0.0, or the first --interface).")
+@click.option(
+    "--host",
+    callback=host_option,
+    help="Address to listen on (default: 0.0.0.0, or the first --interface).",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -271,6 +317,11 @@ def up(
     with open_home(home) as store:
         passphrase = ask_passphrase(store)
     net = net_config(host, port, peers, no_mdns, interfaces)
+    if net.mdns and not interfaces and not lan_ipv4_addresses():
+        render.hint(
+            "warning: no network interface but loopback, so mDNS finds no one: connect to "
+            "a network, or join a peer with --peer HOST:PORT"
+        )
     echo = _flushed_echo
     asyncio.run(run_daemon(home, net, passphrase, echo, render.print_daemon_event))
     echo("stopped")
@@ -283,7 +334,14 @@ def _flushed_echo(text: str) -> None:
 
 @cli.command()
 @click.argument("to")
-@click.argument("text")
+@click.argument("text", required=False)
+@click.option(
+    "--file",
+    "text_file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Send the contents of this UTF-8 file (- for stdin) instead of TEXT.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option(
     "--ttl",
     type=click.IntRange(1, MAX_TTL),
@@ -291,31 +349,41 @@ def _flushed_echo(text: str) -> None:
     help="The message disappears after SECONDS (default: the contact's, else 7 days).",
 )
 @click.option(
-    "--host", help="Address of the short-lived node (default: 0.0.0.0, or the first --interface)."
+    "--host",
+    callback=host_option,
+    help="Address of the short-lived node (default: 0.0.0.0, or the first --interface).",
 )
 @network_options
 @click.pass_obj
 def send(
     home: Path,
     to: str,
-    text: str,
+    text: str | None,
+    text_file: Path | None,
+    as_json: bool,
     ttl: int | None,
     host: str | None,
     peers: list[Address],
     no_mdns: bool,
     interfaces: list[str],
 ) -> None:
-    """Send TEXT to TO (a contact name or an ID).
+    """Send TEXT to TO (a contact name or an ID); TEXT `-` (or --file -) reads stdin.
 
-    Goes through `mesh up` when it runs for this home, else starts a short-lived node.
+    Reading stdin or a file keeps the text out of `ps` and the shell history. Goes
+    through `mesh up` when it runs for this home, else starts a short-lived node.
     Exit 0 once stored on the recipient's mailbox replicas; exit 3 if no peer is
     reachable (the message stays queued and `mesh up` delivers it later).
     """
 
+    body = message_text(text, text_file)
     net = net_config(host, None, peers, no_mdns, interfaces)
-    result = asyncio.run(
-        send_text(home, to, text, ttl, net, ask_passphrase, lambda mid: _queued(mid))
-    )
+    on_queued = (lambda mid: None) if as_json else _queued
+    result = asyncio.run(send_text(home, to, body, ttl, net, ask_passphrase, on_queued))
+    if as_json:
+        render.print_json(result.to_json())
+        if result.status == "queued":
+            raise click.exceptions.Exit(EXIT_QUEUED)
+        return
     if result.status == "queued":
         render.hint(
             "no peer is reachable: the message stays queued, and `mesh up` delivers it "
@@ -330,28 +398,70 @@ def send(
     click.echo(f"stored on {result.replicas} replica{plural}{suffix}")
 
 
+STDIN_LIMIT = 1 << 20  # read no more than this from stdin or --file (the limit is ~4 KB)
+
+
+def message_text(text: str | None, text_file: Path | None) -> str:
+    """TEXT, or the UTF-8 text of stdin (`-`) or of --file; one trailing newline dropped."""
+    if text is not None and text_file is not None:
+        raise click.UsageError("give TEXT or --file, not both")
+    if text_file is None and text is None:
+        raise click.UsageError("missing TEXT (or - to read it from stdin, or --file PATH)")
+    if text_file is None and text != "-":
+        return str(text)
+    if text_file is None or str(text_file) == "-":
+        if sys.stdin.isatty():
+            render.hint("type the message, then Ctrl-D")
+        data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
+    else:
+        with text_file.open("rb") as handle:
+            data = handle.read(STDIN_LIMIT + 1)
+    if len(data) > STDIN_LIMIT:
+        raise CliError(f"the message is far over the limit of {MAX_TEXT_BYTES} bytes")
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError("the message is not UTF-8 text") from None
+    return decoded[:-1] if decoded.endswith("\n") else decoded
+
+
 def _queued(message_id: bytes) -> None:
     _flushed_echo(f"queued {message_id.hex()}")
 
 
 @cli.command()
+@click.argument("name", required=False)
+@click.option("--unread", is_flag=True, help="Only the messages not marked read yet.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option(
-    "--host", help="Address of the short-lived node (default: 0.0.0.0, or the first --interface)."
+    "--host",
+    callback=host_option,
+    help="Address of the short-lived node (default: 0.0.0.0, or the first --interface).",
 )
 @network_options
 @click.pass_obj
 def inbox(
     home: Path,
+    name: str | None,
+    unread: bool,
     as_json: bool,
     host: str | None,
     peers: list[Address],
     no_mdns: bool,
     interfaces: list[str],
 ) -> None:
-    """Fetch your mailbox and list the messages you received."""
+    """Fetch your mailbox and list the messages you received (from NAME only, if given).
+
+    Listing marks nothing read: `mesh read NAME` does."""
+    peer = None
+    if name is not None:
+        with open_home(home) as store:
+            peer = resolve_recipient(store, name).id
     net = net_config(host, None, peers, no_mdns, interfaces)
     messages, fetched = asyncio.run(read_inbox(home, net, ask_passphrase))
+    messages = [
+        m for m in messages if (peer is None or m["peer"] == peer) and not (unread and m["read"])
+    ]
     if not fetched:
         render.hint("no peer is reachable: showing the messages received so far")
     if as_json:
@@ -367,7 +477,9 @@ def outbox(home: Path, as_json: bool) -> None:
     """List sent messages and their status.
 
     Status: queued (waiting for a peer), stored (on N replicas), delivered (receipt
-    received), failed (expired before any peer took it).
+    received), read (a read receipt came), failed (expired before any peer took it),
+    expired (stored, but not picked up before it expired). A failed or expired message
+    is listed, its text wiped, for 7 days after its expiry.
     """
     with open_home(home) as store:
         messages = list_messages(store, "out", time.time())
@@ -407,10 +519,25 @@ def demo() -> None:
 cli.add_command(bench.command)
 cli.add_command(sim.command)
 cli.add_command(chat.command)
+cli.add_command(share_cli.command)
 security.register(cli)
+cli.add_command(people.read)
+contacts.add_command(people.verify)
+contacts.add_command(people.receipts)
+
+
+def check_arguments(args: list[str]) -> None:
+    """Arguments that are not UTF-8 (surrogate-escaped by Python): one line, exit 2."""
+    for number, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            click.echo(f"error: argument {number} is not valid UTF-8 text", err=True)
+            sys.exit(2)
 
 
 def main() -> None:
+    check_arguments(sys.argv[1:])
     try:
         cli(prog_name="mesh")
     except BrokenPipeError:

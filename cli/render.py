@@ -3,6 +3,7 @@ scripts. Nothing here talks to the network or the store."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterable
@@ -46,14 +47,27 @@ def print_identity(doc: Doc) -> None:
         click.echo(f"name: {doc['name']}")
 
 
+def qr_text(code: Any) -> str:
+    """A segno QR code as plain text (Unicode half blocks, no escape codes)."""
+    out = io.StringIO()
+    code.terminal(out=out, compact=True)
+    return out.getvalue()
+
+
 def print_contacts(contacts: Iterable[Doc]) -> None:
     rows = list(contacts)
     if not rows:
         hint("no contacts yet: add one with `mesh contacts add NAME ID`")
     width = max((len(c["name"]) for c in rows), default=0)
     for contact in rows:
-        ttl = f"  (messages disappear after {contact['ttl']} s)" if contact["ttl"] else ""
-        click.echo(f"{contact['name']:<{width}}  {contact['id']}{ttl}")
+        mark = "verified  " if contact.get("verified") else "unverified"
+        notes = []
+        if contact["ttl"]:
+            notes.append(f"messages disappear after {contact['ttl']} s")
+        if contact.get("read_receipts"):
+            notes.append("read receipts on")
+        extra = f"  ({'; '.join(notes)})" if notes else ""
+        click.echo(f"{contact['name']:<{width}}  {mark}  {contact['id']}{extra}")
 
 
 def print_inbox(messages: Iterable[Doc]) -> None:
@@ -62,6 +76,13 @@ def print_inbox(messages: Iterable[Doc]) -> None:
         hint("no messages")
     for message in rows:
         click.echo(f"{when(message['sent_at'])}  {who(message)}: {one_line(message['text'])}")
+
+
+# Why a message that expired did not arrive (its text is wiped: the reason is shown instead).
+EXPIRY_REASONS = {
+    "failed": "(expired before any peer took it; not delivered)",
+    "expired": "(expired on the network before they picked it up; not delivered)",
+}
 
 
 def status_label(message: Doc) -> str:
@@ -76,16 +97,40 @@ def print_outbox(messages: Iterable[Doc]) -> None:
         hint("no sent messages")
     for message in rows:
         label = status_label(message)
-        text = one_line(message["text"])
+        text = EXPIRY_REASONS.get(message["status"]) or one_line(message["text"])
         click.echo(f"{when(message['sent_at'])}  {label:<12} {who(message)}: {text}")
 
 
-def print_peers(doc: Doc) -> None:
+def ago(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(0, int(seconds))} s ago"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+def print_peers(doc: Doc, now: float | None = None) -> None:
+    """Contacts first (when each was last heard from), then the routing table."""
+    now = time.time() if now is None else now
+    contacts = doc.get("contacts", [])
+    if contacts:
+        click.echo("contacts (last heard from, by a message or a receipt):")
+    width = max((len(c["name"]) for c in contacts), default=0)
+    for contact in contacts:
+        last = contact.get("last_heard")
+        heard = "never heard from" if last is None else f"heard from {ago(now - last)}"
+        active = "  active" if contact.get("recent") else ""
+        verified = "" if contact.get("verified") else "  (unverified)"
+        click.echo(f"  {contact['name']:<{width}}  {heard}{active}{verified}")
     peers = doc.get("peers", [])
     if not doc.get("live"):
         hint("no daemon runs for this home (`mesh up`); peers it saw last time:")
     elif not peers:
         hint("no peers yet")
+    elif contacts:
+        click.echo("peers (network addresses; no names: the network does not say who is who):")
     for peer in peers:
         click.echo(f"{peer['address']:<22} {peer['node_id'][:16]}")
 

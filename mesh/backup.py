@@ -4,7 +4,8 @@ the identity seed as 24 BIP-39 words.
 File: magic "MESHBAK\\x01" | opslimit (u32 BE) | memlimit (u64 BE) | salt (16) | nonce (24)
 | XChaCha20-Poly1305(msgpack document), AAD = everything before the ciphertext.
 Key: BLAKE2b(key=argon2id(passphrase, salt), "mesh-messenger backup v1").
-The document: {"v": 1, "seed", "name", "contacts": [[name, id, ttl, added_at]...],
+The document: {"v": 1, "seed", "name",
+"contacts": [[name, id, ttl, added_at, verified_at, read_receipts]...],
 "messages": [[msg_id, direction, peer_id, kind, body, sent_at, expires_at, status,
 received_at, read]...] or absent}.
 """
@@ -78,7 +79,10 @@ def export(store: Store, identity: Identity, messages: bool) -> dict[str, Any]:
         "v": 1,
         "seed": identity.seed,
         "name": store.get_setting("name"),
-        "contacts": [[c.name, c.peer_id, c.ttl, c.added_at] for c in store.list_contacts()],
+        "contacts": [
+            [c.name, c.peer_id, c.ttl, c.added_at, c.verified_at, c.read_receipts]
+            for c in store.list_contacts()
+        ],
     }
     if messages:
         doc["messages"] = [[getattr(m, f) for f in _ROW] for m in store.list_messages()]
@@ -104,8 +108,10 @@ def restore(home: Path, doc: dict[str, Any], passphrase: str | None, force: bool
         store.set_setting("public_id", identity.id)
         if isinstance(doc.get("name"), str):
             store.set_setting("name", doc["name"])
-        for name, peer_id, ttl, added_at in doc.get("contacts", []):
+        for name, peer_id, ttl, added_at, *flags in doc.get("contacts", []):
             store.add_contact(name, peer_id, ttl, now=added_at)
+            if len(flags) == 2:
+                store.set_contact_flags(name, verified_at=flags[0], read_receipts=flags[1])
         store.add_messages(doc.get("messages", []))
     return identity
 

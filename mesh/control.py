@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from mesh import errors, retention
+from mesh import errors, reading, retention
 from mesh.errors import AlreadyRunningError, LocalError, MeshError, UnreachableError
 from mesh.home import (
     PEER_WAIT,
@@ -46,6 +46,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 64 * 1024  # one request or answer; the longest text is ~4 KiB
 LISTED_MESSAGES = 1000  # newest messages an inbox/outbox listing returns
 LOCK_WAIT = 5.0  # how long a command waits for a daemon that is still starting
+HEARD_RECENTLY = 600.0  # `mesh peers`: a contact heard from this recently is "recent"
 
 Event = dict[str, Any]
 Unlock = Callable[[Store], "str | None"]
@@ -281,9 +282,12 @@ async def list_peers(home: Path) -> Event:
     client = await ControlClient.connect(home)
     if client is not None:
         async with client:
-            return await client.request("peers")
+            doc = await client.request("peers")
+        with open_home(home) as store:
+            return {**doc, "contacts": contacts_presence(store, time.time())}
     with open_home(home) as store:
         rows = store.peers_recent(64)
+        contacts = contacts_presence(store, time.time())
     peers = [
         {
             "node_id": r.node_id.hex(),
@@ -292,4 +296,54 @@ async def list_peers(home: Path) -> Event:
         }
         for r in rows
     ]
-    return {"live": False, "peers": peers}
+    return {"live": False, "peers": peers, "contacts": contacts}
+
+
+def contacts_presence(store: Store, now: float) -> list[Event]:
+    """Each contact and when anything signed by them last arrived (a message or a
+    receipt): what this home already knows, no new broadcast. `recent` means within
+    HEARD_RECENTLY; nobody's presence is announced, so that is the best answer."""
+    heard = store.last_heard()
+    rows = []
+    for contact in store.list_contacts():
+        last = heard.get(contact.peer_id)
+        recent = last is not None and now - last <= HEARD_RECENTLY
+        rows.append(
+            {
+                "name": contact.name,
+                "id": contact.peer_id,
+                "last_heard": last,
+                "recent": recent,
+                "verified": contact.verified,
+            }
+        )
+    return rows
+
+
+async def read_messages(home: Path, to: str, unlock: Unlock, now: float) -> tuple[list[Event], int]:
+    """The unread texts from `to` (oldest first), now marked read; and how many read
+    receipts were queued (only for a contact who opted in; see mesh.reading)."""
+    with open_home(home) as store:
+        peer = resolve_recipient(store, to)
+        store.delete_expired_messages(now)
+        names = contact_names(store)
+        rows = [
+            r
+            for r in store.list_messages(peer_id=peer.id, direction="in")
+            if r.kind == "text" and not r.read
+        ]
+    docs = [message_json(r, names) for r in rows]
+    if not rows:
+        return docs, 0
+    ids = [r.msg_id for r in rows]
+    client = await ControlClient.connect(home)
+    if client is not None:
+        async with client:
+            doc = await client.request("read", peer=peer.id, ids=[i.hex() for i in ids])
+        return docs, int(doc.get("receipts", 0))
+    with open_home(home) as store:
+        marked = store.mark_read_ids(peer.id, ids)
+        if not reading.wants_read_receipts(store, peer.id):
+            return docs, 0
+        identity = unlock_identity(store, unlock(store))
+        return docs, reading.queue_read_receipts(store, identity, peer.id, marked, now)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh import retention
+from mesh import reading, retention
 from mesh.control import (
     LISTED_MESSAGES,
     MAX_LINE_BYTES,
@@ -250,8 +250,20 @@ class Daemon:
         return {"live": True, "peers": peers}
 
     async def _op_read(self, request: Event, writer: asyncio.StreamWriter) -> Event:
+        """Mark messages from `peer` read (all, or the hex `ids`); a read receipt goes
+        out if that contact opted in (mesh.reading)."""
         peer = resolve_recipient(self.node.store, _text_arg(request, "peer"))
-        return {"marked": self.node.store.mark_read(peer.id)}
+        only = _ids_arg(request)
+        ids = self.node.store.mark_read_ids(peer.id, only)
+        store, identity = self.node.store, self.node.identity
+        queued = reading.queue_read_receipts(store, identity, peer.id, ids, self.node.wall())
+        if queued:
+            self.node.dht.spawn(self._flush())
+        return {"marked": len(ids), "receipts": queued}
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(MeshError):
+            await self.node.flush_outbox()
 
     async def _op_watch(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         if not self.watchers:
@@ -263,7 +275,7 @@ class Daemon:
     async def _fetch(self) -> list[Message] | None:
         """New messages from the mailbox; None if no replica answered."""
         try:
-            return await self.node.fetch()
+            return await self.node.fetch_mailbox()
         except UnreachableError:
             return None
 
@@ -341,6 +353,17 @@ def _text_arg(request: Event, name: str) -> str:
     if not isinstance(value, str):
         raise ControlRequestError(f"'{name}' is required and must be a string")
     return value
+
+
+def _ids_arg(request: Event) -> list[bytes] | None:
+    """The optional `ids` argument: message ids in hex."""
+    if "ids" not in request:
+        return None
+    try:
+        ids = [bytes.fromhex(v) for v in _list_arg(request, "ids")]
+    except ValueError:
+        raise ControlRequestError("'ids' must be message ids in hex") from None
+    return ids
 
 
 def _list_arg(request: Event, name: str) -> list[str]:

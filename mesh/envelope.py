@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 MESSAGE_VERSION = 1
-KINDS = frozenset({"text", "receipt"})
+KINDS = frozenset({"text", "receipt", "read"})  # "read": docs/protocol.md
 PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
 SEAL_OVERHEAD = crypto.SEAL_OVERHEAD
 CIPHERTEXT_SIZES = frozenset(bucket + SEAL_OVERHEAD for bucket in PAD_BUCKETS)
@@ -194,7 +194,7 @@ class Message:
 
     @property
     def receipt_ids(self) -> list[bytes]:
-        if self.kind != "receipt":
+        if self.kind not in ("receipt", "read"):
             raise ValueError(f"a {self.kind} message acknowledges nothing")
         return parse_receipt_body(self.body)
 

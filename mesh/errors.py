@@ -10,7 +10,9 @@
     │   ├── IdentityExistsError    `init` on a home that already has an identity
     │   ├── NoIdentityError        a home with no identity
     │   ├── WrongPassphraseError   identity file could not be decrypted
-    │   └── AlreadyRunningError    a second daemon on one home
+    │   ├── AlreadyRunningError    a second daemon on one home
+    │   ├── BundleError            `mesh share`: no install bundle, or a damaged one
+    │   └── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
     │   │   └── DatagramError      framing or header refused (carries a drop reason)
@@ -125,3 +127,11 @@ class UnreachableError(NetworkError):
 
 class StoreError(MeshError):
     pass
+
+
+class BundleError(LocalError):
+    """`mesh share`: no install bundle, or one that is incomplete or altered."""
+
+
+class InvalidAddressError(LocalError):
+    """A HOST:PORT typed by the user that is not an IP literal and a port 1-65535."""

@@ -44,6 +44,10 @@ MAX_REMEMBERED = 8192  # nonces kept per node (bounded whatever members send)
 SEAL_OVERHEAD = crypto.AEAD_NONCE_SIZE + 8 + crypto.AEAD_TAG_SIZE  # 48 bytes
 MDNS_EPOCH = 3600  # seconds: the mDNS names of a private mesh change every hour
 
+#: Why `DatagramSealer.open` refused a datagram (counted as `dropped_<reason>`), checked
+#: before `wire.decode_datagram` and its `wire.DROP_REASONS`.
+DROP_REASONS = frozenset({"unauthenticated", "stale", "replayed"})
+
 LABEL_DATAGRAM = b"mesh/v1/net/datagram"
 LABEL_MDNS = b"mesh/v1/net/mdns"
 _CHECKSUM_LABEL = b"mesh/v1/net/invite"

@@ -2,7 +2,7 @@
 
     a = await Node.start(home=None, host="127.0.0.1", port=0, bootstrap=[], mdns=False)
     receipt = await a.send(b_id, "hello")     # returns once stored; receipt.replicas >= 1
-    msgs = await b.fetch()                     # new messages from the DHT mailbox
+    msgs = await b.fetch()                     # messages not yet returned (fetches first)
     async for m in b.messages(): ...           # pushed as they arrive
     await a.stop()
 
@@ -85,8 +85,8 @@ def parse_address(value: Address | str) -> Address:
     if isinstance(value, tuple):
         return (str(value[0]), int(value[1]))
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise InvalidIdError(f"not a HOST:PORT address: {value!r}")
+    if not sep or not port.isdigit() or not host or not 1 <= int(port) <= 65535:
+        raise InvalidIdError(f"not a HOST:PORT address (port 1-65535): {value!r}")
     return (host.strip("[]"), int(port))
 
 
@@ -387,7 +387,7 @@ class Node:
             fresh = await self._subscribe_once(only_if_moved=not first)
             await self.flush_outbox()
             if first or merged or fresh >= self.dht.config.ksize // MOVED_SHARE:
-                await self.fetch()
+                await self.fetch_mailbox()
 
     def _save_peers(self) -> None:
         now = self.wall()
@@ -450,7 +450,19 @@ class Node:
     # -- receiving ----------------------------------------------------------------
 
     async def fetch(self) -> list[Message]:
-        """Fetch the mailbox from the DHT; returns the messages not seen before."""
+        """Fetch the mailbox from the DHT, then return every received message not yet
+        returned by `fetch()` or `messages()`: those that arrived by push or during
+        `start()` as well as the ones just fetched. Each message is returned once, by one of
+        the two. (`inbox()` lists everything stored, returned or not.)"""
+        await self.fetch_mailbox()
+        new = []
+        while not self._queue.empty():
+            new.append(self._queue.get_nowait())
+        return new
+
+    async def fetch_mailbox(self) -> list[Message]:
+        """Fetch the mailbox from the DHT; returns only the messages this call accepted
+        (they are still yielded by `messages()` or returned by the next `fetch()`)."""
         records = await self.dht.fetch(self.identity.public.mailbox_key)
         new = []
         for record in records:
@@ -460,7 +472,8 @@ class Node:
         return new
 
     async def messages(self) -> AsyncIterator[Message]:
-        """New text messages as they arrive (pushed; polling only as a fallback)."""
+        """New messages as they arrive (pushed, fetched, or found by `start()`), each once,
+        unless `fetch()` returned it first."""
         while True:
             yield await self._queue.get()
 
@@ -496,7 +509,8 @@ class Node:
             self.counters["bad_records"] += 1
             return None
         self._schedule_delete(record.id)
-        if message.kind == "receipt":
+        self.store.note_heard(message.sender, now)
+        if message.kind in ("receipt", "read"):
             self._on_receipt(message)
             return None
         is_new = self.store.add_message(
@@ -524,13 +538,16 @@ class Node:
         task.add_done_callback(self._finishing.discard)
 
     def _on_receipt(self, message: Message) -> None:
+        """A delivery receipt, or a read receipt (kind "read", sent only by contacts who
+        opted in): move our messages to that recipient forward."""
+        status = "read" if message.kind == "read" else "delivered"
         with contextlib.suppress(MeshError):
             for message_id in envelope.parse_receipt_body(message.body):
                 row = self.store.get_message(message_id, "out")
                 if row is not None and row.peer_id == message.sender:
-                    self.store.set_message_status(message_id, "out", "delivered")
+                    self.store.set_message_status(message_id, "out", status)
                     self.counters["receipts"] += 1
-                    self._status(message_id, "delivered")
+                    self._status(message_id, status)
 
     async def _send_receipt(self, message: Message) -> None:
         recipient = PublicIdentity.from_id(message.sender)
@@ -626,7 +643,7 @@ class Node:
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self.options.poll_interval
                 with contextlib.suppress(MeshError):
-                    await self.fetch()
+                    await self.fetch_mailbox()
             await asyncio.sleep(self.options.outbox_interval)
 
 

@@ -44,14 +44,18 @@ PEER_CACHE_LIMIT = 1000
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
 CIPHER_PAGE_SIZE = 1024  # see connect_sqlcipher
 
-# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered.
-# "failed" is reachable from queued only; a failed message that got out after all
-# (a late store ack, a receipt) may still move on, since that is not going backwards.
+# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered
+# -> read. At its expiry an outgoing message that no receipt reached is kept as a stub
+# (text wiped) for EXPIRED_KEEP: "failed" if no peer ever took it (it was queued),
+# "expired" if it was stored but never picked up. A receipt that comes late after all
+# may still move a stub on, since that is not going backwards.
 _NEXT_STATUS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"stored", "delivered", "failed"}),
-    "stored": frozenset({"delivered"}),
-    "failed": frozenset({"stored", "delivered"}),
-    "delivered": frozenset(),
+    "queued": frozenset({"stored", "delivered", "read", "failed"}),
+    "stored": frozenset({"delivered", "read", "expired"}),
+    "failed": frozenset({"stored", "delivered", "read"}),
+    "expired": frozenset({"delivered", "read"}),
+    "delivered": frozenset({"read"}),
+    "read": frozenset(),  # the recipient sent a read receipt (they opted in)
     "received": frozenset(),  # every incoming message
 }
 STATUSES = frozenset(_NEXT_STATUS)
@@ -88,7 +92,15 @@ MIGRATIONS: tuple[str, ...] = (
                         last_seen REAL NOT NULL);
     CREATE INDEX peers_last_seen ON peers (last_seen);
     """,
+    # 2: verified contacts, read receipts opt-in per contact, when each ID was last heard
+    # from (for `mesh peers`); statuses "expired" and "read" need no schema change.
+    """
+    ALTER TABLE contacts ADD COLUMN verified_at REAL;
+    ALTER TABLE contacts ADD COLUMN read_receipts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE heard (peer_id TEXT PRIMARY KEY, last_heard REAL NOT NULL) WITHOUT ROWID;
+    """,
 )
+EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,12 @@ class Contact:
     peer_id: str
     ttl: int | None
     added_at: float
+    verified_at: float | None = None  # when the user said the fingerprints matched
+    read_receipts: bool = False  # send this contact read receipts
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +181,7 @@ _HELD_PUT = (
     "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (key, record_id) DO NOTHING"
 )
-_CONTACT_COLUMNS = "name, peer_id, ttl, added_at"
+_CONTACT_COLUMNS = "name, peer_id, ttl, added_at, verified_at, read_receipts"
 
 
 def _status_update_sql(target: str) -> str:
@@ -266,6 +284,11 @@ def _contact_name(name: str) -> str:
     if not trimmed:
         raise LocalError("a contact name cannot be empty; pick a name such as 'alice'")
     return trimmed
+
+
+def _contact(row: Any) -> Contact:
+    name, peer_id, ttl, added_at, verified_at, read_receipts = row
+    return Contact(name, peer_id, ttl, added_at, verified_at, bool(read_receipts))
 
 
 def _message(row: Any) -> MessageRow:
@@ -451,7 +474,7 @@ class Store:
     ) -> Contact:
         contact = Contact(_contact_name(name), peer_id, ttl, time.time() if now is None else now)
         cursor = self._execute(
-            f"INSERT INTO contacts ({_CONTACT_COLUMNS}) VALUES (?, ?, ?, ?) "
+            f"INSERT INTO contacts ({_CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0) "
             "ON CONFLICT (name) DO NOTHING",
             (contact.name, contact.peer_id, contact.ttl, contact.added_at),
         )
@@ -469,7 +492,7 @@ class Store:
     def get_contact(self, name: str) -> Contact | None:
         sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE name = ?"
         row = self._one(sql, (name.strip(),))
-        return None if row is None else Contact(*row)
+        return None if row is None else _contact(row)
 
     def find_contact_by_id(self, peer_id: str) -> Contact | None:
         """The earliest-added contact with this ID (one ID may be saved under two names)."""
@@ -478,11 +501,11 @@ class Store:
             "ORDER BY added_at, name LIMIT 1"
         )
         row = self._one(sql, (peer_id,))
-        return None if row is None else Contact(*row)
+        return None if row is None else _contact(row)
 
     def list_contacts(self) -> list[Contact]:
         sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
-        return [Contact(*row) for row in self._all(sql)]
+        return [_contact(row) for row in self._all(sql)]
 
     # -- messages -----------------------------------------------------------------------
 
@@ -587,6 +610,49 @@ class Store:
         )
         return cursor.rowcount
 
+    def mark_read_ids(self, peer_id: str, only: Sequence[bytes] | None = None) -> list[bytes]:
+        """Mark unread texts from `peer_id` read (all, or those of `only`); returns the ids
+        that changed."""
+        sql = (
+            "UPDATE messages SET is_read = 1 WHERE peer_id = ? AND direction = 'in' "
+            "AND is_read = 0 AND kind = 'text'"
+        )
+        with self._transaction() as conn:
+            if only is None:
+                rows = conn.execute(sql + " RETURNING msg_id", (peer_id,)).fetchall()
+            else:
+                rows = [
+                    row
+                    for msg_id in only
+                    for row in conn.execute(
+                        sql + " AND msg_id = ? RETURNING msg_id", (peer_id, msg_id)
+                    ).fetchall()
+                ]
+        return [bytes(r[0]) for r in rows]
+
+    def set_contact_flags(
+        self, name: str, *, verified_at: float | None = None, read_receipts: bool | None = None
+    ) -> bool:
+        """Mark a contact verified (at `verified_at`) and/or set its read-receipt opt-in."""
+        cursor = self._execute(
+            "UPDATE contacts SET verified_at = coalesce(?, verified_at), "
+            "read_receipts = coalesce(?, read_receipts) WHERE name = ?",
+            (verified_at, None if read_receipts is None else int(read_receipts), name.strip()),
+        )
+        return cursor.rowcount > 0
+
+    def note_heard(self, peer_id: str, now: float) -> None:
+        """Remember that something signed by `peer_id` arrived at `now` (for `mesh peers`)."""
+        with self._relaxed():
+            self._execute(
+                "INSERT INTO heard (peer_id, last_heard) VALUES (?, ?) ON CONFLICT (peer_id) "
+                "DO UPDATE SET last_heard = max(last_heard, excluded.last_heard)",
+                (peer_id, now),
+            )
+
+    def last_heard(self) -> dict[str, float]:
+        return {str(p): float(t) for p, t in self._all("SELECT peer_id, last_heard FROM heard")}
+
     def unread_counts(self) -> dict[str, int]:
         sql = (
             "SELECT peer_id, count(*) FROM messages "
@@ -595,10 +661,32 @@ class Store:
         return {str(peer): int(count) for peer, count in self._all(sql)}
 
     def delete_expired_messages(self, now: float) -> list[bytes]:
-        """Delete messages with expires_at <= now (and their outbox items); returns ids."""
+        """Delete messages with expires_at <= now (and their outbox items); returns ids.
+
+        An outgoing message that never got a receipt is not deleted but wiped to a stub
+        (empty text) with status "failed" (it was still queued) or "expired" (stored, never
+        picked up), listed for EXPIRED_KEEP more so the sender learns it did not arrive."""
         with self._transaction() as conn:
+            for old, new in (("queued", "failed"), ("stored", "expired")):
+                conn.execute(
+                    "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
+                    "AND status = ? AND expires_at <= ? AND kind = 'text'",
+                    (new, old, now),
+                )
+            conn.execute(
+                "UPDATE messages SET body = x'' WHERE direction = 'out' AND expires_at <= ? "
+                "AND status IN ('failed', 'expired') AND length(body) > 0",
+                (now,),
+            )
+            conn.execute(
+                "DELETE FROM outbox WHERE msg_id IN (SELECT msg_id FROM messages "
+                "WHERE direction = 'out' AND expires_at <= ?)",
+                (now,),
+            )
             rows = conn.execute(
-                "DELETE FROM messages WHERE expires_at <= ? RETURNING msg_id, direction", (now,)
+                "DELETE FROM messages WHERE (expires_at <= ? AND status NOT IN "
+                "('failed', 'expired')) OR expires_at <= ? RETURNING msg_id, direction",
+                (now, now - EXPIRED_KEEP),
             ).fetchall()
             outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
             conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)

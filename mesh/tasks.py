@@ -28,6 +28,8 @@ def _log_failure(task: asyncio.Task[Any], exc: BaseException) -> None:
 
 
 class TaskSet:
+    __slots__ = ("_closed", "_on_error", "_tasks")
+
     def __init__(
         self, on_error: Callable[[asyncio.Task[Any], BaseException], None] = _log_failure
     ) -> None:

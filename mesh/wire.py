@@ -60,10 +60,6 @@ DROP_REASONS: Final = frozenset(
         "bad_header",
         "bad_node_id",
         "unknown_method",
-        # private mesh (netkey.py): checked before anything else
-        "unauthenticated",
-        "stale",
-        "replayed",
     }
 )
 

@@ -25,6 +25,7 @@ def filled_home(home: Path) -> Identity:
     identity = init_home(home, "ann", "store passphrase")
     with open_home(home) as store:
         store.add_contact("bob", Identity.generate().id, 3600)
+        store.set_contact_flags("bob", verified_at=5.0, read_receipts=True)
         store.add_message(os.urandom(16), "in", "p", "text", b"north gate", 1.0, 9e12, "received")
         store.add_message(os.urandom(16), "out", "p", "text", b"banner", 2.0, 9e12, "stored")
     return identity
@@ -48,6 +49,8 @@ def test_backup_restore_keeps_id_contacts_and_messages(tmp_path: Path) -> None:
     with open_home(tmp_path / "b", "other store passphrase") as store:
         assert [c.name for c in store.list_contacts()] == ["bob"]
         assert store.list_contacts()[0].ttl == 3600
+        assert store.list_contacts()[0].verified_at == 5.0
+        assert store.list_contacts()[0].read_receipts
         assert [m.body for m in store.list_messages()] == [b"north gate", b"banner"]
         assert store.get_setting("name") == "ann"
 

@@ -8,9 +8,12 @@ import random
 import time
 from typing import Any
 
+import pytest
 from netutil import bounded, loopback_host, start_network, stop_all, wait_until
 
 from mesh import envelope, wire
+from mesh.dht.replica import Replica
+from mesh.dht.rpc import Rpc
 from mesh.dht.server import PUSHERS, VERIFY_DELAY, DhtServer
 from mesh.envelope import Record
 from mesh.identity import Identity
@@ -73,17 +76,22 @@ async def test_a_stranger_that_stores_is_verified_later_not_during_its_burst() -
         await close_all(servers)
 
 
-async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
+async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     servers = await start_servers(40, seed=5)
     lookups = 0
     sender = servers[0]
-    real_lookup = sender.rpc.lookup
+    real_lookup = Rpc.lookup
+    counting = False
 
-    async def counting_lookup(target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
+    async def counting_lookup(self: Rpc, target: bytes, confirm: int | None = None) -> list:  # type: ignore[type-arg]
         nonlocal lookups
-        lookups += 1
-        return await real_lookup(target, confirm)
+        if counting and self is sender.rpc:
+            lookups += 1
+        return await real_lookup(self, target, confirm)
 
+    monkeypatch.setattr(Rpc, "lookup", counting_lookup)
     try:
         seed = servers[1].address
         assert seed is not None
@@ -91,7 +99,7 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
             await bounded(s.bootstrap([seed]))
         owner, writer = Identity.generate(), Identity.generate()
         key = owner.public.mailbox_key
-        sender.rpc.lookup = counting_lookup  # type: ignore[method-assign]
+        counting = True
         acks = [
             await bounded(sender.put(key, [record_for(owner, writer, f"m{i}")])) for i in range(3)
         ]
@@ -108,18 +116,22 @@ async def test_put_reuses_the_replica_set_and_falls_back_to_a_lookup() -> None:
         await close_all(servers)
 
 
-async def test_only_the_closest_replicas_push_a_new_record() -> None:
+async def test_only_the_closest_replicas_push_a_new_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     nodes = await start_network(40, seed=6, options=NodeOptions(poll_interval=1e9))
     recipient = nodes[-1]
     pushes: list[bytes] = []
-    real = recipient.dht.replica.answer
+    real = Replica.answer
 
-    def counting_answer(request: wire.Request, sender: bytes, addr: tuple[str, int]) -> Any:
-        if type(request) is wire.Push:
+    def counting_answer(
+        self: Replica, request: wire.Request, sender: bytes, addr: tuple[str, int]
+    ) -> Any:
+        if self is recipient.dht.replica and type(request) is wire.Push:
             pushes.append(sender)
-        return real(request, sender, addr)
+        return real(self, request, sender, addr)
 
-    recipient.dht.replica.answer = counting_answer  # type: ignore[method-assign]
+    monkeypatch.setattr(Replica, "answer", counting_answer)
     try:
         # start() subscribed already; subscribing again makes sure every replica the
         # sender will find has our listen (the pushes counted are the replicas' choice).

@@ -359,7 +359,7 @@ def test_programming_errors_when_sealing(
 
 
 def test_constants() -> None:
-    assert frozenset({"text", "receipt"}) == KINDS
+    assert frozenset({"text", "receipt", "read"}) == KINDS  # "read": issue 18
     assert MAX_TTL == 30 * 24 * 3600 and OWNER_REQUEST_SKEW == 600 and SEAL_OVERHEAD == 48
     assert {size - SEAL_OVERHEAD for size in CIPHERTEXT_SIZES} == set(PAD_BUCKETS)
 

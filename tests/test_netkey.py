@@ -196,3 +196,19 @@ def test_replay_guard_is_bounded_and_refuses_below_its_floor() -> None:
     assert guard.check(bytes([0]), 100.0, now=150.0) == "replayed"  # evicted, still refused
     assert guard.check(b"new", 110.0, now=150.0) == "replayed"  # older than the floor
     assert guard.check(b"new", 140.0, now=150.0) is None
+
+
+def test_every_refusal_reason_is_in_the_fixed_vocabulary() -> None:
+    sealer = DatagramSealer(KEY)
+    seen = set()
+    good = sealer.seal(DATAGRAM, NOW)
+    for data, now in ((b"x", NOW), (good, NOW + 10 * netkey.REPLAY_WINDOW), (good, NOW)):
+        try:
+            sealer.open(data, now)
+        except DatagramError as exc:
+            seen.add(exc.reason)
+    try:
+        sealer.open(good, NOW)
+    except DatagramError as exc:
+        seen.add(exc.reason)
+    assert seen == netkey.DROP_REASONS

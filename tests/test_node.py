@@ -27,7 +27,9 @@ async def test_offline_recipient_fetches_all_five_once(tmp_path: Path) -> None:
         back = await Node.start(home=home, host="127.0.0.1", bootstrap=[nodes[7].address])
         try:
             assert back.id == recipient_id
-            await bounded(back.fetch())  # joining already fetched; this must add nothing
+            # Joining already fetched them; fetch() still returns each once (issue 18).
+            fetched = await bounded(back.fetch())
+            assert sorted(m.text for m in fetched) == [f"message {i}" for i in range(5)]
             got = back.inbox()
             assert sorted(m.text for m in got) == [f"message {i}" for i in range(5)]
             assert {m.sender for m in got} == {n.id for n in nodes[:5]}

@@ -31,6 +31,7 @@ from mesh import vault
 from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
 from mesh.chat.screens import AddContactScreen, MyIdScreen, WipeScreen
 from mesh.chat.view import (
+    VERIFIED_MARK,
     Entry,
     NodeState,
     contact_entries,
@@ -309,9 +310,16 @@ class ChatApp(App[None]):
     def title_text(self, peer_id: str) -> Text:
         """The name, and the fingerprint to compare with their "My ID" screen."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
-        text = Text(f"Chat with {self.name_of(peer_id)}\n", style="bold")
+        text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
+        if self.is_verified(peer_id):
+            text.append(f"  {VERIFIED_MARK} verified\n", style="bold green")
+        else:
+            text.append("  not verified: compare fingerprints in person\n", style="yellow")
         text.append(f"Their fingerprint: {fingerprint}", "not bold")  # wraps between groups
         return text
+
+    def is_verified(self, peer_id: str) -> bool:
+        return any(e.verified for e in self.entries if e.peer_id == peer_id and e.known)
 
     def _line(self, row: MessageRow) -> MessageLine:
         line = MessageLine(row, self.name_of(row.peer_id))

@@ -14,19 +14,33 @@ from rich.text import Text
 from mesh.store import Contact, MessageRow
 
 # One mark per delivery status of a message you sent, and the words the legend uses.
-MARKS: Mapping[str, str] = {"queued": "○", "stored": "◐", "delivered": "●", "failed": "✗"}
+MARKS: Mapping[str, str] = {
+    "queued": "○",
+    "stored": "◐",
+    "delivered": "●",
+    "read": "✔",
+    "failed": "✗",
+    "expired": "✗",
+}
 STATUS_WORDS: Mapping[str, str] = {
     "queued": "waiting to be sent",
     "stored": "sent, waiting for them",
     "delivered": "delivered",
+    "read": "read",
     "failed": "not sent (too old)",
+    "expired": "not delivered (expired before they came online)",
 }
 MARK_STYLES: Mapping[str, str] = {
     "queued": "bold yellow",
     "stored": "bold cyan",
     "delivered": "bold green",
+    "read": "bold green",
     "failed": "bold red",
+    "expired": "bold red",
 }
+# A message that expired undelivered keeps a stub with its text wiped: this stands in.
+WIPED_TEXT = "(text deleted at expiry)"
+VERIFIED_MARK = "✓"
 QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
 
@@ -59,6 +73,9 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
         text.append(MARKS.get(row.status, "?"), style=MARK_STYLES.get(row.status, ""))
         text.append(f" {STATUS_WORDS.get(row.status, row.status)}", style="dim")
     text.append("\n")
+    if not row.body and row.status in ("failed", "expired"):
+        text.append(WIPED_TEXT, style="dim italic")
+        return text
     text.append(row.body.decode("utf-8", "replace"))  # plain text: never markup
     return text
 
@@ -71,6 +88,7 @@ class Entry:
     peer_id: str
     unread: int
     known: bool  # False: someone who wrote to you but is not in your contacts
+    verified: bool = False  # you compared fingerprints (`mesh contacts verify`)
 
 
 def short_id(peer_id: str) -> str:
@@ -81,7 +99,9 @@ def contact_entries(
     contacts: Iterable[Contact], unread: Mapping[str, int], senders: Iterable[str]
 ) -> list[Entry]:
     """Your contacts, then everyone else who wrote to you (so no message is hidden)."""
-    entries = [Entry(c.name, c.peer_id, unread.get(c.peer_id, 0), True) for c in contacts]
+    entries = [
+        Entry(c.name, c.peer_id, unread.get(c.peer_id, 0), True, c.verified) for c in contacts
+    ]
     known = {c.peer_id for c in entries}
     for sender in dict.fromkeys(senders):
         if sender not in known:
@@ -94,6 +114,8 @@ def contact_entries(
 
 def entry_text(entry: Entry) -> Text:
     text = Text(entry.label, style="bold" if entry.unread else "")
+    if entry.verified:
+        text.append(f" {VERIFIED_MARK}", style="bold green")
     if entry.unread:
         text.append(f"  {entry.unread} new", style="bold black on yellow")
     return text

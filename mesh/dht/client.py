@@ -101,6 +101,17 @@ class Tally:
 
 
 class Client:
+    __slots__ = (
+        "listen_duration",
+        "quorum",
+        "replica",
+        "replica_sets",
+        "rpc",
+        "storage",
+        "tasks",
+        "wall",
+    )
+
     def __init__(
         self,
         rpc: Rpc,

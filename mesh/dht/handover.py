@@ -26,6 +26,8 @@ MAX_NEWCOMERS = 256
 
 
 class Handover:
+    __slots__ = ("_newcomers", "rpc", "storage", "tasks", "wall")
+
     def __init__(
         self, rpc: Rpc, storage: RecordStorage, tasks: TaskSet, wall: Callable[[], float]
     ) -> None:

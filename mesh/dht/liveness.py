@@ -17,6 +17,7 @@ connection are driven: events in with a time, decisions out.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import NamedTuple
 
 from mesh import wire
@@ -50,6 +51,18 @@ NOTHING: tuple[Action, ...] = ()
 
 
 class Liveness:
+    __slots__ = (
+        "_dead",
+        "_forgotten",
+        "_heard_since",
+        "_moved",
+        "_to_verify",
+        "_verified",
+        "_verifying",
+        "srtt",
+        "table",
+    )
+
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
         self.srtt = 0.005  # smoothed round-trip time, seconds
@@ -62,6 +75,12 @@ class Liveness:
         self._to_verify: dict[Address, bytes] = {}  # strangers to ping after VERIFY_DELAY
 
     # -- what others ask ----------------------------------------------------------
+
+    @property
+    def dead_marks(self) -> Container[Address]:
+        """Addresses marked dead (some may have expired): a cheap first check without a
+        clock; an address not in it is not dead."""
+        return self._dead
 
     def is_dead(self, addr: Address, now: float) -> bool:
         until = self._dead.get(addr)
@@ -88,7 +107,9 @@ class Liveness:
         known = self.table.get(sender)
         if known is not None:
             if known.address == addr:
-                self._heard(addr, now)  # a late timeout of an older call must not evict it
+                self._heard_since.put(
+                    addr, now
+                )  # a late timeout of an older call must not evict it
                 return NOTHING
             return self._verify(addr, now)  # the id at a new address: see on_round_trip
         if type(request) is wire.Listen:
@@ -105,7 +126,7 @@ class Liveness:
     def on_round_trip(self, sender: bytes, addr: Address, now: float) -> tuple[Action, ...]:
         """`sender` answered one of our calls from `addr`."""
         self._dead.pop(addr, None)
-        self._heard(addr, now)
+        self._heard_since.put(addr, now)
         known = self.table.get(sender)
         if known is None and self._forgotten:
             until = self._forgotten.get(addr)
@@ -177,9 +198,6 @@ class Liveness:
         self._forgotten.pop(addr, None)
 
     # -- decisions ----------------------------------------------------------------
-
-    def _heard(self, addr: Address, now: float) -> None:
-        self._heard_since.put(addr, now)
 
     def _verify(self, addr: Address, now: float) -> tuple[Action, ...]:
         """A stranger talked to us: it enters the table only once it answers a ping.

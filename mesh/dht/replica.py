@@ -27,6 +27,17 @@ MAX_LISTENERS_PER_KEY = 8
 
 
 class Replica:
+    __slots__ = (
+        "listen_duration",
+        "listeners",
+        "liveness",
+        "on_push",
+        "own_keys",
+        "rpc",
+        "storage",
+        "wall",
+    )
+
     def __init__(
         self,
         rpc: Rpc,

@@ -21,6 +21,21 @@ from mesh.wire import Address, Method
 
 
 class Rpc:
+    __slots__ = (
+        "_dead_marks",
+        "alpha",
+        "confirm",
+        "ksize",
+        "liveness",
+        "max_per_ip",
+        "node_id",
+        "on_admitted",
+        "protocol",
+        "rpc_timeout",
+        "straggler_grace",
+        "table",
+    )
+
     def __init__(
         self,
         node_id: bytes,
@@ -37,6 +52,7 @@ class Rpc:
         self.node_id = node_id
         self.table = table
         self.liveness = liveness
+        self._dead_marks = liveness.dead_marks
         self.ksize = ksize
         self.alpha = alpha
         self.confirm = confirm
@@ -105,7 +121,8 @@ class Rpc:
     # -- timing -------------------------------------------------------------------
 
     def is_dead(self, peer: Peer) -> bool:
-        return self.liveness.is_dead(peer.address, self.now())
+        addr = peer.address
+        return addr in self._dead_marks and self.liveness.is_dead(addr, self.now())
 
     @property
     def soft_timeout(self) -> float:

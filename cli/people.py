@@ -1,0 +1,75 @@
+"""Contacts and reading: `mesh contacts verify`, `mesh contacts receipts`, `mesh read`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import click
+
+from cli import render
+from mesh.control import read_messages
+from mesh.errors import UnknownContactError
+from mesh.home import open_home
+from mesh.identity import PublicIdentity
+
+
+@click.command(name="verify")
+@click.argument("name")
+@click.pass_obj
+def verify(home: Path, name: str) -> None:
+    """Mark NAME verified, after comparing fingerprints in person.
+
+    Do this only once every group of their fingerprint matched what they read out
+    from their own screen (`mesh id`). The mark shows in `contacts list` and the chat.
+    """
+    with open_home(home) as store:
+        contact = store.get_contact(name)
+        if contact is None:
+            raise UnknownContactError(f"no contact named {name.strip()!r}")
+        store.set_contact_flags(contact.name, verified_at=time.time())
+    fingerprint = PublicIdentity.from_id(contact.peer_id).fingerprint
+    click.echo(f"verified {contact.name} (fingerprint {fingerprint})")
+
+
+@click.command(name="receipts")
+@click.argument("name")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+@click.pass_obj
+def receipts(home: Path, name: str, setting: str) -> None:
+    """Send NAME read receipts (on) or not (off, the default).
+
+    A read receipt tells NAME when you read their messages (`mesh read`, or opening
+    the conversation in the chat). Delivery receipts are always sent.
+    """
+    with open_home(home) as store:
+        contact = store.get_contact(name)
+        if contact is None:
+            raise UnknownContactError(f"no contact named {name.strip()!r}")
+        store.set_contact_flags(contact.name, read_receipts=setting == "on")
+    click.echo(f"read receipts to {contact.name}: {setting}")
+
+
+@click.command(name="read")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_obj
+def read(home: Path, name: str, as_json: bool) -> None:
+    """Show the unread messages from NAME and mark them read.
+
+    Sends NAME a read receipt only if you turned them on (`mesh contacts receipts NAME
+    on`): at once through a running `mesh up`, else with the next node on this home.
+    """
+    from cli.main import ask_passphrase  # the one passphrase prompt lives there
+
+    messages, queued = asyncio.run(read_messages(home, name, ask_passphrase, time.time()))
+    if as_json:
+        render.print_json({"messages": messages, "read_receipts": queued})
+        return
+    if not messages:
+        render.hint(f"no unread messages from {name.strip()}")
+        return
+    render.print_inbox(messages)
+    if queued:
+        render.hint("read receipt queued")
