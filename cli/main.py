@@ -22,25 +22,26 @@ import platformdirs
 import segno
 
 from cli import bench, chat, people, render, security, sim
+from cli import network as network_cli
 from cli import share as share_cli
 from cli.params import host_option
 from mesh import __version__
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TEXT_BYTES, MAX_TTL
-from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
+from mesh.errors import MeshError, UnknownContactError
 from mesh.home import (
-    NetConfig,
     ensure_new_home,
     init_home,
-    is_locked,
     open_home,
+    passphrase_for,
     public_identity,
     resolve_recipient,
 )
 from mesh.identity import PublicIdentity
 from mesh.netaddr import lan_ipv4_addresses, parse_host_port
-from mesh.store import Store
+from mesh.runner import NetConfig
+from mesh.store import MessageStatus, Store
 from mesh.wire import Address
 
 EXIT_ERROR = 1
@@ -49,7 +50,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
-    """One line on stderr and an exit code."""
+    """One line on stderr and an exit code: the adapter from the MeshError tree
+    (mesh/errors.py) to click's error handling, which only knows ClickException.
+
+    Not a MeshError on purpose: the core never raises it; `MeshGroup.invoke` maps every
+    MeshError (and OSError) to it at the edge.
+    """
 
     exit_code = EXIT_ERROR
 
@@ -154,24 +160,7 @@ def net_config(
 
 def ask_passphrase(store: Store) -> str | None:
     """The passphrase of a locked identity: MESH_PASSPHRASE, else asked in a terminal."""
-    if not is_locked(store):
-        return None
-    given = env_passphrase()
-    if given is not None:
-        return given
-    if not sys.stdin.isatty():
-        raise WrongPassphraseError("this identity is locked: set MESH_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
-    return passphrase
-
-
-def env_passphrase() -> str | None:
-    """MESH_PASSPHRASE if set; an empty one is an error, never "no passphrase"."""
-    if "MESH_PASSPHRASE" not in os.environ:
-        return None
-    if not os.environ["MESH_PASSPHRASE"]:
-        raise WrongPassphraseError("MESH_PASSPHRASE is set but empty; unset it or give one")
-    return os.environ["MESH_PASSPHRASE"]
+    return passphrase_for(store, render.passphrase_prompt())
 
 
 # -- identity and contacts -----------------------------------------------------------------
@@ -381,10 +370,10 @@ def send(
     result = asyncio.run(send_text(home, to, body, ttl, net, ask_passphrase, on_queued))
     if as_json:
         render.print_json(result.to_json())
-        if result.status == "queued":
+        if result.status == MessageStatus.QUEUED:
             raise click.exceptions.Exit(EXIT_QUEUED)
         return
-    if result.status == "queued":
+    if result.status == MessageStatus.QUEUED:
         render.hint(
             "no peer is reachable: the message stays queued, and `mesh up` delivers it "
             "as soon as a peer appears"
@@ -394,7 +383,7 @@ def send(
         click.echo("delivered")
         return
     plural = "" if result.replicas == 1 else "s"
-    suffix = " (already delivered)" if result.status == "delivered" else ""
+    suffix = " (already delivered)" if result.status == MessageStatus.DELIVERED else ""
     click.echo(f"stored on {result.replicas} replica{plural}{suffix}")
 
 
@@ -520,6 +509,7 @@ cli.add_command(bench.command)
 cli.add_command(sim.command)
 cli.add_command(chat.command)
 cli.add_command(share_cli.command)
+cli.add_command(network_cli.network)
 security.register(cli)
 cli.add_command(people.read)
 contacts.add_command(people.verify)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
+
+from mesh.store import MessageStatus
 
 Doc = dict[str, Any]
 
@@ -21,6 +24,19 @@ def print_json(doc: object) -> None:
 def hint(text: str) -> None:
     """A note for people, on stderr so stdout stays parseable."""
     click.echo(text, err=True)
+
+
+def passphrase_prompt() -> Callable[[], str] | None:
+    """Asks for a passphrase on the terminal (hidden); None when stdin is not one. The
+    one prompt of every command (mesh.home.passphrase_for decides when it is needed)."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask() -> str:
+        passphrase: str = click.prompt("passphrase", hide_input=True, err=True)
+        return passphrase
+
+    return ask
 
 
 def when(timestamp: float | None) -> str:
@@ -86,7 +102,7 @@ EXPIRY_REASONS = {
 
 
 def status_label(message: Doc) -> str:
-    if message["status"] == "stored" and message.get("replicas"):
+    if message["status"] == MessageStatus.STORED and message.get("replicas"):
         return f"stored ({message['replicas']})"
     return str(message["status"])
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
+from cli import render
 from mesh import backup, vault
 from mesh.errors import LocalError, LockedError, WrongPassphraseError
-from mesh.home import open_home, unlock_identity
+from mesh.home import env_passphrase, open_home, unlock_identity
 from mesh.retention import DEFAULT_DAYS, get_days, set_days
 
 MIN_PASSPHRASE = 8
@@ -31,19 +32,21 @@ def _from_env(name: str) -> str | None:
 
 
 def read_passphrase(home: Path, attempt: int) -> str:
-    """The one passphrase prompt (vault's source): MESH_PASSPHRASE, else the terminal."""
-    value = _from_env("MESH_PASSPHRASE")
-    if value is not None:
+    """mesh.vault's passphrase source: MESH_PASSPHRASE (home.env_passphrase), else the
+    one terminal prompt (render.passphrase_prompt)."""
+    given = env_passphrase()
+    if given is not None:
         if attempt > 1:
             raise WrongPassphraseError("wrong passphrase: MESH_PASSPHRASE does not unlock it")
-        return value
-    if not sys.stdin.isatty():
+        return given
+    ask = render.passphrase_prompt()
+    if ask is None:
         raise LockedError(
             "this home is locked: type its passphrase in a terminal, or set MESH_PASSPHRASE"
         )
-    label = "passphrase" if attempt == 1 else f"wrong passphrase; try again ({attempt}/3)"
-    answer: str = click.prompt(label, hide_input=True, err=True)
-    return answer
+    if attempt > 1:
+        render.hint(f"wrong passphrase; try again ({attempt}/{vault.MAX_ATTEMPTS})")
+    return ask()
 
 
 def new_passphrase(what: str, env: str = "MESH_NEW_PASSPHRASE") -> str:

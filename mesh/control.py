@@ -22,23 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from mesh import errors, reading, retention
-from mesh.errors import AlreadyRunningError, LocalError, MeshError, UnreachableError
+from mesh.envelope import MessageKind
+from mesh.errors import AlreadyRunningError, MeshError, UnreachableError
 from mesh.home import (
-    PEER_WAIT,
     HomeLock,
-    NetConfig,
-    SendResult,
     check_text,
     check_ttl,
     control_path,
-    deliver_queued,
     open_home,
     queue_message,
     require_home,
     resolve_recipient,
-    short_lived_node,
     unlock_identity,
 )
+from mesh.runner import PEER_WAIT, NetConfig, SendResult, deliver_queued, short_lived_node
 from mesh.store import MessageRow, Store
 from mesh.wire import Address
 
@@ -50,10 +47,6 @@ HEARD_RECENTLY = 600.0  # `mesh peers`: a contact heard from this recently is "r
 
 Event = dict[str, Any]
 Unlock = Callable[[Store], "str | None"]
-
-
-class ControlRequestError(LocalError):
-    """A control request that is malformed or names an unknown operation."""
 
 
 # -- JSON views -------------------------------------------------------------------------
@@ -89,7 +82,7 @@ def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     retention.apply(store, now)
     names = contact_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
-    return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == "text"]
+    return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == MessageKind.TEXT]
 
 
 def encode_line(doc: Event) -> bytes:
@@ -189,7 +182,7 @@ def _error_from_json(error: object) -> MeshError:
         return MeshError("the mesh daemon refused the request")
     message = str(error.get("message", "the mesh daemon refused the request"))
     name = str(error.get("type"))
-    kind = ControlRequestError if name == "ControlRequestError" else getattr(errors, name, None)
+    kind = getattr(errors, name, None)
     if isinstance(kind, type) and issubclass(kind, MeshError):
         return kind(message)
     return MeshError(message)
@@ -330,7 +323,7 @@ async def read_messages(home: Path, to: str, unlock: Unlock, now: float) -> tupl
         rows = [
             r
             for r in store.list_messages(peer_id=peer.id, direction="in")
-            if r.kind == "text" and not r.read
+            if r.kind == MessageKind.TEXT and not r.read
         ]
     docs = [message_json(r, names) for r in rows]
     if not rows:

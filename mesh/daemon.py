@@ -24,7 +24,6 @@ from mesh.control import (
     LISTED_MESSAGES,
     MAX_LINE_BYTES,
     PROTOCOL_VERSION,
-    ControlRequestError,
     Event,
     contact_names,
     encode_line,
@@ -33,22 +32,18 @@ from mesh.control import (
     list_messages,
     message_json,
 )
-from mesh.envelope import Message
-from mesh.errors import LocalError, MeshError, UnreachableError
-from mesh.home import (
-    PEER_WAIT,
-    HomeLock,
-    NetConfig,
-    control_path,
-    deliver_queued,
-    queue_message,
-    resolve_recipient,
-    start_node,
-)
+from mesh.envelope import Message, MessageKind
+from mesh.errors import ControlRequestError, LocalError, MeshError, UnreachableError
+from mesh.home import HomeLock, control_path, queue_message, resolve_recipient
 from mesh.node import Node, parse_address
+from mesh.runner import PEER_WAIT, NetConfig, deliver_queued, start_node
+from mesh.store import MessageStatus
+from mesh.tasks import TaskSet
 from mesh.wire import Address
 
 log = logging.getLogger(__name__)
+
+TEXT = MessageKind.TEXT
 
 MAX_WATCHER_BACKLOG = 1 << 20  # a watcher that stops reading is dropped past this
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
@@ -70,7 +65,7 @@ Handler = Callable[[Event, asyncio.StreamWriter], Awaitable[Event]]
 class _Tracker:
     """What watchers were last told: outgoing statuses and the peer count."""
 
-    statuses: dict[bytes, tuple[str, int | None]] = field(default_factory=dict)
+    statuses: dict[bytes, tuple[MessageStatus, int | None]] = field(default_factory=dict)
     peers: int = -1
 
 
@@ -93,7 +88,7 @@ class Daemon:
         self._tracker = _Tracker()
         self._wake = asyncio.Event()
         self._server: asyncio.Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet()
         self._handlers: dict[str, Handler] = {
             "status": self._op_status,
             "send": self._op_send,
@@ -123,19 +118,15 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
-        self._tasks.append(asyncio.create_task(self._relay_messages()))
-        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.spawn(self._relay_messages())
+        self._tasks.spawn(self._housekeeping())
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         for writer in list(self.watchers):
             writer.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         if self._server is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
@@ -228,7 +219,7 @@ class Daemon:
     async def _op_fetch(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         new = await self._fetch() or []
         names = contact_names(self.node.store)
-        rows = [self.node.store.get_message(m.id, "in") for m in new if m.kind == "text"]
+        rows = [self.node.store.get_message(m.id, "in") for m in new if m.kind == TEXT]
         return {"messages": [message_json(r, names) for r in rows if r is not None]}
 
     async def _op_inbox(self, request: Event, writer: asyncio.StreamWriter) -> Event:
@@ -297,7 +288,7 @@ class Daemon:
     async def _relay_messages(self) -> None:
         async for message in self.node.messages():
             row = self.node.store.get_message(message.id, "in")
-            if row is not None and row.kind == "text":
+            if row is not None and row.kind == TEXT:
                 names = contact_names(self.node.store)
                 self.emit({"event": "message", "message": message_json(row, names)})
 
@@ -323,9 +314,9 @@ class Daemon:
             if expired:
                 self.emit({"event": "expired", "message_ids": [m.hex() for m in expired]})
 
-    def _out_statuses(self) -> dict[bytes, tuple[str, int | None]]:
+    def _out_statuses(self) -> dict[bytes, tuple[MessageStatus, int | None]]:
         rows = self.node.store.list_messages(direction="out", limit=LISTED_MESSAGES)
-        return {r.msg_id: (r.status, r.replicas) for r in rows if r.kind == "text"}
+        return {r.msg_id: (r.status, r.replicas) for r in rows if r.kind == TEXT}
 
     def _report_changes(self) -> None:
         current = self._out_statuses()

@@ -20,11 +20,11 @@ import contextlib
 import ipaddress
 import logging
 import random
-import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ifaddr
 from zeroconf import (
@@ -35,36 +35,54 @@ from zeroconf import (
     Zeroconf,
     current_time_millis,
 )
-from zeroconf._dns import DNSPointer, DNSQuestion, DNSRecord  # public names, typed here
-from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from mesh import wire
-from mesh.errors import LocalError
+from mesh import mdns_records
+from mesh.mdns_names import (
+    SERVICE_TYPE,
+    Naming,
+    check_network_name,
+    instance_of,
+    parse_txt,
+    txt_properties,
+)
+from mesh.mdns_records import TYPE_PTR, TYPE_SRV
+from mesh.netkey import NetworkKey
 from mesh.wire import Address
 
-if TYPE_CHECKING:
-    from mesh.node import Node
+__all__ = [
+    "SERVICE_TYPE",
+    "Discovery",
+    "Naming",
+    "PeerBook",
+    "PeerSink",
+    "check_network_name",
+    "instance_of",
+    "parse_txt",
+    "txt_properties",
+]
 
 log = logging.getLogger(__name__)
 
 
-SERVICE_TYPE = "_mesh-msg._udp.local."
-PROTOCOL_VERSION = str(wire.VERSION)
-TXT_VERSION = b"v"
-TXT_NETWORK = b"net"
-MAX_NETWORK_NAME_BYTES = 63
 MAX_ADDRESSES_PER_PEER = 4
 UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
-# DNS constants (RFC 1035 / RFC 2782)
-_TYPE_PTR = 12
-_TYPE_TXT = 16
-_TYPE_SRV = 33
-_CLASS_IN = 1
-_FLAGS_QUERY = 0x0000
 
-_SERVICE_SUFFIX = "." + SERVICE_TYPE
+class PeerSink(Protocol):
+    """What discovery needs from the node it feeds (mesh.node.Node is one): the address
+    it advertises, and where the peers it hears about go."""
+
+    @property
+    def address(self) -> Address: ...
+
+    def add_peer(self, address: Address) -> None: ...
+
+    def forget_peer(self, address: Address) -> None: ...
+
+    def knows_any(self, addresses: tuple[Address, ...]) -> bool:
+        """True if the routing table holds a peer at one of `addresses`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -95,33 +113,6 @@ def tick_delay(tick: int, peers: int, config: DiscoveryConfig, rng: random.Rando
 
 def steady_interval(peers: int, config: DiscoveryConfig) -> float:
     return max(config.steady_interval, peers * config.per_peer_interval)
-
-
-def check_network_name(name: str) -> str:
-    size = len(name.encode("utf-8"))
-    if not 1 <= size <= MAX_NETWORK_NAME_BYTES or not name.isprintable():
-        raise LocalError(
-            f"network name must be 1-{MAX_NETWORK_NAME_BYTES} printable bytes: {name!r}"
-        )
-    return name
-
-
-def txt_properties(network_name: str) -> dict[bytes, bytes]:
-    """What we publish: the protocol version and the network name, nothing else."""
-    return {TXT_VERSION: PROTOCOL_VERSION.encode(), TXT_NETWORK: network_name.encode("utf-8")}
-
-
-def parse_txt(properties: dict[bytes, bytes | None]) -> str | None:
-    """The network name of a peer that speaks our protocol version, else None."""
-    if properties.get(TXT_VERSION) != PROTOCOL_VERSION.encode():
-        return None
-    raw = properties.get(TXT_NETWORK)
-    if not raw or len(raw) > MAX_NETWORK_NAME_BYTES:
-        return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def is_ipv4(text: str) -> bool:
@@ -166,17 +157,6 @@ def usable_peer_addresses(addresses: Iterable[str], port: int, on_loopback: bool
             continue
         result.append((text, port))
     return result[:MAX_ADDRESSES_PER_PEER]
-
-
-def instance_of(record: DNSRecord) -> str | None:
-    """The lower-case service instance a record speaks about, if it is one of ours."""
-    if record.type == _TYPE_PTR:
-        if record.key == SERVICE_TYPE.lower() and isinstance(record, DNSPointer):
-            return record.alias.lower()
-        return None
-    if record.type in (_TYPE_SRV, _TYPE_TXT) and record.key.endswith(_SERVICE_SUFFIX.lower()):
-        return record.key
-    return None
 
 
 # -- the peer book: what we heard, when, and what the node should do (no I/O) ------------
@@ -301,21 +281,27 @@ class PeerBook:
 class _RecordListener(RecordUpdateListener):
     """Turns zeroconf cache updates into instance names touched, expired and departed."""
 
-    def __init__(self, on_batch: Callable[[set[str], dict[str, bool]], None]) -> None:
+    def __init__(
+        self,
+        on_batch: Callable[[set[str], dict[str, bool]], None],
+        service_types: Callable[[], tuple[str, ...]] = lambda: (SERVICE_TYPE,),
+    ) -> None:
         super().__init__()
         self._on_batch = on_batch
+        self._service_types = service_types
         self._touched: set[str] = set()
         self._gone: dict[str, bool] = {}  # instance -> said goodbye (TTL 0)
 
     def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        types = self._service_types()
         for update in records:
             record = update.new
-            name = instance_of(record)
+            name = instance_of(record, types)
             if name is None:
                 continue
             if not record.is_expired(now):
                 self._touched.add(name)
-            elif record.type in (_TYPE_PTR, _TYPE_SRV):
+            elif record.type in (TYPE_PTR, TYPE_SRV):
                 # a goodbye carries TTL 0; a cache expiry hands back the cached record
                 self._gone[name] = self._gone.get(name, False) or record.ttl == 0
 
@@ -336,14 +322,20 @@ class _RecordListener(RecordUpdateListener):
 class Discovery:
     def __init__(
         self,
-        node: Node,
+        node: PeerSink,
         interfaces: Sequence[str] | None = None,
         network_name: str = "mesh",
         config: DiscoveryConfig | None = None,
         rng: random.Random | None = None,
+        network_key: NetworkKey | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
-        self.network_name = check_network_name(network_name)
+        self.naming = Naming(network_name, network_key)
+        self.network_name = self.naming.network_name
+        self._wall = wall
+        self._epoch = self.naming.epoch(wall())
+        self.service_type = self.naming.service_type(self._epoch)
         self.config = config or DiscoveryConfig()
         self.book = PeerBook(self.config)
         self.instance_name = ""
@@ -352,7 +344,7 @@ class Discovery:
         self._zc: AsyncZeroconf | None = None
         self._info: ServiceInfo | None = None
         self._interfaces: list[str] = []
-        self._listener = _RecordListener(self._on_batch)
+        self._listener = _RecordListener(self._on_batch, self._browsed)
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._broadcasts: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -426,17 +418,22 @@ class Discovery:
             self._error("open", exc)
             await self._close()
 
+    def _browsed(self) -> tuple[str, ...]:
+        return self.naming.browsed_types(self._epoch)
+
     def _service_info(self) -> ServiceInfo:
         """A fresh random name at every (re)open: it links nothing across starts, and a
         name that said goodbye is never revived by peers."""
-        label = f"mesh-{secrets.token_hex(6)}"
-        self.instance_name = f"{label}.{SERVICE_TYPE}"
+        self._epoch = self.naming.epoch(self._wall())
+        self.service_type = self.naming.service_type(self._epoch)
+        label = self.naming.label()
+        self.instance_name = f"{label}.{self.service_type}"
         host = self.node.address[0]
         return ServiceInfo(
-            SERVICE_TYPE,
+            self.service_type,
             self.instance_name,
             port=self.node.address[1],
-            properties=txt_properties(self.network_name),
+            properties=self.naming.properties(),
             server=f"{label}.local.",
             host_ttl=self.config.host_ttl,
             parsed_addresses=self._interfaces if host in UNSPECIFIED_HOSTS else [host],
@@ -486,6 +483,9 @@ class Discovery:
             if current != self._interfaces:  # Wi-Fi joined, left or renumbered
                 self.counters["restarts"] += 1
                 await self._close()
+        if self._zc is not None and self.naming.epoch(self._wall()) != self._epoch:
+            self.counters["restarts"] += 1  # a private mesh's names changed: re-register
+            await self._close()
         if self._zc is None:
             await self._open()
             return
@@ -509,17 +509,12 @@ class Discovery:
         zc = self._zc.zeroconf
         now_ms = current_time_millis()
         fresh = self.book.fresh(self._now())
-        out = DNSOutgoing(_FLAGS_QUERY, multicast=True)
-        out.add_question(DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN))
-        known = 0
-        for record in zc.cache.async_entries_with_name(SERVICE_TYPE):
-            if known >= self.config.max_known_answers:
-                break
-            if isinstance(record, DNSPointer) and record.alias.lower() in fresh:
-                out.add_answer_at_time(record, now_ms)
-                known += 1
-        zc.async_send(out)
-        self.counters["queries"] += 1
+        limit = self.config.max_known_answers
+        for service_type in self._browsed():
+            cached = zc.cache.async_entries_with_name(service_type)
+            out, _ = mdns_records.known_answer_query(service_type, cached, fresh, limit, now_ms)
+            zc.async_send(out)
+            self.counters["queries"] += 1
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -538,7 +533,7 @@ class Discovery:
     def _lookup(self, name: str) -> None:
         if self._zc is None or name in self._resolving:
             return
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        info = AsyncServiceInfo(name.split(".", 1)[1], name)
         if info.load_from_cache(self._zc.zeroconf):
             self._on_resolved(name, info)
         elif len(self._resolving) < self.config.max_resolving:
@@ -559,24 +554,23 @@ class Discovery:
             self._resolving.pop(name, None)
 
     def _on_resolved(self, name: str, info: ServiceInfo) -> None:
-        network = parse_txt(info.properties)
+        same = self.naming.same_network(info.properties)
         on_loopback = all(ipaddress.ip_address(a).is_loopback for a in self._interfaces)
         port = info.port or 0
         addresses = usable_peer_addresses(
             info.parsed_addresses(IPVersion.V4Only), port, on_loopback
         )
-        if network is None or not addresses or not 0 < port < 65536:
+        if same is None or not addresses or not 0 < port < 65536:
             self.counters["malformed"] += 1
             return
         if self.node.address in addresses:
             self.counters["own"] += 1  # another instance claiming our address
             return
         is_new = name not in self.book.instances
-        same = network == self.network_name
-        actions = self.book.heard(name, same, tuple(addresses), self._now(), self._in_table)
+        actions = self.book.heard(name, same, tuple(addresses), self._now(), self.node.knows_any)
         if is_new and name in self.book.instances:
             self._changed.set()
-            log.debug("discovery: heard %s (network %s) at %s", name, network, addresses)
+            log.debug("discovery: heard %s (ours: %s) at %s", name, same, addresses)
         self._apply(actions)
 
     def _gone(self, name: str, goodbye: bool) -> None:
@@ -585,10 +579,6 @@ class Discovery:
             self._changed.set()
             log.debug("discovery: %s is gone", name)
         self._apply(actions)
-
-    def _in_table(self, addresses: tuple[Address, ...]) -> bool:
-        known = {c.address for c in self.node.dht.table.contacts()}
-        return any(a in known for a in addresses)
 
     def _apply(self, actions: Actions) -> None:
         for address in actions.forget:

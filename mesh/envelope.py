@@ -22,7 +22,8 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
@@ -38,6 +39,7 @@ from mesh.errors import (
 from mesh.identity import MAILBOX_KEY_SIZE, Identity, PublicIdentity, id_for_key, mailbox_key_for
 
 __all__ = [
+    "ACKNOWLEDGING",
     "CIPHERTEXT_SIZES",
     "DEFAULT_TTL",
     "KINDS",
@@ -54,7 +56,11 @@ __all__ = [
     "PAD_BUCKETS",
     "RECORD_ID_SIZE",
     "SEAL_OVERHEAD",
+    "KindName",
     "Message",
+    "MessageKind",
+    "OwnerOp",
+    "OwnerOpName",
     "OwnerRequest",
     "Record",
     "check_record_format",
@@ -72,8 +78,29 @@ __all__ = [
     "verify_owner_request",
 ]
 
+
+class MessageKind(StrEnum):
+    """What a message carries. The value is what goes on the wire and into the store."""
+
+    TEXT = "text"
+    RECEIPT = "receipt"  # delivery receipt
+    READ = "read"  # read receipt, sent only to contacts who opted in: docs/protocol.md
+
+
+class OwnerOp(StrEnum):
+    """What a mailbox's owner asks of its replicas (the value is signed and sent)."""
+
+    DELETE = "delete"
+    LISTEN = "listen"
+
+
+# What callers may pass: a member, or its value spelled out.
+KindName = MessageKind | Literal["text", "receipt", "read"]
+OwnerOpName = OwnerOp | Literal["delete", "listen"]
+
 MESSAGE_VERSION = 1
-KINDS = frozenset({"text", "receipt", "read"})  # "read": docs/protocol.md
+KINDS = frozenset(MessageKind)
+ACKNOWLEDGING = frozenset({MessageKind.RECEIPT, MessageKind.READ})  # bodies: message ids
 PAD_BUCKETS = (256, 512, 1024, 2048, 4096)
 SEAL_OVERHEAD = crypto.SEAL_OVERHEAD
 CIPHERTEXT_SIZES = frozenset(bucket + SEAL_OVERHEAD for bucket in PAD_BUCKETS)
@@ -83,7 +110,7 @@ MAX_STAMP_BYTES = 64
 DEFAULT_TTL = 7 * 24 * 3600
 MAX_TTL = 30 * 24 * 3600
 OWNER_REQUEST_SKEW = 600
-OWNER_OPS = frozenset({"delete", "listen"})
+OWNER_OPS = frozenset(OwnerOp)
 MAX_RECEIPT_IDS = 64
 MAX_DELETE_IDS = 256
 MAX_LISTEN_SECONDS = 3600
@@ -183,18 +210,18 @@ class Message:
     recipient: str
     sent_at: float
     ttl: int
-    kind: str
+    kind: MessageKind
     body: bytes
 
     @property
     def text(self) -> str:
-        if self.kind != "text":
+        if self.kind != MessageKind.TEXT:
             raise ValueError(f"a {self.kind} message has no text")
         return self.body.decode("utf-8")
 
     @property
     def receipt_ids(self) -> list[bytes]:
-        if self.kind not in ("receipt", "read"):
+        if self.kind not in ACKNOWLEDGING:
             raise ValueError(f"a {self.kind} message acknowledges nothing")
         return parse_receipt_body(self.body)
 
@@ -205,7 +232,7 @@ class Message:
 
 def _check_body(kind: str, body: bytes) -> None:
     """Content rules shared by both ends; MalformedError."""
-    if kind == "text":
+    if kind == MessageKind.TEXT:
         if not body:
             raise MalformedError("text message: empty")
         try:
@@ -249,7 +276,7 @@ def _max_text_bytes() -> int:
 MAX_TEXT_BYTES = _max_text_bytes()
 
 
-def _outgoing_body(kind: str, body: bytes | str, ttl: int) -> bytes:
+def _outgoing_body(kind: KindName, body: bytes | str, ttl: int) -> bytes:
     """Check what the caller wants to send: LocalError for user mistakes, ValueError for bugs."""
     if kind not in KINDS:
         raise ValueError(f"unknown message kind {kind!r}")
@@ -275,7 +302,7 @@ def _outgoing_body(kind: str, body: bytes | str, ttl: int) -> bytes:
 def seal_message(
     sender: Identity,
     recipient: PublicIdentity,
-    kind: str,
+    kind: KindName,
     body: bytes | str,
     now: float,
     ttl: int = DEFAULT_TTL,
@@ -292,13 +319,13 @@ def seal_message(
     signature = sender.sign(_MESSAGE_DOMAIN + inner)
     ciphertext = crypto.seal(recipient.box_public_key, _sealed_plaintext(inner, signature))
     record = Record(record_id_for(ciphertext), expiry_for(sent_at, ttl), ciphertext)
-    message = Message(mid, sender.id, recipient.id, sent_at, ttl, kind, data)
+    message = Message(mid, sender.id, recipient.id, sent_at, ttl, MessageKind(kind), data)
     return message, record
 
 
 @dataclass(frozen=True)
 class _Inner:
-    kind: str
+    kind: MessageKind
     message_id: bytes
     sender_vk: bytes
     recipient_vk: bytes
@@ -320,7 +347,7 @@ def _parse_inner(packed: bytes) -> _Inner:
         raise MalformedError("message: body is not bytes")
     _check_body(kind, body)
     return _Inner(
-        kind,
+        MessageKind(kind),
         _sized_bytes(mid, MESSAGE_ID_SIZE, "message id"),
         _sized_bytes(sender_vk, crypto.KEY_SIZE, "sender key"),
         _sized_bytes(recipient_vk, crypto.KEY_SIZE, "recipient key"),
@@ -443,7 +470,7 @@ MAX_OWNER_PAYLOAD = len(delete_payload([bytes(RECORD_ID_SIZE)] * MAX_DELETE_IDS)
 class OwnerRequest:
     """A request only a mailbox's owner may make, signed with the owner's key."""
 
-    op: str
+    op: OwnerOp
     mailbox_key: bytes
     verify_key: bytes
     timestamp: float
@@ -451,12 +478,12 @@ class OwnerRequest:
     signature: bytes
 
     def signed_bytes(self) -> bytes:
-        fields = [self.op, self.mailbox_key, self.verify_key, self.timestamp, self.payload]
+        fields = [str(self.op), self.mailbox_key, self.verify_key, self.timestamp, self.payload]
         return _OWNER_DOMAIN + _pack(fields)
 
     def to_obj(self) -> list[object]:
         return [
-            self.op,
+            str(self.op),
             self.mailbox_key,
             self.verify_key,
             self.timestamp,
@@ -475,7 +502,7 @@ class OwnerRequest:
         if type(payload) is not bytes or len(payload) > MAX_OWNER_PAYLOAD:
             raise MalformedError("owner request: payload is not bytes or too long")
         return cls(
-            op,
+            OwnerOp(op),
             _sized_bytes(mailbox_key, MAILBOX_KEY_SIZE, "mailbox key"),
             _sized_bytes(verify_key, crypto.KEY_SIZE, "owner key"),
             _timestamp(timestamp, "owner request timestamp"),
@@ -484,13 +511,13 @@ class OwnerRequest:
         )
 
 
-def sign_owner_request(me: Identity, op: str, payload: bytes, now: float) -> OwnerRequest:
+def sign_owner_request(me: Identity, op: OwnerOpName, payload: bytes, now: float) -> OwnerRequest:
     """Sign `op` on my own mailbox (the mailbox key is derived from my key)."""
     if op not in OWNER_OPS:
         raise ValueError(f"unknown owner op {op!r}")
     if type(payload) is not bytes or len(payload) > MAX_OWNER_PAYLOAD:
         raise ValueError(f"payload must be bytes of at most {MAX_OWNER_PAYLOAD}")
-    unsigned = OwnerRequest(op, me.mailbox_key, me.verify_key, float(now), payload, b"")
+    unsigned = OwnerRequest(OwnerOp(op), me.mailbox_key, me.verify_key, float(now), payload, b"")
     return dataclasses.replace(unsigned, signature=me.sign(unsigned.signed_bytes()))
 
 

@@ -11,6 +11,7 @@
     │   ├── NoIdentityError        a home with no identity
     │   ├── WrongPassphraseError   identity file could not be decrypted
     │   ├── AlreadyRunningError    a second daemon on one home
+    │   ├── ControlRequestError    a control-socket request that is malformed or unknown
     │   ├── BundleError            `mesh share`: no install bundle, or a damaged one
     │   └── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
     ├── RemoteProtocolError        a peer (or the network) sent something bad
@@ -23,7 +24,14 @@
     ├── NetworkError               nobody answered
     │   ├── RpcTimeout             one peer did not answer a call, even after the retry
     │   └── UnreachableError       no peer reachable; nothing was stored
-    └── StoreError                 the local SQLite store failed or is corrupt
+    ├── StoreError                 the local SQLite store failed or is corrupt
+    ├── NodeStoppedError           the daemon of a home stopped answering (chat)
+    ├── DemoError                  a step of `mesh demo` did not happen in time
+    └── SimulationStalled          nothing is scheduled: a simulation would block forever
+                                   (also a RuntimeError, as it was before it moved here)
+
+`cli.main.CliError` is not part of the tree: it is the adapter that turns a MeshError into
+click's one-line error and exit code at the edge.
 
 Peer misbehaviour never escapes a datagram handler: handlers catch RemoteProtocolError,
 count it and drop the datagram.
@@ -80,6 +88,18 @@ class AlreadyRunningError(LocalError):
     pass
 
 
+class ControlRequestError(LocalError):
+    """A control request that is malformed or names an unknown operation."""
+
+
+class BundleError(LocalError):
+    """`mesh share`: no install bundle, or one that is incomplete or altered."""
+
+
+class InvalidAddressError(LocalError):
+    """A HOST:PORT typed by the user that is not an IP literal and a port 1-65535."""
+
+
 class RemoteProtocolError(MeshError):
     """Something that came from a peer is bad. Dropped and counted, never fatal."""
 
@@ -129,9 +149,13 @@ class StoreError(MeshError):
     pass
 
 
-class BundleError(LocalError):
-    """`mesh share`: no install bundle, or one that is incomplete or altered."""
+class NodeStoppedError(MeshError):
+    """The daemon of the home does not answer any more."""
 
 
-class InvalidAddressError(LocalError):
-    """A HOST:PORT typed by the user that is not an IP literal and a port 1-65535."""
+class DemoError(MeshError):
+    """A step of the demo did not happen in time."""
+
+
+class SimulationStalled(MeshError, RuntimeError):
+    """Nothing is scheduled and nothing can happen: the simulation would block forever."""

@@ -1,34 +1,38 @@
-"""A home directory: its store, its lock, and the steps every command shares.
+"""A home directory and its one owner: opening, locking, migrating, unlocking, names.
 
 A home holds `mesh.db` (the Store), `mesh.lock` and, while a daemon runs, `control.sock`.
-Whoever runs a node for a home (the daemon, or a short-lived node started by `mesh send`
-or `mesh inbox`) holds an exclusive `flock` on `mesh.lock` for its whole life, so two
-processes never run one identity and node id at once. The kernel drops the lock when the
-process dies, even by SIGKILL, so a crash never leaves a home "busy".
+Every way into a home goes through this module (running a node for one is mesh.runner):
 
-Sending is two steps for every caller: `queue_message` seals the message and commits it
-(status "queued", plus its record in the outbox) before any network I/O; then
-`deliver_queued` flushes the outbox if at least one peer is known. With no peer the
-message stays queued, and the node flushes its outbox whenever a peer appears.
+- open: `open_store(path)` opens or creates the directory and its database (what
+  `Node.start(home=PATH)` does); `open_home(path)` opens one that already has an identity
+  (every command but `init`); `init_home` creates the identity of a new one. On disk the
+  database is encrypted: mesh.vault unlocks it (the passphrase wraps its key), and turns
+  a plaintext home of the previous release into an encrypted one on first unlock. Opening
+  a Store applies its schema migrations (mesh.store).
+- lock: whoever runs a node for a home (the daemon, or a short-lived node started by
+  `mesh send` or `mesh inbox`) holds an exclusive `flock` on `mesh.lock` for its whole
+  life (`HomeLock`), so two processes never run one identity and node id at once. The
+  kernel drops the lock when the process dies, even by SIGKILL, so a crash never leaves a
+  home "busy".
+- unlock: `unlock_identity` (a passphrase-protected identity needs its passphrase;
+  `is_locked` says whether it does, `passphrase_for` gets it from MESH_PASSPHRASE or asks);
+  `fresh_node_id` a new DHT node id for each start (never saved: nothing stable
+  about a device); `network_key` / `set_network_key` the private mesh it belongs to.
+- names: `resolve_recipient` is the one resolver of a contact name or an ID, and
+  `queue_text` the one way a text message is sealed and committed (status "queued", plus
+  its record in the outbox) before any network I/O.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import fcntl
-import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from mesh import envelope, vault
-from mesh import node as node_module
-from mesh.dht.server import DhtConfig
-from mesh.envelope import DEFAULT_TTL, MAX_TEXT_BYTES, MAX_TTL, Message
+from mesh.envelope import DEFAULT_TTL, MAX_TEXT_BYTES, MAX_TTL, Message, MessageKind, Record
 from mesh.errors import (
     AlreadyRunningError,
     EmptyMessageError,
@@ -36,33 +40,41 @@ from mesh.errors import (
     LocalError,
     MessageTooLargeError,
     NoIdentityError,
-    UnreachableError,
+    UnknownContactError,
     WrongPassphraseError,
 )
-from mesh.identity import Identity, PublicIdentity
-from mesh.node import Node
+from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
+from mesh.netkey import NetworkKey
 from mesh.store import Store
-from mesh.wire import Address
 
-log = logging.getLogger(__name__)
-
+DB_NAME = vault.DB_NAME
 CONTROL_SOCKET = "control.sock"
 LOCK_FILE = vault.LOCK_FILE
-PEER_WAIT = 2.5  # how long a short-lived node waits for its first peer
+PASSPHRASE_ENV = "MESH_PASSPHRASE"
+NODE_ID_SIZE = 20
 
 
-# -- the home directory -------------------------------------------------------------------
+# -- opening ------------------------------------------------------------------------------
 
 
 def control_path(home: Path) -> Path:
     return home / CONTROL_SOCKET
 
 
+def open_store(home: str | os.PathLike[str] | None, passphrase: str | None = None) -> Store:
+    """The store of `home`, created with its directory if new; in memory for None. On
+    disk it is encrypted (mesh.vault unlocks it, migrating a plaintext home first)."""
+    if home is None:
+        return Store(None)
+    path = Path(home)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return vault.open_store(path, passphrase)
+
+
 def open_home(home: Path, passphrase: str | None = None) -> Store:
     """Open the store of a home that has an identity, unlocking it (mesh.vault) on the
     way; never creates anything. A locked home without a passphrase source: LockedError."""
-    if vault.home_state(home) == "empty":
-        raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
+    require_home(home)
     store = vault.open_store(home, passphrase)
     if store.get_identity_blob() is None:
         store.close()
@@ -75,6 +87,33 @@ def require_home(home: Path) -> None:
     answers for a locked home without the passphrase being asked again)."""
     if vault.home_state(home) == "empty":
         raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
+
+
+def ensure_new_home(home: Path) -> None:
+    """IdentityExistsError if `home` has a store (or a key file) already."""
+    if vault.home_state(home) != "empty" or (home / vault.KEY_FILE).exists():
+        raise IdentityExistsError(
+            f"{home} already has an identity; refusing to replace it "
+            "(use another --home for a second identity)"
+        )
+
+
+def init_home(home: Path, name: str | None, passphrase: str | None) -> Identity:
+    """Create the identity of a new home; IdentityExistsError if it has one."""
+    ensure_new_home(home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identity = Identity.generate()
+    with vault.open_store(home, passphrase) as store:
+        # The seed is stored in clear inside the encrypted store (the passphrase wraps
+        # the store's key, see mesh/vault.py).
+        store.set_identity_blob(identity.to_bytes(None))
+        store.set_setting("public_id", identity.id)
+        if name:
+            store.set_setting("name", name.strip())
+    return identity
+
+
+# -- locking ------------------------------------------------------------------------------
 
 
 class HomeLock:
@@ -111,11 +150,20 @@ class HomeLock:
         self.release()
 
 
-def unlock_identity(store: Store, passphrase: str | None) -> Identity:
+# -- unlocking ----------------------------------------------------------------------------
+
+
+def unlock_identity(store: Store, passphrase: str | None, create: bool = False) -> Identity:
+    """The identity of a home (WrongPassphraseError); with `create`, a new one is made
+    (and saved, encrypted with `passphrase` if given) when the home has none yet."""
     blob = store.get_identity_blob()
-    if blob is None:
+    if blob is not None:
+        return Identity.from_bytes(blob, passphrase)
+    if not create:
         raise NoIdentityError("this home has no identity yet: run `mesh init` first")
-    return Identity.from_bytes(blob, passphrase)
+    identity = Identity.generate()
+    store.set_identity_blob(identity.to_bytes(None))  # inside the encrypted store
+    return identity
 
 
 def is_locked(store: Store) -> bool:
@@ -127,28 +175,26 @@ def is_locked(store: Store) -> bool:
     return False
 
 
-def ensure_new_home(home: Path) -> None:
-    """IdentityExistsError if `home` has a store (or a key file) already."""
-    if vault.home_state(home) != "empty" or (home / vault.KEY_FILE).exists():
-        raise IdentityExistsError(
-            f"{home} already has an identity; refusing to replace it "
-            "(use another --home for a second identity)"
-        )
+def env_passphrase() -> str | None:
+    """MESH_PASSPHRASE if set; an empty one is an error, never "no passphrase"."""
+    if PASSPHRASE_ENV not in os.environ:
+        return None
+    if not os.environ[PASSPHRASE_ENV]:
+        raise WrongPassphraseError(f"{PASSPHRASE_ENV} is set but empty; unset it or give one")
+    return os.environ[PASSPHRASE_ENV]
 
 
-def init_home(home: Path, name: str | None, passphrase: str | None) -> Identity:
-    """Create the identity of a new home; IdentityExistsError if it has one."""
-    ensure_new_home(home)
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    identity = Identity.generate()
-    with vault.open_store(home, passphrase) as store:
-        # The seed is stored in clear inside the encrypted store (the passphrase wraps
-        # the store's key, see mesh/vault.py).
-        store.set_identity_blob(identity.to_bytes(None))
-        store.set_setting("public_id", identity.id)
-        if name:
-            store.set_setting("name", name.strip())
-    return identity
+def passphrase_for(store: Store, ask: Callable[[], str] | None) -> str | None:
+    """The passphrase a locked identity needs: MESH_PASSPHRASE, else `ask` (None when
+    no one can be asked, e.g. stdin is not a terminal); None if it is not locked."""
+    if not is_locked(store):
+        return None
+    given = env_passphrase()
+    if given is not None:
+        return given
+    if ask is None:
+        raise WrongPassphraseError(f"this identity is locked: set {PASSPHRASE_ENV}")
+    return ask()
 
 
 def public_identity(store: Store, passphrase: str | None = None) -> PublicIdentity:
@@ -158,38 +204,61 @@ def public_identity(store: Store, passphrase: str | None = None) -> PublicIdenti
     return unlock_identity(store, passphrase).public
 
 
-# -- sending --------------------------------------------------------------------------
+def fresh_node_id(store: Store) -> bytes:
+    """A new random DHT node id for this start: a device must not be recognisable by
+    its node id across days and networks. The id an older release saved is deleted."""
+    if store.get_setting("node_id") is not None:
+        store.delete_setting("node_id")
+    return os.urandom(NODE_ID_SIZE)
 
 
-@dataclass(frozen=True)
-class SendResult:
-    message_id: bytes
-    recipient: str
-    status: str  # "queued" (no peer reachable), "stored", "delivered"
-    replicas: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id.hex(),
-            "to": self.recipient,
-            "status": self.status,
-            "replicas": self.replicas,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SendResult:
-        replicas = doc.get("replicas")
-        return cls(
-            bytes.fromhex(str(doc["message_id"])),
-            str(doc["to"]),
-            str(doc["status"]),
-            replicas if isinstance(replicas, int) else None,
-        )
+# -- the private mesh a home belongs to -----------------------------------------------------
 
 
-def resolve_recipient(store: Store, to: str) -> PublicIdentity:
+def network_key(store: Store) -> NetworkKey | None:
+    """The home's private mesh (from `mesh network create/join`), or None: the open mesh."""
+    invite = store.get_setting("network_invite")
+    return None if invite is None else NetworkKey.from_invite(invite)
+
+
+def set_network_key(store: Store, key: NetworkKey | None) -> None:
+    if key is None:
+        store.delete_setting("network_invite")
+    else:
+        store.set_setting("network_invite", key.invite())
+
+
+# -- names and queued messages ----------------------------------------------------------------
+
+
+class Recipient(NamedTuple):
+    public: PublicIdentity
+    ttl: int | None  # the contact's message time to live, if it has one
+
+    @property
+    def id(self) -> str:
+        return self.public.id
+
+
+class Queued(NamedTuple):
+    message: Message
+    record: Record
+    recipient: PublicIdentity
+
+
+def resolve_recipient(store: Store, to: str) -> Recipient:
     """A contact name or an ID -> the recipient (InvalidIdError, UnknownContactError)."""
-    return node_module.resolve_recipient(store, to)[0]
+    to = to.strip()
+    contact = store.get_contact(to)
+    if contact is not None:
+        return Recipient(PublicIdentity.from_id(contact.peer_id), contact.ttl)
+    if to.lower().startswith(ID_PREFIX) or is_valid_id(to):
+        public = PublicIdentity.from_id(to)  # a typo'd ID says what is wrong with it
+        known = store.find_contact_by_id(public.id)
+        return Recipient(public, known.ttl if known is not None else None)
+    raise UnknownContactError(
+        f"no contact named {to!r}: add one with `mesh contacts add NAME ID`, or give an ID"
+    )
 
 
 def check_text(text: str) -> bytes:
@@ -211,116 +280,35 @@ def check_ttl(ttl: int | None) -> int | None:
     return ttl
 
 
+def queue_text(
+    store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
+) -> Queued:
+    """Seal a text message and commit it (message row + outbox) before any network I/O."""
+    recipient, contact_ttl = resolve_recipient(store, to)
+    message, record = envelope.seal_message(
+        identity,
+        recipient,
+        MessageKind.TEXT,
+        text.encode("utf-8"),
+        now,
+        ttl or contact_ttl or DEFAULT_TTL,
+    )
+    store.queue_outgoing(
+        message.id,
+        recipient.id,
+        MessageKind.TEXT,
+        message.body,
+        message.sent_at,
+        record.expires_at,
+        recipient.mailbox_key,
+        record.pack(),
+    )
+    return Queued(message, record, recipient)
+
+
 def queue_message(
     store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
 ) -> Message:
-    """Seal a text message and commit it to the outbox; no network I/O."""
+    """`queue_text` for what a user typed: a blank text or a bad ttl is refused first."""
     check_text(text)
-    return node_module.queue_text(store, identity, to, text, check_ttl(ttl), now)[0]
-
-
-async def deliver_queued(node: Node, message: Message) -> SendResult:
-    """Flush the outbox (this message included) if any peer is known."""
-    if node.peer_count() > 0:
-        with contextlib.suppress(UnreachableError):
-            await node.flush_outbox()
-    row = node.store.get_message(message.id, "out")
-    status = row.status if row is not None else "queued"
-    replicas = row.replicas if row is not None else None
-    return SendResult(message.id, message.recipient, status, replicas)
-
-
-# -- starting a node ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetConfig:
-    host: str = "0.0.0.0"
-    port: int | None = None  # None: the port this home used last time, else any
-    peers: Sequence[Address] = ()
-    mdns: bool = True
-    interfaces: Sequence[str] | None = None
-    network_name: str = "mesh"
-
-
-async def start_node(
-    home: Path, net: NetConfig, passphrase: str | None, config: DhtConfig | None = None
-) -> Node:
-    """Start the node of a home, with mDNS discovery if `net.mdns`.
-
-    Without an explicit port the node takes the port this home used last (if free):
-    peers that know this node id keep its old address in their routing tables, so a
-    restarted node, or a short-lived one for `mesh send`, is reachable where they look.
-    """
-    port = net.port
-    sticky = port is None
-    if port is None:
-        with open_home(home) as store:
-            port = int(store.get_setting("listen_port") or 0)
-    try:
-        node = await _start(home, net, port, passphrase, config)
-    except OSError as exc:
-        if not (sticky and port and exc.errno == errno.EADDRINUSE):
-            raise LocalError(f"cannot listen on {net.host}:{port}: {exc.strerror}") from None
-        node = await _start(home, net, 0, passphrase, config)
-    node.store.set_setting("listen_port", str(node.address[1]))
-    return node
-
-
-async def _start(
-    home: Path, net: NetConfig, port: int, passphrase: str | None, config: DhtConfig | None
-) -> Node:
-    return await Node.start(
-        home,
-        net.host,
-        port,
-        bootstrap=list(net.peers),
-        mdns=net.mdns,
-        interfaces=net.interfaces,
-        network_name=net.network_name,
-        passphrase=passphrase,
-        create=False,
-        config=config,
-    )
-
-
-@contextlib.asynccontextmanager
-async def short_lived_node(
-    home: Path, net: NetConfig, passphrase: str | None, wait: float
-) -> AsyncIterator[Node]:
-    """A node for one command; the caller holds the home's lock.
-
-    On exit, receipts for the messages it received are sent before it stops (the
-    node's own receipt tasks would be cancelled by `stop`).
-    """
-    with open_home(home) as store:
-        before = {row.msg_id for row in store.list_messages(direction="in")}
-    node = await start_node(home, net, passphrase)
-    try:
-        if node.peer_count() == 0 and (net.mdns or net.peers):
-            await node.wait_peers(1, wait)
-        yield node
-        await _send_receipts(node, before)
-    finally:
-        await node.stop()
-
-
-async def _send_receipts(node: Node, before: set[bytes]) -> None:
-    """Receipts for every text message received since `before` was taken (a second
-    receipt for one message, if the node's own got out too, changes nothing)."""
-    by_sender: dict[str, list[bytes]] = {}
-    for row in node.store.list_messages(direction="in"):
-        if row.msg_id not in before and row.kind == "text" and row.peer_id != node.id:
-            by_sender.setdefault(row.peer_id, []).append(row.msg_id)
-    puts = []
-    for sender, ids in by_sender.items():
-        recipient = PublicIdentity.from_id(sender)
-        for start in range(0, len(ids), envelope.MAX_RECEIPT_IDS):
-            body = envelope.receipt_body(ids[start : start + envelope.MAX_RECEIPT_IDS])
-            _, record = envelope.seal_message(
-                node.identity, recipient, "receipt", body, node.wall(), DEFAULT_TTL
-            )
-            puts.append(node.dht.put(recipient.mailbox_key, [record]))
-    if puts:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*puts, return_exceptions=True), 3.0)
+    return queue_text(store, identity, to, text, check_ttl(ttl), now).message

@@ -10,6 +10,11 @@ A message is written to the local store (status "queued", plus its sealed record
 outbox) before any network I/O, so nothing accepted is lost if the process dies; the
 outbox is flushed on start and periodically. Received messages are committed before the
 push is acknowledged and before their records are deleted from the DHT.
+
+`home` is a directory (opened, and created if new, by mesh.home), an already opened
+home (its Store: the simulator keeps a peer's in-memory store across restarts), or None
+(in memory). The node owns: the outbox and receipts (mesh.outbox), its background tasks
+(a `TaskSet`), and the catch-up rounds and mailbox subscriptions below.
 """
 
 from __future__ import annotations
@@ -22,29 +27,28 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mesh import envelope, vault
+from mesh import envelope
+from mesh import home as homes
 from mesh.dht.routing import Peer
 from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
-from mesh.envelope import DEFAULT_TTL, Message, Record
-from mesh.errors import (
-    InvalidIdError,
-    MeshError,
-    NoIdentityError,
-    RemoteProtocolError,
-    UnknownContactError,
-    UnreachableError,
-)
-from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
-from mesh.store import Store
+from mesh.envelope import Message, OwnerOp, Record
+from mesh.errors import InvalidIdError, InvalidInviteError, MeshError, RemoteProtocolError
+from mesh.identity import Identity
+from mesh.netkey import NetworkKey
+from mesh.outbox import Outbox
+from mesh.store import MessageStatus, Store
+from mesh.tasks import TaskSet
 from mesh.wire import Address
+
+if TYPE_CHECKING:
+    from mesh.discovery import Discovery
 
 log = logging.getLogger(__name__)
 
-DB_NAME = vault.DB_NAME
+HomeArg = str | os.PathLike[str] | Store | None  # a directory, an opened home, or memory
 SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
 RENEW_AT = 0.5  # renew a listen subscription this far into the grant
@@ -90,6 +94,15 @@ def parse_address(value: Address | str) -> Address:
     return (host.strip("[]"), int(port))
 
 
+def as_network_key(key: NetworkKey | bytes | None) -> NetworkKey | None:
+    """A private mesh's key from its `NetworkKey` or its 32 bytes (LocalError if not)."""
+    if key is None or isinstance(key, NetworkKey):
+        return key
+    if type(key) is not bytes:
+        raise InvalidInviteError("a network key is a NetworkKey or 32 bytes")
+    return NetworkKey("private", key)
+
+
 class Node:
     def __init__(
         self,
@@ -104,13 +117,16 @@ class Node:
         self.dht = dht
         self.options = options
         self.wall = wall
-        self.discovery: Any = None
+        self.discovery: Discovery | None = None
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._to_delete: list[bytes] = []
-        self._delete_scheduled = False
         self._stopped = False
         self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
+        self._tasks = TaskSet()  # background loops and catch-up rounds
+        self.on_status: Callable[[bytes, MessageStatus, int | None], None] | None = None
+        self.outbox = Outbox(
+            identity, store, dht, wall, options.delete_delay, self.counters, self._status
+        )
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
@@ -123,8 +139,6 @@ class Node:
         self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
         self._replicas: list[Peer] = []  # where the last subscription went
         self._subscribed_at = -1e9
-        self._finishing: set[asyncio.Task[Any]] = set()
-        self.on_status: Callable[[bytes, str, int | None], None] | None = None
         dht.on_push = self._on_push
         # Records for our own mailbox that reach us as a replica, even before we have
         # subscribed anywhere, are ours to open at once.
@@ -136,7 +150,7 @@ class Node:
     @classmethod
     async def start(
         cls,
-        home: str | os.PathLike[str] | None = None,
+        home: HomeArg = None,
         host: str = "127.0.0.1",
         port: int = 0,
         bootstrap: Iterable[Address | str] = (),
@@ -150,21 +164,25 @@ class Node:
         options: NodeOptions | None = None,
         bind: Binder | None = None,
         wall: Callable[[], float] = time.time,
-        store: Store | None = None,
+        network_key: NetworkKey | bytes | None = None,
     ) -> Node:
-        """Open (or create) the identity in `home`, bind, join the DHT.
+        """Open (or create) the identity of `home`, bind, join the DHT.
 
-        `store` injects an already open Store instead of `home` (the simulator keeps a
-        peer's in-memory store across restarts); `bind` and `wall` let it replace the UDP
-        socket and the clock.
+        `home`: a directory, an opened home (its Store, e.g. the simulator's in-memory
+        store kept across restarts), or None (in memory). `bind` and `wall` let the
+        simulator replace the UDP socket and the clock. `network_key` (a `NetworkKey`
+        or its 32 bytes) makes this a node of that private mesh: every datagram sealed,
+        mDNS names only members can compute (docs/protocol.md); None is the open mesh.
+        The DHT node id is new at every start (nothing stable identifies a device).
         """
-        store = store if store is not None else open_store(home, passphrase)
+        key = as_network_key(network_key)
+        store = home if isinstance(home, Store) else homes.open_store(home, passphrase)
         try:
-            identity = load_identity(store, passphrase, create)
-            node_id = persistent_node_id(store)
+            identity = homes.unlock_identity(store, passphrase, create)
+            node_id = homes.fresh_node_id(store)
             storage = RecordStorage(persist=store)
             storage.load(wall())
-            dht = DhtServer(node_id, config, storage, wall)
+            dht = DhtServer(node_id, config, storage, wall, network_key=key)
             node = cls(identity, store, dht, options or NodeOptions(), wall)
             await dht.listen(host, port, bind)
         except BaseException:
@@ -173,13 +191,16 @@ class Node:
         try:
             await node._join([parse_address(a) for a in bootstrap])
             if mdns:
-                await node._start_discovery(interfaces, network_name)
+                await node._start_discovery(interfaces, network_name, key)
         except BaseException:
             await node.stop()
             raise
         return node
 
     async def _join(self, bootstrap: list[Address]) -> None:
+        # The simulator's abrupt departure closes a node's DHT alone: the node's own
+        # tasks die with it, as they did when the DHT owned them.
+        self.dht.spawn(self._close_with_dht())
         cached = [(h, p) for _nid, h, p, _seen in self.store.peers_recent(32)]
         peers = list(dict.fromkeys(bootstrap + cached))
         self._rejoin_scheduled = True  # contacts found while joining need no extra round
@@ -189,13 +210,27 @@ class Node:
             await self._rejoin()  # subscribe, flush the outbox, fetch what waited for us
         else:
             self._rejoin_scheduled = False
-        self.dht.spawn(self._renew_subscription())
-        self.dht.spawn(self._background())
+        self._tasks.spawn(self._renew_subscription())
+        self._tasks.spawn(self._background())
 
-    async def _start_discovery(self, interfaces: Sequence[str] | None, network: str) -> None:
+    async def _close_with_dht(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # until the DHT closes
+        finally:
+            await self._close_tasks()
+
+    async def _close_tasks(self) -> None:
+        await self.outbox.close()
+        await self._tasks.close()
+
+    async def _start_discovery(
+        self, interfaces: Sequence[str] | None, network: str, key: NetworkKey | None
+    ) -> None:
         from mesh.discovery import Discovery  # zeroconf is only imported when used
 
-        self.discovery = Discovery(self, interfaces=interfaces, network_name=network)
+        self.discovery = Discovery(
+            self, interfaces=interfaces, network_name=network, network_key=key
+        )
         await self.discovery.start()
 
     async def stop(self) -> None:
@@ -204,11 +239,11 @@ class Node:
         self._stopped = True
         # Receipts and DHT deletes still in flight are part of what we promised; the mDNS
         # goodbye goes after them, or peers would forget us and then hear from us again.
-        if self._finishing:
-            await asyncio.wait(list(self._finishing), timeout=STOP_GRACE)
+        await self.outbox.finish(STOP_GRACE)
         if self.discovery is not None:
             with contextlib.suppress(Exception):
                 await self.discovery.stop()
+        await self._close_tasks()
         self._save_peers()
         await self.dht.close()
         self.store.close()
@@ -287,6 +322,11 @@ class Node:
             events.popleft()
         return len(events)
 
+    def knows_any(self, addresses: tuple[Address, ...]) -> bool:
+        """True if the routing table holds a peer at one of `addresses`."""
+        known = {c.address for c in self.dht.table.contacts()}
+        return any(a in known for a in addresses)
+
     def forget_peer(self, address: Address) -> None:
         """A peer said goodbye (mDNS): drop it, and do not re-admit it for a few seconds
         on the strength of its last datagrams."""
@@ -331,7 +371,7 @@ class Node:
         if len(self.dht.table) <= 2:
             wait = 0.0  # we were alone: catch up at once
         self._rejoin_scheduled = True
-        self.dht.spawn(self._rejoin(wait))
+        self._tasks.spawn(self._rejoin(wait))
 
     def _listen_at_newcomer(self, contact: Peer) -> None:
         """A new contact closer to our mailbox than a replica we listen at is a new
@@ -353,7 +393,7 @@ class Node:
         replicas.sort(key=lambda c: c.long_id ^ key)
         del replicas[self.dht.config.ksize :]
         if closer:
-            self.dht.spawn(self._subscribe_once([contact]))
+            self._tasks.spawn(self._subscribe_once([contact]))
 
     async def _rejoin(self, wait: float = 0.0) -> None:
         """Catch up: at start, and when the network may have changed under us.
@@ -382,7 +422,7 @@ class Node:
                 # network too: hand them over now rather than at the next republish.
                 self._last_merge = self._last_rejoin
                 await self.dht.refresh_buckets()
-                self.dht.spawn(self.dht.republish())
+                self._tasks.spawn(self.dht.republish())
             merged, self._merge_wanted = self._merge_wanted, False
             fresh = await self._subscribe_once(only_if_moved=not first)
             await self.flush_outbox()
@@ -397,55 +437,25 @@ class Node:
 
     # -- sending ----------------------------------------------------------------------
 
-    def resolve(self, to: str) -> PublicIdentity:
-        """A contact name or an ID -> the recipient's public identity."""
-        return resolve_recipient(self.store, to)[0]
-
     async def send(self, to: str, text: str, ttl: int | None = None) -> Receipt:
         """Queue durably, then store on the recipient's mailbox replicas.
 
         Raises UnreachableError when no peer answers; the message then stays queued and
         is delivered by a later flush of the outbox.
         """
-        message, record, recipient = queue_text(
+        message, record, recipient = homes.queue_text(
             self.store, self.identity, to, text, ttl, self.wall()
         )
-        replicas = await self._deliver(message.id, recipient.mailbox_key, record)
+        replicas = await self.outbox.deliver(message.id, recipient.mailbox_key, record)
         return Receipt(message.id, record.id, replicas)
 
-    async def _deliver(self, message_id: bytes, mailbox_key: bytes, record: Record) -> int:
-        self.store.outbox_mark_attempt(message_id, self.wall())
-        replicas = await self.dht.put(mailbox_key, [record])
-        if self.store.set_message_status(message_id, "out", "stored", replicas=replicas):
-            self._status(message_id, "stored", replicas)
-        else:  # the receipt came first, or it is a receipt we send (no message row)
-            self.store.set_message_replicas(message_id, "out", replicas)
-        self.store.outbox_remove(message_id)
-        return replicas
-
-    def _status(self, message_id: bytes, status: str, replicas: int | None = None) -> None:
+    def _status(self, message_id: bytes, status: MessageStatus, replicas: int | None) -> None:
         if self.on_status is not None:
             self.on_status(message_id, status, replicas)
 
     async def flush_outbox(self) -> int:
         """Try every queued message again; returns how many were stored."""
-        stored = 0
-        for item in self.store.outbox_pending():
-            try:
-                record = Record.unpack(item.record)
-            except MeshError:
-                self.store.outbox_remove(item.msg_id)
-                continue
-            if record.expires_at <= self.wall():
-                self.store.set_message_status(item.msg_id, "out", "failed")
-                self.store.outbox_remove(item.msg_id)
-                continue
-            try:
-                await self._deliver(item.msg_id, item.mailbox_key, record)
-                stored += 1
-            except UnreachableError:
-                continue  # this mailbox's replicas are out of reach; others may not be
-        return stored
+        return await self.outbox.flush()
 
     # -- receiving ----------------------------------------------------------------
 
@@ -508,10 +518,10 @@ class Node:
         except RemoteProtocolError:
             self.counters["bad_records"] += 1
             return None
-        self._schedule_delete(record.id)
+        self.outbox.read(record.id)
         self.store.note_heard(message.sender, now)
-        if message.kind in ("receipt", "read"):
-            self._on_receipt(message)
+        if message.kind in envelope.ACKNOWLEDGING:
+            self.outbox.receipt_arrived(message)
             return None
         is_new = self.store.add_message(
             message.id,
@@ -521,7 +531,7 @@ class Node:
             message.body,
             message.sent_at,
             message.sent_at + message.ttl,
-            "received",
+            MessageStatus.RECEIVED,
             received_at=now,
         )
         if not is_new:
@@ -529,65 +539,14 @@ class Node:
         self.counters["received"] += 1
         self._queue.put_nowait(message)
         if self.options.receipts and message.sender != self.id:
-            self._finish_later(self._send_receipt(message))
+            self.outbox.acknowledge(message)
         return message
-
-    def _finish_later(self, coro: Any) -> None:
-        task = self.dht.spawn(coro)
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    def _on_receipt(self, message: Message) -> None:
-        """A delivery receipt, or a read receipt (kind "read", sent only by contacts who
-        opted in): move our messages to that recipient forward."""
-        status = "read" if message.kind == "read" else "delivered"
-        with contextlib.suppress(MeshError):
-            for message_id in envelope.parse_receipt_body(message.body):
-                row = self.store.get_message(message_id, "out")
-                if row is not None and row.peer_id == message.sender:
-                    self.store.set_message_status(message_id, "out", status)
-                    self.counters["receipts"] += 1
-                    self._status(message_id, status)
-
-    async def _send_receipt(self, message: Message) -> None:
-        recipient = PublicIdentity.from_id(message.sender)
-        receipt, record = envelope.seal_message(
-            self.identity,
-            recipient,
-            "receipt",
-            envelope.receipt_body([message.id]),
-            self.wall(),
-            DEFAULT_TTL,
-        )
-        # Durable like a message: a receipt that finds no replica now waits in the outbox.
-        self.store.outbox_add(receipt.id, recipient.mailbox_key, record.pack(), self.wall())
-        with contextlib.suppress(MeshError):
-            await self._deliver(receipt.id, recipient.mailbox_key, record)
-
-    def _schedule_delete(self, record_id: bytes) -> None:
-        self._to_delete.append(record_id)
-        if not self._delete_scheduled:
-            self._delete_scheduled = True
-            self._finish_later(self._delete_later())
-
-    async def _delete_later(self) -> None:
-        await asyncio.sleep(self.options.delete_delay)
-        self._delete_scheduled = False
-        batch, self._to_delete = self._to_delete[:256], self._to_delete[256:]
-        if self._to_delete:
-            self._delete_scheduled = True
-            self._finish_later(self._delete_later())
-        request = envelope.sign_owner_request(
-            self.identity, "delete", envelope.delete_payload(batch), self.wall()
-        )
-        with contextlib.suppress(MeshError):
-            await self.dht.delete(request)
 
     # -- background -----------------------------------------------------------------
 
     def _listen_request(self, duration: int) -> envelope.OwnerRequest:
         return envelope.sign_owner_request(
-            self.identity, "listen", envelope.listen_payload(duration), self.wall()
+            self.identity, OwnerOp.LISTEN, envelope.listen_payload(duration), self.wall()
         )
 
     async def _subscribe_once(
@@ -645,70 +604,3 @@ class Node:
                 with contextlib.suppress(MeshError):
                     await self.fetch_mailbox()
             await asyncio.sleep(self.options.outbox_interval)
-
-
-def resolve_recipient(store: Store, to: str) -> tuple[PublicIdentity, int | None]:
-    """A contact name or an ID -> (public identity, the contact's message TTL if any)."""
-    to = to.strip()
-    contact = store.get_contact(to)
-    if contact is not None:
-        return PublicIdentity.from_id(contact.peer_id), contact.ttl
-    if to.lower().startswith(ID_PREFIX) or is_valid_id(to):
-        public = PublicIdentity.from_id(to)  # a typo'd ID says what is wrong with it
-        known = store.find_contact_by_id(public.id)
-        return public, known.ttl if known is not None else None
-    raise UnknownContactError(
-        f"no contact named {to!r}: add one with `mesh contacts add NAME ID`, or give an ID"
-    )
-
-
-def queue_text(
-    store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
-) -> tuple[Message, Record, PublicIdentity]:
-    """Seal a text message and commit it (message row + outbox) before any network I/O."""
-    recipient, contact_ttl = resolve_recipient(store, to)
-    message, record = envelope.seal_message(
-        identity, recipient, "text", text.encode("utf-8"), now, ttl or contact_ttl or DEFAULT_TTL
-    )
-    store.queue_outgoing(
-        message.id,
-        recipient.id,
-        "text",
-        message.body,
-        message.sent_at,
-        record.expires_at,
-        recipient.mailbox_key,
-        record.pack(),
-    )
-    return message, record, recipient
-
-
-def open_store(home: str | os.PathLike[str] | None, passphrase: str | None = None) -> Store:
-    """An in-memory store, or the home's encrypted store (created if new; mesh.vault)."""
-    if home is None:
-        return Store(None)
-    Path(home).mkdir(parents=True, exist_ok=True, mode=0o700)
-    return vault.open_store(home, passphrase)
-
-
-def load_identity(store: Store, passphrase: str | None, create: bool) -> Identity:
-    blob = store.get_identity_blob()
-    if blob is not None:
-        return Identity.from_bytes(blob, passphrase)
-    if not create:
-        raise NoIdentityError("this home has no identity yet: run `mesh init` first")
-    identity = Identity.generate()
-    store.set_identity_blob(identity.to_bytes(None))  # inside the encrypted store
-    return identity
-
-
-def persistent_node_id(store: Store) -> bytes:
-    saved = store.get_setting("node_id")
-    if saved is not None:
-        with contextlib.suppress(ValueError):
-            node_id = bytes.fromhex(saved)
-            if len(node_id) == 20:
-                return node_id
-    node_id = os.urandom(20)
-    store.set_setting("node_id", node_id.hex())
-    return node_id

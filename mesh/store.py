@@ -28,172 +28,64 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, cast
 
 import sqlcipher3
 
+from mesh.envelope import KindName
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.store_rows import (
+    CONTACT_COLUMNS,
+    DIRECTIONS,
+    EXPIRED_KEEP,
+    HELD_PUT,
+    INSERT_MESSAGE,
+    INSERT_OUTBOX,
+    MESSAGE_COLUMNS,
+    MIGRATIONS,
+    OUTBOX_COLUMNS,
+    SET_STATUS_SQL,
+    STATUSES,
+    Contact,
+    Direction,
+    HeldRecord,
+    MessageRow,
+    MessageStatus,
+    OutboxItem,
+    PeerRow,
+    StatusName,
+    Tombstone,
+    check_direction,
+    check_kind,
+    check_status,
+    contact_from_row,
+    contact_name,
+    message_from_row,
+)
 from mesh.walsync import WalSync
+
+__all__ = [
+    "DIRECTIONS",
+    "EXPIRED_KEEP",
+    "MIGRATIONS",
+    "STATUSES",
+    "Contact",
+    "Direction",
+    "HeldRecord",
+    "MessageRow",
+    "MessageStatus",
+    "OutboxItem",
+    "PeerRow",
+    "StatusName",
+    "Store",
+    "Tombstone",
+]
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["in", "out"]
-DIRECTIONS = frozenset({"in", "out"})
 PEER_CACHE_LIMIT = 1000
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
 CIPHER_PAGE_SIZE = 1024  # see connect_sqlcipher
-
-# Status -> the statuses it may move to. Forward only: queued -> stored -> delivered
-# -> read. At its expiry an outgoing message that no receipt reached is kept as a stub
-# (text wiped) for EXPIRED_KEEP: "failed" if no peer ever took it (it was queued),
-# "expired" if it was stored but never picked up. A receipt that comes late after all
-# may still move a stub on, since that is not going backwards.
-_NEXT_STATUS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"stored", "delivered", "read", "failed"}),
-    "stored": frozenset({"delivered", "read", "expired"}),
-    "failed": frozenset({"stored", "delivered", "read"}),
-    "expired": frozenset({"delivered", "read"}),
-    "delivered": frozenset({"read"}),
-    "read": frozenset(),  # the recipient sent a read receipt (they opted in)
-    "received": frozenset(),  # every incoming message
-}
-STATUSES = frozenset(_NEXT_STATUS)
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL);
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-    CREATE TABLE contacts (name TEXT PRIMARY KEY, peer_id TEXT NOT NULL, ttl INTEGER,
-                           added_at REAL NOT NULL) WITHOUT ROWID;
-    CREATE INDEX contacts_peer ON contacts (peer_id);
-    CREATE TABLE messages (
-        msg_id BLOB NOT NULL, direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-        peer_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
-        sent_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL,
-        received_at REAL, is_read INTEGER NOT NULL DEFAULT 0, replicas INTEGER,
-        UNIQUE (msg_id, direction));
-    CREATE INDEX messages_peer ON messages (peer_id, sent_at);
-    CREATE INDEX messages_expiry ON messages (expires_at);
-    CREATE INDEX messages_unread ON messages (peer_id) WHERE direction = 'in' AND is_read = 0;
-    CREATE TABLE outbox (msg_id BLOB PRIMARY KEY, mailbox_key BLOB NOT NULL,
-                         record BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                         created_at REAL NOT NULL, last_attempt_at REAL);
-    -- held rows carry whole records (up to 8 KiB): a rowid table keeps the key index small
-    CREATE TABLE held (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                       expires_at INTEGER NOT NULL, packed BLOB NOT NULL,
-                       PRIMARY KEY (key, record_id));
-    CREATE INDEX held_expiry ON held (expires_at);
-    CREATE TABLE tombstones (key BLOB NOT NULL, record_id BLOB NOT NULL,
-                             expires_at INTEGER NOT NULL,
-                             PRIMARY KEY (key, record_id)) WITHOUT ROWID;
-    CREATE INDEX tombstones_expiry ON tombstones (expires_at);
-    CREATE TABLE peers (node_id BLOB PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
-                        last_seen REAL NOT NULL);
-    CREATE INDEX peers_last_seen ON peers (last_seen);
-    """,
-    # 2: verified contacts, read receipts opt-in per contact, when each ID was last heard
-    # from (for `mesh peers`); statuses "expired" and "read" need no schema change.
-    """
-    ALTER TABLE contacts ADD COLUMN verified_at REAL;
-    ALTER TABLE contacts ADD COLUMN read_receipts INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE heard (peer_id TEXT PRIMARY KEY, last_heard REAL NOT NULL) WITHOUT ROWID;
-    """,
-)
-EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    name: str
-    peer_id: str
-    ttl: int | None
-    added_at: float
-    verified_at: float | None = None  # when the user said the fingerprints matched
-    read_receipts: bool = False  # send this contact read receipts
-
-    @property
-    def verified(self) -> bool:
-        return self.verified_at is not None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    msg_id: bytes
-    direction: Direction
-    peer_id: str
-    kind: str
-    body: bytes
-    sent_at: float
-    expires_at: float
-    status: str
-    received_at: float | None
-    read: bool
-    replicas: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    msg_id: bytes
-    mailbox_key: bytes
-    record: bytes
-    attempts: int
-    created_at: float
-    last_attempt_at: float | None
-
-
-# Bulk rows stay tuples (cheap to build, unpack like plain tuples) with field names.
-class HeldRecord(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-    packed: bytes
-
-
-class Tombstone(NamedTuple):
-    key: bytes
-    record_id: bytes
-    expires_at: int
-
-
-class PeerRow(NamedTuple):
-    node_id: bytes
-    host: str
-    port: int
-    last_seen: float
-
-
-_MESSAGE_COLUMNS = (
-    "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
-    "is_read, replicas"
-)
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
-    "status, received_at, is_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (msg_id, direction) DO NOTHING"
-)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox (msg_id, mailbox_key, record, created_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (msg_id) DO NOTHING"
-)
-_OUTBOX_COLUMNS = "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at"
-_HELD_PUT = (
-    "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (key, record_id) DO NOTHING"
-)
-_CONTACT_COLUMNS = "name, peer_id, ttl, added_at, verified_at, read_receipts"
-
-
-def _status_update_sql(target: str) -> str:
-    allowed_from = sorted(s for s, nxt in _NEXT_STATUS.items() if target in nxt or s == target)
-    quoted = ", ".join(f"'{s}'" for s in allowed_from)  # constants, never user input
-    return (
-        "UPDATE messages SET status = ?, replicas = coalesce(?, replicas) "
-        f"WHERE msg_id = ? AND direction = ? AND status IN ({quoted})"
-    )
-
-
-_SET_STATUS_SQL = {status: _status_update_sql(status) for status in STATUSES}
 
 
 class _ErrorGuard:
@@ -267,34 +159,6 @@ def _create_private_file(path: str) -> None:
     except OSError as exc:
         raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
     os.close(fd)
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
-
-
-def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"unknown message status {status!r}; expected one of {sorted(STATUSES)}")
-
-
-def _contact_name(name: str) -> str:
-    trimmed = name.strip()
-    if not trimmed:
-        raise LocalError("a contact name cannot be empty; pick a name such as 'alice'")
-    return trimmed
-
-
-def _contact(row: Any) -> Contact:
-    name, peer_id, ttl, added_at, verified_at, read_receipts = row
-    return Contact(name, peer_id, ttl, added_at, verified_at, bool(read_receipts))
-
-
-def _message(row: Any) -> MessageRow:
-    fields = list(row)
-    fields[9] = bool(fields[9])  # is_read
-    return MessageRow(*fields)
 
 
 class Store:
@@ -467,14 +331,17 @@ class Store:
             (key, value),
         )
 
+    def delete_setting(self, key: str) -> None:
+        self._execute("DELETE FROM settings WHERE key = ?", (key,))
+
     # -- contacts ---------------------------------------------------------------------
 
     def add_contact(
         self, name: str, peer_id: str, ttl: int | None = None, *, now: float | None = None
     ) -> Contact:
-        contact = Contact(_contact_name(name), peer_id, ttl, time.time() if now is None else now)
+        contact = Contact(contact_name(name), peer_id, ttl, time.time() if now is None else now)
         cursor = self._execute(
-            f"INSERT INTO contacts ({_CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0) "
+            f"INSERT INTO contacts ({CONTACT_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 0) "
             "ON CONFLICT (name) DO NOTHING",
             (contact.name, contact.peer_id, contact.ttl, contact.added_at),
         )
@@ -490,22 +357,22 @@ class Store:
         return cursor.rowcount > 0
 
     def get_contact(self, name: str) -> Contact | None:
-        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE name = ?"
+        sql = f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE name = ?"
         row = self._one(sql, (name.strip(),))
-        return None if row is None else _contact(row)
+        return None if row is None else contact_from_row(row)
 
     def find_contact_by_id(self, peer_id: str) -> Contact | None:
         """The earliest-added contact with this ID (one ID may be saved under two names)."""
         sql = (
-            f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE peer_id = ? "
+            f"SELECT {CONTACT_COLUMNS} FROM contacts WHERE peer_id = ? "
             "ORDER BY added_at, name LIMIT 1"
         )
         row = self._one(sql, (peer_id,))
-        return None if row is None else _contact(row)
+        return None if row is None else contact_from_row(row)
 
     def list_contacts(self) -> list[Contact]:
-        sql = f"SELECT {_CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
-        return [_contact(row) for row in self._all(sql)]
+        sql = f"SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY name COLLATE NOCASE, name"
+        return [contact_from_row(row) for row in self._all(sql)]
 
     # -- messages -----------------------------------------------------------------------
 
@@ -514,18 +381,19 @@ class Store:
         msg_id: bytes,
         direction: Direction,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
-        status: str,
+        status: StatusName,
         received_at: float | None = None,
     ) -> bool:
         """Insert a message; False, changing nothing, if the id is known for this direction."""
-        _check_direction(direction)
-        _check_status(status)
+        check_direction(direction)
+        status = check_status(status)
+        kind = check_kind(kind)
         row = (msg_id, direction, peer_id, kind, body, sent_at, expires_at, status)
-        cursor = self._execute(_INSERT_MESSAGE, (*row, received_at, direction == "out"))
+        cursor = self._execute(INSERT_MESSAGE, (*row, received_at, direction == "out"))
         return cursor.rowcount == 1
 
     def add_messages(self, rows: Iterable[Sequence[Any]]) -> int:
@@ -534,17 +402,17 @@ class Store:
         many were new."""
         checked = []
         for row in rows:
-            _check_direction(row[1])
-            _check_status(row[7])
-            checked.append((*row[:9], bool(row[9])))
+            check_direction(row[1])
+            kind, status = check_kind(row[3]), check_status(row[7])
+            checked.append((*row[:3], kind, *row[4:7], status, row[8], bool(row[9])))
         with self._transaction() as conn:
-            return int(conn.executemany(_INSERT_MESSAGE, checked).rowcount)
+            return int(conn.executemany(INSERT_MESSAGE, checked).rowcount)
 
     def queue_outgoing(
         self,
         msg_id: bytes,
         peer_id: str,
-        kind: str,
+        kind: KindName,
         body: bytes,
         sent_at: float,
         expires_at: float,
@@ -552,17 +420,18 @@ class Store:
         record_bytes: bytes,
     ) -> bool:
         """Write a 'queued' message and its outbox item atomically; False if queued before."""
-        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, "queued", None, True)
+        kind, queued = check_kind(kind), MessageStatus.QUEUED
+        row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, queued, None, True)
         with self._transaction() as conn:
-            if conn.execute(_INSERT_MESSAGE, row).rowcount == 0:
+            if conn.execute(INSERT_MESSAGE, row).rowcount == 0:
                 return False
-            conn.execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
+            conn.execute(INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
         return True
 
     def get_message(self, msg_id: bytes, direction: Direction) -> MessageRow | None:
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = ? AND direction = ?"
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msg_id = ? AND direction = ?"
         row = self._one(sql, (msg_id, direction))
-        return None if row is None else _message(row)
+        return None if row is None else message_from_row(row)
 
     def list_messages(
         self,
@@ -572,25 +441,29 @@ class Store:
     ) -> list[MessageRow]:
         """Messages ordered by sent_at (then arrival); with ``limit``, the newest ones."""
         if direction is not None:
-            _check_direction(direction)
+            check_direction(direction)
         filters = (("peer_id", peer_id), ("direction", direction))
         used = {column: value for column, value in filters if value is not None}
         where = " AND ".join(f"{column} = ?" for column in used) or "1"
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY sent_at DESC, "
+        sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY sent_at DESC, "
         rows = self._all(
             sql + "rowid DESC LIMIT ?", (*used.values(), -1 if limit is None else limit)
         )
         rows.reverse()
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     def set_message_status(
-        self, msg_id: bytes, direction: Direction, status: str, replicas: int | None = None
+        self,
+        msg_id: bytes,
+        direction: Direction,
+        status: StatusName,
+        replicas: int | None = None,
     ) -> bool:
         """Move a message forward (or update replicas); False if unknown or backwards."""
-        _check_direction(direction)
-        _check_status(status)
+        check_direction(direction)
+        status = check_status(status)
         with self._relaxed():  # progress, not content: see the module docstring
-            cursor = self._execute(_SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
+            cursor = self._execute(SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 
     def set_message_replicas(self, msg_id: bytes, direction: Direction, replicas: int) -> bool:
@@ -712,11 +585,11 @@ class Store:
 
     def outbox_add(self, msg_id: bytes, mailbox_key: bytes, record: bytes, now: float) -> bool:
         """Queue a sealed record for the DHT; False if this msg_id is already queued."""
-        cursor = self._execute(_INSERT_OUTBOX, (msg_id, mailbox_key, record, now))
+        cursor = self._execute(INSERT_OUTBOX, (msg_id, mailbox_key, record, now))
         return cursor.rowcount == 1
 
     def outbox_pending(self, limit: int | None = None) -> list[OutboxItem]:
-        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY created_at, rowid LIMIT ?"
+        sql = f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created_at, rowid LIMIT ?"
         return [OutboxItem(*row) for row in self._all(sql, (-1 if limit is None else limit,))]
 
     def outbox_mark_attempt(self, msg_id: bytes, now: float) -> None:
@@ -735,12 +608,12 @@ class Store:
     def held_put(self, key: bytes, record_id: bytes, expires_at: int, packed: bytes) -> bool:
         """Insert a record held for others; False if (key, record_id) is already held."""
         with self._relaxed():
-            return self._execute(_HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
+            return self._execute(HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
 
     def held_put_many(self, rows: Iterable[tuple[bytes, bytes, int, bytes]]) -> int:
         """Insert many held records in one transaction; returns how many were new."""
         with self._relaxed(), self._transaction() as conn:
-            return conn.executemany(_HELD_PUT, rows).rowcount
+            return conn.executemany(HELD_PUT, rows).rowcount
 
     def held_delete(self, key: bytes, record_ids: Iterable[bytes]) -> int:
         params = [(key, record_id) for record_id in record_ids]

@@ -59,6 +59,11 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the tasks running now; cancels nothing."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def close(self) -> None:
         """Cancel every task still running and wait until all have finished."""
         self._closed = True

@@ -23,9 +23,9 @@ from mesh.control import ControlClient, encode_line
 from mesh.daemon import Daemon
 from mesh.envelope import MAX_TEXT_BYTES
 from mesh.errors import UnknownContactError
-from mesh.home import NetConfig, start_node
 from mesh.identity import is_valid_id
 from mesh.node import Node
+from mesh.runner import NetConfig, start_node
 
 
 @pytest.fixture

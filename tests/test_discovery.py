@@ -129,6 +129,41 @@ def test_instance_of_knows_only_our_service() -> None:
     assert disc.instance_of(other) is None
 
 
+def test_the_zeroconf_adapter_still_matches_zeroconf() -> None:
+    """mesh/mdns_records.py uses classes zeroconf does not export publicly: fail here,
+    not on a LAN, when a zeroconf release moves or changes them."""
+    import re
+    import tomllib
+
+    import zeroconf
+    from zeroconf._protocol.incoming import DNSIncoming
+
+    from mesh import mdns_records
+
+    installed = tuple(int(part) for part in zeroconf.__version__.split(".")[:2])
+    assert installed < mdns_records.ZEROCONF_BELOW
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    (spec,) = [d for d in project["project"]["dependencies"] if d.startswith("zeroconf")]
+    bound = re.search(r"<(\d+)\.(\d+)", spec)
+    assert bound is not None and tuple(map(int, bound.groups())) == mdns_records.ZEROCONF_BELOW
+    # The names are still the ones zeroconf itself uses (kept at its top level).
+    for name in ("DNSOutgoing", "DNSPointer", "DNSRecord"):
+        assert getattr(zeroconf, name) is getattr(mdns_records, name)
+    fresh = DNSPointer(SERVICE_TYPE, 12, 1, 120, "Mesh-1._mesh-msg._udp.local.")
+    stale = DNSPointer(SERVICE_TYPE, 12, 1, 120, "mesh-2._mesh-msg._udp.local.")
+    now_ms = zeroconf.current_time_millis()
+    out, known = mdns_records.known_answer_query(
+        SERVICE_TYPE, [fresh, stale], {"mesh-1._mesh-msg._udp.local."}, 8, now_ms
+    )
+    assert known == 1
+    (packet,) = out.packets()
+    parsed = DNSIncoming(packet)
+    assert parsed.is_query()
+    assert [(q.name, q.type) for q in parsed.questions] == [(SERVICE_TYPE, 12)]
+    answers = parsed.answers()
+    assert [a.alias for a in answers if isinstance(a, DNSPointer)] == [fresh.alias]
+
+
 def never_in_table(addresses: tuple[tuple[str, int], ...]) -> bool:
     return False
 

@@ -555,7 +555,7 @@ async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_send
             assert honest[node.dht.node_id] <= {c.id for c in node.dht.table.contacts()}
         assert send_after <= 2 * send_before + 0.005
         recipient = await Node.start(
-            host=loopback_host(50), bootstrap=[nodes[7].address], store=owner_store, options=QUIET
+            host=loopback_host(50), bootstrap=[nodes[7].address], home=owner_store, options=QUIET
         )
         await bounded(recipient.fetch())
         texts = {m.text for m in recipient.inbox()}
@@ -730,7 +730,7 @@ async def test_records_sealed_to_someone_else_are_counted_and_never_shown(
     _, planted = envelope.seal_message(box.mallory, box.mallory.public, "text", b"x", box.now, 60)
     assert await box.store(planted.to_obj()) == PutResult.STORED
     recipient = await Node.start(
-        host=loopback_host(60), bootstrap=[box.target.address], store=box.owner_store, options=QUIET
+        host=loopback_host(60), bootstrap=[box.target.address], home=box.owner_store, options=QUIET
     )
     try:
         await bounded(recipient.fetch())
@@ -995,7 +995,7 @@ async def test_forged_records_from_a_replica_cannot_hide_a_real_message(watch: W
         _, decoy = envelope.seal_message(mallory, owner.public, "text", b"decoy", time.time(), 60)
         forged[receipt.record_id] = [receipt.record_id, *decoy.to_obj()[1:]]
         recipient = await Node.start(
-            host=loopback_host(70), bootstrap=[nodes[1].address], store=owner_store, options=QUIET
+            host=loopback_host(70), bootstrap=[nodes[1].address], home=owner_store, options=QUIET
         )
         await bounded(recipient.fetch())
         assert attacker.received["fetch"] >= 1  # it was asked, as the closest replica

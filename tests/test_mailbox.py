@@ -19,7 +19,7 @@ async def fetch_as(
     identity_store: tuple[Identity, object], bootstrap: tuple[str, int], host: str
 ) -> set[str]:
     identity, store = identity_store
-    node = await Node.start(host=host, bootstrap=[bootstrap], store=store)  # type: ignore[arg-type]
+    node = await Node.start(store, host=host, bootstrap=[bootstrap])  # type: ignore[arg-type]
     try:
         assert node.id == identity.id
         await bounded(node.fetch())  # the node also fetched by itself when it joined

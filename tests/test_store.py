@@ -492,3 +492,18 @@ def test_split_statements_keeps_trigger_bodies() -> None:
     assert len(statements) == 2
     assert "CREATE TRIGGER" in statements[1]
     assert statements[1].endswith("END;")
+
+
+def test_kinds_and_statuses_are_the_plain_strings_on_disk(store: Store) -> None:
+    from mesh.envelope import MessageKind
+    from mesh.store import MessageStatus
+
+    assert add_out(store, 1)
+    store.set_message_status(mid(1), "out", MessageStatus.STORED, replicas=3)
+    raw = store._conn.execute("SELECT kind, status, typeof(status) FROM messages").fetchall()
+    assert [tuple(r) for r in raw] == [("text", "stored", "text")]
+    row = store.get_message(mid(1), "out")
+    assert row is not None and row.status is MessageStatus.STORED
+    assert row.kind is MessageKind.TEXT and row.status == "stored"
+    with pytest.raises(ValueError):
+        store.add_message(mid(2), "in", "bob", "sticker", b"x", 1.0, 2.0, "received")

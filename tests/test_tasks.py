@@ -67,3 +67,22 @@ async def test_default_handler_logs_only_bugs(caplog: pytest.LogCaptureFixture) 
             await asyncio.sleep(0)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "KeyError" in messages[0]
+
+
+async def test_wait_is_bounded_and_cancels_nothing() -> None:
+    tasks = TaskSet()
+    release = asyncio.Event()
+
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    async def stuck() -> None:
+        await release.wait()
+
+    done = tasks.spawn(quick())
+    pending = tasks.spawn(stuck())
+    await tasks.wait(0.05)
+    assert done.done() and not pending.done() and len(tasks) == 1
+    release.set()
+    await tasks.wait(1.0)
+    assert pending.done() and not pending.cancelled() and len(tasks) == 0

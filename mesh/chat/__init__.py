@@ -9,7 +9,8 @@ app.py      ChatApp, and run_chat (find or start the daemon, run, stop what it s
 """
 
 from mesh.chat.app import ChatApp, ChatOptions, ChatOutcome, run_chat
-from mesh.chat.link import DaemonLink, NodeStoppedError, find_or_start
+from mesh.chat.link import DaemonLink, find_or_start
+from mesh.errors import NodeStoppedError
 
 __all__ = [
     "ChatApp",

@@ -42,6 +42,7 @@ from mesh.chat.view import (
     status_line,
 )
 from mesh.control import Event
+from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
@@ -303,7 +304,7 @@ class ChatApp(App[None]):
             return
         self.query_one("#chat-title", Static).update(self.title_text(peer_id))
         rows = self.store.list_messages(peer_id=peer_id, limit=SHOWN_MESSAGES)
-        lines = [self._line(row) for row in rows if row.kind == "text"]
+        lines = [self._line(row) for row in rows if row.kind == MessageKind.TEXT]
         await box.mount_all(lines)
         box.scroll_end(animate=False)
 
@@ -332,7 +333,7 @@ class ChatApp(App[None]):
             await self._show_row(row)
 
     async def _show_row(self, row: MessageRow) -> None:
-        if row.peer_id != self.current or row.kind != "text":
+        if row.peer_id != self.current or row.kind != MessageKind.TEXT:
             return
         existing = self.shown.get(widget_key(row))
         if existing is not None:

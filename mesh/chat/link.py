@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from mesh.control import ControlClient, Event, connect_or_lock
-from mesh.errors import LocalError, MeshError
+from mesh.errors import LocalError, MeshError, NodeStoppedError
 
 START_WAIT = 30.0  # how long a started `mesh up` may take to answer on its socket
 STOP_WAIT = 10.0  # how long it may take to stop after SIGTERM
 POLL = 0.05  # how often a starting daemon is checked for
 
 AskPassphrase = Callable[[], "str | None"]
-
-
-class NodeStoppedError(MeshError):
-    """The daemon of the home does not answer any more."""
 
 
 class DaemonLink:

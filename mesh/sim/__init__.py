@@ -9,7 +9,8 @@ memory: latency, loss, duplication, partitions), `plan` (the scenario, decided f
 seed), `scenario` (plays the plan on real nodes), `report` (numbers, JSON, plot).
 """
 
-from mesh.sim.clock import SimulationStalled, VirtualTimeLoop, run_virtual
+from mesh.errors import SimulationStalled
+from mesh.sim.clock import VirtualTimeLoop, run_virtual
 from mesh.sim.network import Impairments, LinkModel, Network
 from mesh.sim.plan import Event, Plan, Scenario, make_plan, sim_config, sim_options
 from mesh.sim.report import Report, Sent, plot

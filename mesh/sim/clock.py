@@ -25,6 +25,8 @@ import selectors
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
+from mesh.errors import SimulationStalled
+
 T = TypeVar("T")
 
 # With no timer at all and nothing ready, only real I/O could wake the loop; a simulation
@@ -32,10 +34,6 @@ T = TypeVar("T")
 # happen. Wait this long for real I/O (an executor thread), then give up loudly.
 STALL_TIMEOUT = 5.0
 REAL_IO_EVERY = 64  # virtual-time jumps between two polls of the real file descriptors
-
-
-class SimulationStalled(RuntimeError):
-    """Nothing is scheduled and nothing can happen: the simulation would block forever."""
 
 
 class VirtualSource(Protocol):

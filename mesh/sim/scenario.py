@@ -229,7 +229,7 @@ class Simulation:
                 options=sc.options,
                 bind=self.bind,
                 wall=self.wall,
-                store=peer.store,
+                home=peer.store,
             )
             peer.port = peer.node.address[1]
 

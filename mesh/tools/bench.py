@@ -191,7 +191,7 @@ class MeshNet:
         store = prepared_store(identity, self.rng.randbytes(20))
         seeds = self.seeds() if self.replicas or self.nodes else []
         return await Node.start(
-            host=host, bootstrap=seeds, config=self.config, options=options, store=store
+            home=store, host=host, bootstrap=seeds, config=self.config, options=options
         )
 
     async def build(self) -> dict[str, Any]:

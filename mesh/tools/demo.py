@@ -20,9 +20,11 @@ from rich.markup import escape
 
 from mesh.dht.server import DhtConfig
 from mesh.envelope import Message
-from mesh.errors import MeshError
-from mesh.home import NetConfig, init_home, start_node
+from mesh.errors import DemoError
+from mesh.home import init_home
 from mesh.node import Node
+from mesh.runner import NetConfig, start_node
+from mesh.store import MessageStatus
 
 NAMES = ("ann", "ben", "cat", "dan")
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -31,10 +33,6 @@ NETWORK_NAME = "mesh-demo"
 # the demo (the default, for real networks, is 1 s with one retry).
 DEMO_DHT = DhtConfig(rpc_timeout=0.3)
 STEP_TIMEOUT = 10.0
-
-
-class DemoError(MeshError):
-    """A step of the demo did not happen in time."""
 
 
 class Transcript:
@@ -136,7 +134,7 @@ class Demo:
         deadline = since + STEP_TIMEOUT
         while time.perf_counter() < deadline:
             row = store.get_message(message_id, "out")
-            if row is not None and row.status == "delivered":
+            if row is not None and row.status == MessageStatus.DELIVERED:
                 self.say(
                     f"receipt: [cyan]{sender}[/cyan] sees its message as "
                     f"[bold]delivered[/bold] ({elapsed_ms(since)} later)"
