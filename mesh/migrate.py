@@ -19,7 +19,8 @@ from pathlib import Path
 from mesh import vault
 from mesh.errors import LockedError, NoIdentityError, WrongPassphraseError
 from mesh.identity import Identity
-from mesh.store import CIPHER_PAGE_SIZE, Store, connect_sqlcipher, sqlcipher_key_literal
+from mesh.store import Store
+from mesh.store_db import CIPHER_PAGE_SIZE, connect_sqlcipher, sqlcipher_key_literal
 
 MIGRATING = "mesh.db.migrating"
 RETIRED = "mesh.db.old"

@@ -28,15 +28,22 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
-
-import sqlcipher3
+from typing import Any
 
 from mesh.envelope import KindName
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.store_db import (
+    BUSY_TIMEOUT,
+    ErrorGuard,
+    connect_sqlcipher,
+    create_private_file,
+    split_statements,
+)
 from mesh.store_rows import (
     CONTACT_COLUMNS,
     DIRECTIONS,
+    EXPIRE_DELETE,
+    EXPIRE_STEPS,
     EXPIRED_KEEP,
     HELD_PUT,
     INSERT_MESSAGE,
@@ -84,81 +91,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PEER_CACHE_LIMIT = 1000
-BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
-CIPHER_PAGE_SIZE = 1024  # see connect_sqlcipher
-
-
-class _ErrorGuard:
-    """Turns any sqlite3.Error raised inside ``with`` into a StoreError naming the file."""
-
-    __slots__ = ("where",)
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, _DB_ERRORS):
-            raise StoreError(_describe(self.where, exc)) from exc
-
-
-_DB_ERRORS = (sqlite3.Error, sqlcipher3.Error)
-
-
-def _describe(where: str, exc: BaseException) -> str:
-    if isinstance(exc, sqlite3.IntegrityError | sqlcipher3.IntegrityError):
-        return f"the local store at {where} refused a write: {exc}"
-    if isinstance(exc, sqlite3.ProgrammingError | sqlcipher3.ProgrammingError):
-        return f"the local store at {where} cannot be used: {exc}"
-    return f"the local store at {where} is damaged or locked: {exc}"
-
-
-def sqlcipher_key_literal(key: bytes) -> str:
-    """SQLCipher's raw-key syntax (no PBKDF2): x'<64 hex digits>'. Never log it."""
-    if len(key) != 32:
-        raise ValueError("a store key is 32 bytes")
-    return f"x'{key.hex()}'"
-
-
-def connect_sqlcipher(path: str | os.PathLike[str], key: bytes | None) -> sqlite3.Connection:
-    """A SQLCipher connection (plaintext if `key` is None, for migrations).
-
-    Settings: SQLCipher 4 defaults (AES-256-CBC, HMAC-SHA512 per page, a random IV per
-    page write) but 1024-byte pages like the plain store (a commit fsyncs a quarter of the
-    bytes of 4096-byte pages: the send path is fsync-bound), a raw key (no PBKDF2), temp
-    files in memory.
-    """
-    conn = sqlcipher3.connect(
-        os.fspath(path), isolation_level=None, timeout=BUSY_TIMEOUT, cached_statements=32
-    )
-    if key is not None:
-        conn.execute(f'PRAGMA key = "{sqlcipher_key_literal(key)}"')
-        conn.execute(f"PRAGMA cipher_page_size = {CIPHER_PAGE_SIZE:d}")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    return cast(sqlite3.Connection, conn)
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration script into statements (semicolons inside triggers are kept)."""
-    statements: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \t\r\n;"):
-                statements.append(pending.strip())
-            pending = ""
-    return statements
-
-
-def _create_private_file(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
-    os.close(fd)
 
 
 class Store:
@@ -174,10 +106,10 @@ class Store:
     ) -> None:
         disk_path = None if path is None else os.fspath(path)
         self.path: str | None = None if disk_path == ":memory:" else disk_path
-        self._guard = _ErrorGuard(self.path or ":memory:")
+        self._guard = ErrorGuard(self.path or ":memory:")
         self._peer_limit = peer_cache_limit
         if self.path is not None:
-            _create_private_file(self.path)
+            create_private_file(self.path)
         self.encrypted = key is not None and self.path is not None
         self._walsync = WalSync(self.path) if self.encrypted and self.path else None
         with self._guard:
@@ -229,7 +161,7 @@ class Store:
             # Another process may have migrated while we waited for the write lock.
             if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= number:
                 return
-            for statement in _split_statements(MIGRATIONS[number - 1]):
+            for statement in split_statements(MIGRATIONS[number - 1]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number:d}")
         log.debug("store %s: migrated to schema version %d", self._guard.where, number)
@@ -540,27 +472,9 @@ class Store:
         (empty text) with status "failed" (it was still queued) or "expired" (stored, never
         picked up), listed for EXPIRED_KEEP more so the sender learns it did not arrive."""
         with self._transaction() as conn:
-            for old, new in (("queued", "failed"), ("stored", "expired")):
-                conn.execute(
-                    "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
-                    "AND status = ? AND expires_at <= ? AND kind = 'text'",
-                    (new, old, now),
-                )
-            conn.execute(
-                "UPDATE messages SET body = x'' WHERE direction = 'out' AND expires_at <= ? "
-                "AND status IN ('failed', 'expired') AND length(body) > 0",
-                (now,),
-            )
-            conn.execute(
-                "DELETE FROM outbox WHERE msg_id IN (SELECT msg_id FROM messages "
-                "WHERE direction = 'out' AND expires_at <= ?)",
-                (now,),
-            )
-            rows = conn.execute(
-                "DELETE FROM messages WHERE (expires_at <= ? AND status NOT IN "
-                "('failed', 'expired')) OR expires_at <= ? RETURNING msg_id, direction",
-                (now, now - EXPIRED_KEEP),
-            ).fetchall()
+            for sql, params in EXPIRE_STEPS:
+                conn.execute(sql, tuple(now if p is None else p for p in params))
+            rows = conn.execute(EXPIRE_DELETE, (now, now - EXPIRED_KEEP)).fetchall()
             outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
             conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)
         if rows:
