@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
-from cli import render
+from cli import security
 from cli.params import host_option
+from mesh import vault
 from mesh.chat import ChatOptions, run_chat
 from mesh.errors import LocalError, MeshError
-from mesh.home import open_home, passphrase_for, resolve_recipient
+from mesh.home import open_home, resolve_recipient
 from mesh.netaddr import parse_host_port
 
 
@@ -126,5 +127,6 @@ def _up_args(
 
 def _passphrase(home: Path) -> str | None:
     """The passphrase the node being started needs: MESH_PASSPHRASE, else asked."""
-    with open_home(home) as store:
-        return passphrase_for(store, render.passphrase_prompt())
+    if not vault.is_locked(home):
+        return None
+    return security.read_passphrase(home, 1)

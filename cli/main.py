@@ -21,7 +21,7 @@ import click
 import platformdirs
 import segno
 
-from cli import bench, chat, people, render, sim
+from cli import bench, chat, people, render, security, sim
 from cli import network as network_cli
 from cli import share as share_cli
 from cli.params import host_option
@@ -29,9 +29,9 @@ from mesh import __version__
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TEXT_BYTES, MAX_TTL
-from mesh.errors import MeshError, UnknownContactError, WrongPassphraseError
+from mesh.errors import MeshError, UnknownContactError
 from mesh.home import (
-    env_passphrase,
+    ensure_new_home,
     init_home,
     open_home,
     passphrase_for,
@@ -163,32 +163,24 @@ def ask_passphrase(store: Store) -> str | None:
     return passphrase_for(store, render.passphrase_prompt())
 
 
-def new_passphrase() -> str:
-    """`init --passphrase`: MESH_PASSPHRASE, else asked twice in a terminal."""
-    given = env_passphrase()
-    if given is not None:
-        return given
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise WrongPassphraseError("no terminal to ask for a passphrase: set MESH_PASSPHRASE")
-    secret: str = click.prompt(
-        "new passphrase", hide_input=True, confirmation_prompt=True, err=True
-    )
-    if not secret:
-        raise WrongPassphraseError("the passphrase is empty")
-    return secret
-
-
 # -- identity and contacts -----------------------------------------------------------------
 
 
 @cli.command()
 @click.option("--name", help="Your name, as you would like contacts to see it.")
-@click.option("--passphrase", is_flag=True, help="Encrypt the identity with a passphrase.")
+@click.option(
+    "--passphrase/--no-passphrase",
+    default=None,
+    help="Protect this home with a passphrase (default on a terminal).",
+)
 @click.pass_obj
-def init(home: Path, name: str | None, passphrase: bool) -> None:
+def init(home: Path, name: str | None, passphrase: bool | None) -> None:
     """Create the identity of this home (refuses if it has one)."""
-    secret = new_passphrase() if passphrase else None
+    ensure_new_home(home)
+    secret = security.init_passphrase(passphrase)
     identity = init_home(home, name, secret)
+    if secret is None and passphrase is None:
+        render.hint("no terminal, so no passphrase: `mesh passphrase` adds one")
     render.print_identity({"id": identity.id, "fingerprint": identity.public.fingerprint})
     click.echo(f"home: {home}")
 
@@ -518,6 +510,7 @@ cli.add_command(sim.command)
 cli.add_command(chat.command)
 cli.add_command(share_cli.command)
 cli.add_command(network_cli.network)
+security.register(cli)
 cli.add_command(people.read)
 contacts.add_command(people.verify)
 contacts.add_command(people.receipts)

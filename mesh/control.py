@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from mesh import errors, reading
+from mesh import errors, reading, retention
 from mesh.envelope import MessageKind
 from mesh.errors import AlreadyRunningError, MeshError, UnreachableError
 from mesh.home import (
@@ -31,6 +31,7 @@ from mesh.home import (
     control_path,
     open_home,
     queue_message,
+    require_home,
     resolve_recipient,
     unlock_identity,
 )
@@ -78,6 +79,7 @@ def message_json(row: MessageRow, names: dict[str, str]) -> Event:
 def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     """Text messages one way, oldest first, after deleting the expired ones."""
     store.delete_expired_messages(now)
+    retention.apply(store, now)
     names = contact_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
     return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == MessageKind.TEXT]
@@ -224,12 +226,11 @@ async def send_text(
     is written or any process is contacted. `on_queued` runs once the message is
     committed locally.
     """
-    with open_home(home) as store:
-        resolve_recipient(store, to)
+    require_home(home)
     check_text(text)
     check_ttl(ttl)
     target = await connect_or_lock(home)
-    if isinstance(target, ControlClient):
+    if isinstance(target, ControlClient):  # it resolves TO: no unlock (KDF) here
         peers = [format_address(p) for p in net.peers]
         async with target:
             doc = await target.request("send", to=to, text=text, ttl=ttl, peers=peers)
@@ -238,6 +239,7 @@ async def send_text(
         return result
     with target:
         with open_home(home) as store:
+            resolve_recipient(store, to)
             passphrase = unlock(store)
             identity = unlock_identity(store, passphrase)
             message = queue_message(store, identity, to, text, ttl, time.time())
@@ -248,7 +250,7 @@ async def send_text(
 
 async def read_inbox(home: Path, net: NetConfig, unlock: Unlock) -> tuple[list[Event], bool]:
     """(received text messages, whether the mailbox was fetched from the network)."""
-    open_home(home).close()
+    require_home(home)
     target = await connect_or_lock(home)
     if isinstance(target, ControlClient):
         async with target:
@@ -269,7 +271,7 @@ async def read_inbox(home: Path, net: NetConfig, unlock: Unlock) -> tuple[list[E
 
 async def list_peers(home: Path) -> Event:
     """The daemon's live routing table, else the peers this home saw last."""
-    open_home(home).close()
+    require_home(home)
     client = await ControlClient.connect(home)
     if client is not None:
         async with client:

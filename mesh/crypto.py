@@ -213,3 +213,30 @@ def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes = b"") 
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two secrets or tags (libsodium's sodium_memcmp)."""
     return len(a) == len(b) and bool(nacl.bindings.sodium_memcmp(a, b))
+
+
+# -- the store at rest: argon2id for passphrases ------------------------------------------
+# Used by mesh.vault (the key file) and mesh.backup: MODERATE limits (256 MiB, 3 passes).
+
+STORE_OPSLIMIT: int = argon2id.OPSLIMIT_MODERATE
+STORE_MEMLIMIT: int = argon2id.MEMLIMIT_MODERATE
+PWHASH_SALT_SIZE: int = argon2id.SALTBYTES
+
+
+def passphrase_key(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    """A 32-byte key from a passphrase: argon2id13 of its NFC UTF-8 bytes (libsodium)."""
+    if not passphrase:
+        raise WrongPassphraseError("an empty passphrase protects nothing: choose one")
+    if not (argon2id.OPSLIMIT_MIN <= opslimit <= argon2id.OPSLIMIT_MAX) or not (
+        argon2id.MEMLIMIT_MIN <= memlimit <= argon2id.MEMLIMIT_MAX
+    ):
+        raise MalformedError("argon2id limits out of range")
+    secret = unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogatepass")
+    key: bytes = argon2id.kdf(KEY_SIZE, secret, salt, opslimit=opslimit, memlimit=memlimit)
+    return key
+
+
+def random_bytes(size: int) -> bytes:
+    """`size` bytes from libsodium's CSPRNG (randombytes_buf)."""
+    data: bytes = nacl.bindings.randombytes(size)
+    return data

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh import reading
+from mesh import reading, retention
 from mesh.control import (
     LISTED_MESSAGES,
     MAX_LINE_BYTES,
@@ -310,6 +310,7 @@ class Daemon:
     def _delete_expired(self) -> None:
         with contextlib.suppress(MeshError):
             expired = self.node.store.delete_expired_messages(self.node.wall())
+            retention.apply(self.node.store, self.node.wall())
             if expired:
                 self.emit({"event": "expired", "message_ids": [m.hex() for m in expired]})
 

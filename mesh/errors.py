@@ -80,6 +80,10 @@ class WrongPassphraseError(LocalError):
     pass
 
 
+class LockedError(WrongPassphraseError):
+    """The home is locked and no passphrase was given (the message says only "locked")."""
+
+
 class AlreadyRunningError(LocalError):
     pass
 

@@ -5,9 +5,10 @@ Every way into a home goes through this module (running a node for one is mesh.r
 
 - open: `open_store(path)` opens or creates the directory and its database (what
   `Node.start(home=PATH)` does); `open_home(path)` opens one that already has an identity
-  (every command but `init`); `init_home` creates the identity of a new one. Opening a
-  Store applies its schema migrations (mesh.store), so a home of an older release is
-  migrated the first time it is opened.
+  (every command but `init`); `init_home` creates the identity of a new one. On disk the
+  database is encrypted: mesh.vault unlocks it (the passphrase wraps its key), and turns
+  a plaintext home of the previous release into an encrypted one on first unlock. Opening
+  a Store applies its schema migrations (mesh.store).
 - lock: whoever runs a node for a home (the daemon, or a short-lived node started by
   `mesh send` or `mesh inbox`) holds an exclusive `flock` on `mesh.lock` for its whole
   life (`HomeLock`), so two processes never run one identity and node id at once. The
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from mesh import envelope
+from mesh import envelope, vault
 from mesh.envelope import DEFAULT_TTL, MAX_TEXT_BYTES, MAX_TTL, Message, MessageKind, Record
 from mesh.errors import (
     AlreadyRunningError,
@@ -46,9 +47,9 @@ from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
 from mesh.netkey import NetworkKey
 from mesh.store import Store
 
-DB_NAME = "mesh.db"
+DB_NAME = vault.DB_NAME
 CONTROL_SOCKET = "control.sock"
-LOCK_FILE = "mesh.lock"
+LOCK_FILE = vault.LOCK_FILE
 PASSPHRASE_ENV = "MESH_PASSPHRASE"
 NODE_ID_SIZE = 20
 
@@ -60,41 +61,52 @@ def control_path(home: Path) -> Path:
     return home / CONTROL_SOCKET
 
 
-def open_store(home: str | os.PathLike[str] | None) -> Store:
-    """The store of `home`, created with its directory if new; in memory for None."""
+def open_store(home: str | os.PathLike[str] | None, passphrase: str | None = None) -> Store:
+    """The store of `home`, created with its directory if new; in memory for None. On
+    disk it is encrypted (mesh.vault unlocks it, migrating a plaintext home first)."""
     if home is None:
         return Store(None)
     path = Path(home)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Store(path / DB_NAME)
+    return vault.open_store(path, passphrase)
 
 
-def open_home(home: Path) -> Store:
-    """Open the store of a home that has an identity; never creates anything."""
-    db = home / DB_NAME
-    if not db.is_file():
-        raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
-    store = Store(db)
+def open_home(home: Path, passphrase: str | None = None) -> Store:
+    """Open the store of a home that has an identity, unlocking it (mesh.vault) on the
+    way; never creates anything. A locked home without a passphrase source: LockedError."""
+    require_home(home)
+    store = vault.open_store(home, passphrase)
     if store.get_identity_blob() is None:
         store.close()
         raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
     return store
 
 
+def require_home(home: Path) -> None:
+    """NoIdentityError unless `home` has a store; unlocks nothing (a running daemon
+    answers for a locked home without the passphrase being asked again)."""
+    if vault.home_state(home) == "empty":
+        raise NoIdentityError(f"no identity in {home}: run `mesh --home {home} init` first")
+
+
+def ensure_new_home(home: Path) -> None:
+    """IdentityExistsError if `home` has a store (or a key file) already."""
+    if vault.home_state(home) != "empty" or (home / vault.KEY_FILE).exists():
+        raise IdentityExistsError(
+            f"{home} already has an identity; refusing to replace it "
+            "(use another --home for a second identity)"
+        )
+
+
 def init_home(home: Path, name: str | None, passphrase: str | None) -> Identity:
     """Create the identity of a new home; IdentityExistsError if it has one."""
-    if (home / DB_NAME).is_file():
-        with Store(home / DB_NAME) as existing:
-            if existing.get_identity_blob() is not None:
-                raise IdentityExistsError(
-                    f"{home} already has an identity; refusing to replace it "
-                    "(use another --home for a second identity)"
-                )
+    ensure_new_home(home)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     identity = Identity.generate()
-    with Store(home / DB_NAME) as store:
-        store.set_identity_blob(identity.to_bytes(passphrase))
-        # The ID is public: kept in clear so `mesh id` never needs the passphrase.
+    with vault.open_store(home, passphrase) as store:
+        # The seed is stored in clear inside the encrypted store (the passphrase wraps
+        # the store's key, see mesh/vault.py).
+        store.set_identity_blob(identity.to_bytes(None))
         store.set_setting("public_id", identity.id)
         if name:
             store.set_setting("name", name.strip())
@@ -150,7 +162,7 @@ def unlock_identity(store: Store, passphrase: str | None, create: bool = False) 
     if not create:
         raise NoIdentityError("this home has no identity yet: run `mesh init` first")
     identity = Identity.generate()
-    store.set_identity_blob(identity.to_bytes(passphrase))
+    store.set_identity_blob(identity.to_bytes(None))  # inside the encrypted store
     return identity
 
 

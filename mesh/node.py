@@ -186,7 +186,7 @@ class Node:
         `node_id` fixes it instead (the simulator and the bench draw it from their seed).
         """
         key = as_network_key(network_key)
-        store = home if isinstance(home, Store) else homes.open_store(home)
+        store = home if isinstance(home, Store) else homes.open_store(home, passphrase)
         try:
             identity = homes.unlock_identity(store, passphrase, create)
             node_id = node_id or homes.fresh_node_id(store)

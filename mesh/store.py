@@ -10,8 +10,11 @@ user sent or received is fsynced before anything acknowledges it (the UI, a rece
 delete of the mailbox copy in the DHT). Cache-like writes (held records, tombstones, peer
 cache) use ``synchronous=NORMAL``: they survive a process crash, a power cut may lose the
 last few (the DHT republishes, peers are rediscovered), and a DHT peer under a burst does
-not pay one fsync per record. The next FULL commit makes them durable too (the WAL is
-append-only). ``secure_delete`` overwrites expired (disappearing) messages.
+not pay one fsync per record. Status changes and outbox bookkeeping (attempts, removal
+after a store) are NORMAL too: a power cut can only roll them back to an earlier state
+(a message shown queued again and re-sent, which the recipient deduplicates by id). The
+next FULL commit makes them durable too (the WAL is append-only, replayed in order).
+``secure_delete`` overwrites expired (disappearing) messages.
 
 Schema: ``PRAGMA user_version`` counts the applied `MIGRATIONS`; each one runs in one
 transaction with its version bump. A database from a newer release is refused.
@@ -29,9 +32,18 @@ from typing import Any
 
 from mesh.envelope import KindName
 from mesh.errors import IdentityExistsError, LocalError, StoreError
+from mesh.store_db import (
+    BUSY_TIMEOUT,
+    ErrorGuard,
+    connect_sqlcipher,
+    create_private_file,
+    split_statements,
+)
 from mesh.store_rows import (
     CONTACT_COLUMNS,
     DIRECTIONS,
+    EXPIRE_DELETE,
+    EXPIRE_STEPS,
     EXPIRED_KEEP,
     HELD_PUT,
     INSERT_MESSAGE,
@@ -57,6 +69,7 @@ from mesh.store_rows import (
     contact_name,
     message_from_row,
 )
+from mesh.walsync import WalSync
 
 __all__ = [
     "DIRECTIONS",
@@ -78,76 +91,37 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PEER_CACHE_LIMIT = 1000
-BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write lock
-
-
-class _ErrorGuard:
-    """Turns any sqlite3.Error raised inside ``with`` into a StoreError naming the file."""
-
-    __slots__ = ("where",)
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(_describe(self.where, exc)) from exc
-
-
-def _describe(where: str, exc: sqlite3.Error) -> str:
-    if isinstance(exc, sqlite3.IntegrityError):
-        return f"the local store at {where} refused a write: {exc}"
-    if isinstance(exc, sqlite3.ProgrammingError):
-        return f"the local store at {where} cannot be used: {exc}"
-    return f"the local store at {where} is damaged or locked: {exc}"
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration script into statements (semicolons inside triggers are kept)."""
-    statements: list[str] = []
-    pending = ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \t\r\n;"):
-                statements.append(pending.strip())
-            pending = ""
-    return statements
-
-
-def _create_private_file(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
-    os.close(fd)
 
 
 class Store:
-    """The local SQLite store. ``path=None`` keeps everything in memory."""
+    """The local SQLite store. ``path=None`` keeps everything in memory; with ``key``
+    the file is a SQLCipher database (see mesh/vault.py, which owns the key)."""
 
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
         *,
         peer_cache_limit: int = PEER_CACHE_LIMIT,
+        key: bytes | None = None,
     ) -> None:
         disk_path = None if path is None else os.fspath(path)
         self.path: str | None = None if disk_path == ":memory:" else disk_path
-        self._guard = _ErrorGuard(self.path or ":memory:")
+        self._guard = ErrorGuard(self.path or ":memory:")
         self._peer_limit = peer_cache_limit
         if self.path is not None:
-            _create_private_file(self.path)
+            create_private_file(self.path)
+        self.encrypted = key is not None and self.path is not None
+        self._walsync = WalSync(self.path) if self.encrypted and self.path else None
         with self._guard:
-            self._conn = sqlite3.connect(
-                self.path or ":memory:",
-                isolation_level=None,
-                timeout=BUSY_TIMEOUT,
-                cached_statements=32,  # we use ~30 statements; the default keeps 128
-            )
+            if key is not None and self.path is not None:
+                self._conn = connect_sqlcipher(self.path, key)
+            else:
+                self._conn = sqlite3.connect(
+                    self.path or ":memory:",
+                    isolation_level=None,
+                    timeout=BUSY_TIMEOUT,
+                    cached_statements=32,  # we use ~30 statements; the default keeps 128
+                )
         try:
             self._open()
         except BaseException:
@@ -170,13 +144,16 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys = ON")
             # Small pages for a small database: an empty in-memory store drops from ~172 KiB
             # to ~100 KiB (hundreds of peers run in one process). Only a new file takes it.
-            self._conn.execute("PRAGMA page_size = 1024")
+            if not self.encrypted:  # SQLCipher has cipher_page_size (connect_sqlcipher)
+                self._conn.execute("PRAGMA page_size = 1024")
             if self.path is None:
                 return
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("store %s: journal mode is %s, not WAL", self.path, mode)
-            self._conn.execute("PRAGMA synchronous = FULL")
+            # FULL; the encrypted store syncs its WAL itself (mesh/walsync.py).
+            sync = "NORMAL" if self._walsync is not None else "FULL"
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA secure_delete = ON")
 
     def _apply_migration(self, number: int) -> None:
@@ -184,7 +161,7 @@ class Store:
             # Another process may have migrated while we waited for the write lock.
             if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= number:
                 return
-            for statement in _split_statements(MIGRATIONS[number - 1]):
+            for statement in split_statements(MIGRATIONS[number - 1]):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number:d}")
         log.debug("store %s: migrated to schema version %d", self._guard.where, number)
@@ -193,7 +170,10 @@ class Store:
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._guard:
-            return self._conn.execute(sql, params)
+            cursor = self._conn.execute(sql, params)
+            if self._walsync is not None:
+                self._walsync.after_write(self._conn.total_changes)
+            return cursor
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._guard:
@@ -211,6 +191,8 @@ class Store:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                if self._walsync is not None:
+                    self._walsync.after_write(conn.total_changes)
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()
@@ -222,6 +204,13 @@ class Store:
         if self.path is None:
             yield
             return
+        if self._walsync is not None:  # NORMAL already; just skip the WAL sync
+            self._walsync.relaxed += 1
+            try:
+                yield
+            finally:
+                self._walsync.relaxed -= 1
+            return
         self._execute("PRAGMA synchronous = NORMAL")
         try:
             yield
@@ -231,6 +220,16 @@ class Store:
     def close(self) -> None:
         with self._guard:
             self._conn.close()
+        if self._walsync is not None:
+            self._walsync.close()
+
+    def schema_version(self) -> int:
+        return int(self._one("PRAGMA user_version")[0])
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database and truncate it (deleted rows leave the WAL)."""
+        if self.path is not None:
+            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def __enter__(self) -> Store:
         return self
@@ -329,6 +328,18 @@ class Store:
         cursor = self._execute(INSERT_MESSAGE, (*row, received_at, direction == "out"))
         return cursor.rowcount == 1
 
+    def add_messages(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Insert many messages in one transaction (a restore): rows of (msg_id, direction,
+        peer_id, kind, body, sent_at, expires_at, status, received_at, read); returns how
+        many were new."""
+        checked = []
+        for row in rows:
+            check_direction(row[1])
+            kind, status = check_kind(row[3]), check_status(row[7])
+            checked.append((*row[:3], kind, *row[4:7], status, row[8], bool(row[9])))
+        with self._transaction() as conn:
+            return int(conn.executemany(INSERT_MESSAGE, checked).rowcount)
+
     def queue_outgoing(
         self,
         msg_id: bytes,
@@ -383,15 +394,17 @@ class Store:
         """Move a message forward (or update replicas); False if unknown or backwards."""
         check_direction(direction)
         status = check_status(status)
-        cursor = self._execute(SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
+        with self._relaxed():  # progress, not content: see the module docstring
+            cursor = self._execute(SET_STATUS_SQL[status], (status, replicas, msg_id, direction))
         return cursor.rowcount == 1
 
     def set_message_replicas(self, msg_id: bytes, direction: Direction, replicas: int) -> bool:
         """Record how many replicas took a message, whatever its status is by now."""
-        cursor = self._execute(
-            "UPDATE messages SET replicas = ? WHERE msg_id = ? AND direction = ?",
-            (replicas, msg_id, direction),
-        )
+        with self._relaxed():
+            cursor = self._execute(
+                "UPDATE messages SET replicas = ? WHERE msg_id = ? AND direction = ?",
+                (replicas, msg_id, direction),
+            )
         return cursor.rowcount == 1
 
     def mark_read(self, peer_id: str) -> int:
@@ -459,33 +472,28 @@ class Store:
         (empty text) with status "failed" (it was still queued) or "expired" (stored, never
         picked up), listed for EXPIRED_KEEP more so the sender learns it did not arrive."""
         with self._transaction() as conn:
-            for old, new in (("queued", "failed"), ("stored", "expired")):
-                conn.execute(
-                    "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
-                    "AND status = ? AND expires_at <= ? AND kind = 'text'",
-                    (new, old, now),
-                )
-            conn.execute(
-                "UPDATE messages SET body = x'' WHERE direction = 'out' AND expires_at <= ? "
-                "AND status IN ('failed', 'expired') AND length(body) > 0",
-                (now,),
-            )
-            conn.execute(
-                "DELETE FROM outbox WHERE msg_id IN (SELECT msg_id FROM messages "
-                "WHERE direction = 'out' AND expires_at <= ?)",
-                (now,),
-            )
-            rows = conn.execute(
-                "DELETE FROM messages WHERE (expires_at <= ? AND status NOT IN "
-                "('failed', 'expired')) OR expires_at <= ? RETURNING msg_id, direction",
-                (now, now - EXPIRED_KEEP),
-            ).fetchall()
+            for sql, params in EXPIRE_STEPS:
+                conn.execute(sql, tuple(now if p is None else p for p in params))
+            rows = conn.execute(EXPIRE_DELETE, (now, now - EXPIRED_KEEP)).fetchall()
             outgoing = [(msg_id,) for msg_id, direction in rows if direction == "out"]
             conn.executemany("DELETE FROM outbox WHERE msg_id = ?", outgoing)
-        if rows and self.path is not None:
-            # Do not leave the plaintext of disappearing messages in the WAL file.
-            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if rows:
+            self.checkpoint()  # no copy of a disappearing message left in the WAL file
         return [bytes(msg_id) for msg_id, _ in rows]
+
+    def delete_read_before(self, cutoff: float) -> int:
+        """Retention: delete read incoming messages received before `cutoff`, and sent
+        ones older than it that left the outbox; returns how many."""
+        with self._transaction() as conn:
+            count = conn.execute(
+                "DELETE FROM messages WHERE (direction = 'in' AND is_read = 1 "
+                "AND coalesce(received_at, sent_at) < ?) OR (direction = 'out' AND "
+                "sent_at < ? AND msg_id NOT IN (SELECT msg_id FROM outbox))",
+                (cutoff, cutoff),
+            ).rowcount
+        if count:
+            self.checkpoint()
+        return int(count)
 
     # -- outbox -----------------------------------------------------------------------
 
@@ -499,13 +507,15 @@ class Store:
         return [OutboxItem(*row) for row in self._all(sql, (-1 if limit is None else limit,))]
 
     def outbox_mark_attempt(self, msg_id: bytes, now: float) -> None:
-        self._execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE msg_id = ?",
-            (now, msg_id),
-        )
+        with self._relaxed():
+            self._execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE msg_id = ?",
+                (now, msg_id),
+            )
 
     def outbox_remove(self, msg_id: bytes) -> bool:
-        return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
+        with self._relaxed():
+            return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
 
     # -- held records and tombstones (for mesh.dht.storage) -----------------------------
 

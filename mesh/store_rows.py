@@ -225,3 +225,34 @@ def message_from_row(row: Any) -> MessageRow:
     fields[7] = MessageStatus(fields[7])
     fields[9] = bool(fields[9])  # is_read
     return MessageRow(*fields)
+
+
+# -- the expiry of messages (Store.delete_expired_messages) ---------------------------------
+# Parameters given as None are `now`. An outgoing text that never got a receipt becomes a
+# stub (empty body) with status failed (still queued) or expired (stored, not picked up).
+EXPIRE_STEPS: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (
+        "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
+        "AND status = ? AND expires_at <= ? AND kind = 'text'",
+        ("failed", "queued", None),
+    ),
+    (
+        "UPDATE messages SET status = ?, body = x'' WHERE direction = 'out' "
+        "AND status = ? AND expires_at <= ? AND kind = 'text'",
+        ("expired", "stored", None),
+    ),
+    (
+        "UPDATE messages SET body = x'' WHERE direction = 'out' AND expires_at <= ? "
+        "AND status IN ('failed', 'expired') AND length(body) > 0",
+        (None,),
+    ),
+    (
+        "DELETE FROM outbox WHERE msg_id IN (SELECT msg_id FROM messages "
+        "WHERE direction = 'out' AND expires_at <= ?)",
+        (None,),
+    ),
+)
+EXPIRE_DELETE = (
+    "DELETE FROM messages WHERE (expires_at <= ? AND status NOT IN "
+    "('failed', 'expired')) OR expires_at <= ? RETURNING msg_id, direction"
+)

@@ -19,6 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Label, ListView, Static
 
 from cli.main import cli
+from mesh import vault
 from mesh.chat import ChatApp, ChatOptions, DaemonLink, find_or_start, run_chat
 from mesh.chat.app import ContactItem, MessageLine
 from mesh.chat.screens import AddContactScreen, MyIdScreen, id_feedback
@@ -34,7 +35,7 @@ from mesh.chat.view import (
 from mesh.control import ControlClient
 from mesh.home import HomeLock
 from mesh.identity import Identity
-from mesh.store import Contact, Direction, MessageRow, Store
+from mesh.store import Contact, Direction, MessageRow
 
 WAIT = 20.0  # a condition that depends on the network
 DISAPPEAR_TTL = 6  # seconds: shown first, then gone well within WAIT
@@ -98,7 +99,7 @@ def line_with(app: ChatApp, text: str) -> MessageLine | None:
 
 
 def unread(home: Path) -> dict[str, int]:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         return store.unread_counts()
 
 
@@ -201,7 +202,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
     app = await open_app(pair, None)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.ready, "the chat to load")
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             before = store.list_contacts()
         await pilot.press("ctrl+n")
         dialog = await until(
@@ -220,7 +221,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
         await pilot.pause()
         assert app.screen is dialog  # still open, still saying what is wrong
         assert "typo" in plain(check)
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             assert store.list_contacts() == before
 
         id_field.value = ""
@@ -228,7 +229,7 @@ async def test_pasting_an_id_with_a_typo_shows_the_error_and_adds_nothing(pair: 
         await until(pilot, lambda: "correct" in plain(check), "the ID to be accepted")
         await pilot.press("enter")
         await until(pilot, lambda: app.current == dan_id, "dan's conversation to open")
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             added = store.get_contact("dan")
         assert added is not None and added.peer_id == dan_id
 
@@ -240,7 +241,7 @@ async def test_my_id_shows_qr_and_fingerprint(pair: Pair) -> None:
         await pilot.press("ctrl+o")
         screen = await until(pilot, lambda: isinstance(app.screen, MyIdScreen) and app.screen, "")
         assert plain(screen.query_one("#own-id", Static)) == pair.ann_id
-        with Store(pair.ann / "mesh.db") as store:
+        with vault.open_store(pair.ann) as store:
             fingerprint = Identity.from_bytes(store.get_identity_blob() or b"").public.fingerprint
         assert plain(screen.query_one("#fingerprint", Static)).split() == fingerprint.split()
         await pilot.press("escape")
@@ -407,3 +408,17 @@ def test_id_feedback_in_plain_words() -> None:
     assert id_feedback(me, me)[1].plain.startswith("✗ This is your own ID")
     public, text = id_feedback(other.upper() + " ", me)
     assert public is not None and public.id == other and "correct" in text.plain
+
+
+async def test_wipe_shortcut_asks_then_destroys_the_home(pair: Pair) -> None:
+    app = await open_app(pair, None)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.ready, "the chat to load")
+        await pilot.press("ctrl+x")
+        await pilot.press("enter")  # the focused button is Cancel
+        await pilot.pause()
+        assert (pair.ann / "mesh.key").exists() and not app.wiped
+        await pilot.press("ctrl+x")
+        await pilot.click("#wipe")
+        await until(pilot, lambda: app.wiped, "the wipe")
+    assert list(pair.ann.iterdir()) == []

@@ -19,9 +19,9 @@ from test_cli_support import (
 )
 from textual.widgets import Label, Static
 
+from mesh import vault
 from mesh.chat import ChatApp, find_or_start
 from mesh.chat.app import ContactItem
-from mesh.store import Store
 
 
 class Pair:
@@ -33,9 +33,9 @@ class Pair:
         add_contact(self.ann, "ben", self.ben_id)
         add_contact(self.ann, "cleo", make_home(root / "cleo", "Cleo"))
         add_contact(self.ben, "ann", self.ann_id)
-        with Store(self.ann / "mesh.db") as store:
+        with vault.open_store(self.ann) as store:
             store.set_contact_flags("ben", verified_at=1.0, read_receipts=True)
-        with Store(self.ben / "mesh.db") as store:
+        with vault.open_store(self.ben) as store:
             store.set_contact_flags("ann", read_receipts=True)
         self.ben_up = daemons.up(self.ben, "127.0.0.83")
         self.ann_up = daemons.up(self.ann, "127.0.0.84", self.ben_up.address)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cli_support import Daemons, add_contact, clean_env, make_home, mesh, messages
 
+from mesh import vault
 from mesh.control import ControlClient, encode_line
 from mesh.daemon import Daemon
 from mesh.envelope import MAX_TEXT_BYTES
@@ -25,7 +26,6 @@ from mesh.errors import UnknownContactError
 from mesh.identity import is_valid_id
 from mesh.node import Node
 from mesh.runner import NetConfig, start_node
-from mesh.store import Store
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int, *needles
 
 def snapshot(home: Path) -> tuple[object, ...]:
     """Everything a bad command must leave unchanged."""
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         contacts = [(c.name, c.peer_id, c.ttl) for c in store.list_contacts()]
         outbox = [item.msg_id for item in store.outbox_pending()]
     return (contacts, outbox, [r.msg_id for r in messages(home, "out")])
@@ -105,7 +105,7 @@ def sender(root: Path) -> Path:
 
 
 def contact_id(home: Path, name: str) -> str:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         contact = store.get_contact(name)
     assert contact is not None
     return contact.peer_id
@@ -182,12 +182,18 @@ def test_locked_identity_needs_its_passphrase(root: Path) -> None:
     env = {"MESH_PASSPHRASE": "correct horse"}
     created = mesh(home, "init", "--passphrase", env=clean_env(**env))
     assert created.returncode == 0, created.stderr
-    # The ID is public: showing it needs no passphrase.
-    assert mesh(home, "id").stdout.splitlines()[0] == created.stdout.splitlines()[0]
+    # A locked home shows nothing but "locked", not even the ID.
+    one_error_line(mesh(home, "id"), 1, "locked")
+    shown = mesh(home, "id", env=clean_env(**env))
+    assert shown.stdout.splitlines()[0] == created.stdout.splitlines()[0]
+    vault.unlock(home, "correct horse")
     add_contact(home, "me", created.stdout.splitlines()[0])
+    vault.lock(home)
+    one_error_line(mesh(home, "outbox"), 1, "locked")
     one_error_line(mesh(home, "send", "me", "hi", "--no-mdns"), 1, "locked", "MESH_PASSPHRASE")
     wrong = mesh(home, "send", "me", "hi", "--no-mdns", env=clean_env(MESH_PASSPHRASE="nope"))
     one_error_line(wrong, 1, "wrong passphrase")
+    vault.unlock(home, "correct horse")
     assert messages(home, "out") == []
     right = mesh(home, "send", "me", "hi", "--no-mdns", env=clean_env(**env))
     assert right.returncode == 3, right.stderr  # unlocked and queued: no peer anywhere

@@ -29,9 +29,9 @@ from test_cli_support import (
 )
 
 from cli import bench
+from mesh import vault
 from mesh.errors import InvalidAddressError
 from mesh.netaddr import parse_host_port
-from mesh.store import Store
 
 OFFLINE = ("--no-mdns",)  # a short-lived node with no peer: the message stays queued
 
@@ -196,14 +196,14 @@ def test_peers_inbox_read_and_read_receipts(tmp_path: Path, daemons: Daemons) ->
 
 
 def test_read_without_a_daemon_marks_read_and_queues_the_receipt(home: Path, bob: str) -> None:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         store.add_message(b"\x01" * 16, "in", bob, "text", b"hello", 1.0, 4e9, "received")
         store.set_contact_flags("bob", read_receipts=True)
         before = len(store.outbox_pending())
     done = run(home, "read", "bob", "--json")
     doc = json.loads(done.stdout)
     assert [m["text"] for m in doc["messages"]] == ["hello"] and doc["read_receipts"] == 1
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         assert store.unread_counts() == {}
         assert len(store.outbox_pending()) == before + 1  # durable: sent by the next node
 

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mesh import vault
 from mesh.control import ControlClient
 from mesh.home import init_home
-from mesh.store import MessageRow, Store
+from mesh.store import MessageRow
 
 MESH = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parent.parent
@@ -95,12 +96,12 @@ def make_home(path: Path, name: str) -> str:
 
 
 def add_contact(home: Path, name: str, peer_id: str, ttl: int | None = None) -> None:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         store.add_contact(name, peer_id, ttl)
 
 
 def messages(home: Path, direction: str) -> list[MessageRow]:
-    with Store(home / "mesh.db") as store:
+    with vault.open_store(home) as store:
         rows = store.list_messages(direction="in" if direction == "in" else "out")
     return [r for r in rows if r.kind == "text"]
 

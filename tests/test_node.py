@@ -50,8 +50,8 @@ async def test_offline_recipient_fetches_all_five_once(tmp_path: Path) -> None:
 async def test_home_is_private(tmp_path: Path) -> None:
     node = await Node.start(home=tmp_path / "h", host="127.0.0.1")
     await node.stop()
-    db = tmp_path / "h" / "mesh.db"
-    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    for name in ("mesh.db", "mesh.key"):
+        assert stat.S_IMODE(os.stat(tmp_path / "h" / name).st_mode) == 0o600
 
 
 async def test_address_is_the_bound_one() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mesh import store as store_module
+from mesh import store_db
 from mesh.errors import IdentityExistsError, LocalError, StoreError
 from mesh.store import Contact, HeldRecord, PeerRow, Store, Tombstone
 
@@ -488,7 +489,7 @@ def test_split_statements_keeps_trigger_bodies() -> None:
         CREATE TABLE t (x);  -- a comment; with a semicolon
         CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END;
     """
-    statements = store_module._split_statements(script)
+    statements = store_db.split_statements(script)
     assert len(statements) == 2
     assert "CREATE TRIGGER" in statements[1]
     assert statements[1].endswith("END;")

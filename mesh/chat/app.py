@@ -27,8 +27,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, Static
 
+from mesh import vault
 from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
-from mesh.chat.screens import AddContactScreen, MyIdScreen
+from mesh.chat.screens import AddContactScreen, MyIdScreen, WipeScreen
 from mesh.chat.view import (
     VERIFIED_MARK,
     Entry,
@@ -115,6 +116,7 @@ class ChatApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "add_contact", "Add contact", priority=True),
         Binding("ctrl+o", "my_id", "My ID and QR code", priority=True),
+        Binding("ctrl+x", "wipe", "Wipe", priority=True),
         Binding("pageup", "scroll_messages(-1)", "Older", show=False),
         Binding("pagedown", "scroll_messages(1)", "Newer", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -129,6 +131,7 @@ class ChatApp(App[None]):
     ) -> None:
         super().__init__()
         self.home = home
+        self.wiped = False
         self.link = link
         self.open_with = open_with
         self.notices = list(notices)
@@ -390,6 +393,8 @@ class ChatApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The dialogs' shortcuts work from the chat itself, not over an open dialog."""
+        if action == "wipe":
+            return len(self.screen_stack) == 1
         if action in ("add_contact", "my_id"):
             return len(self.screen_stack) == 1 and bool(self.own)
         return True
@@ -413,6 +418,15 @@ class ChatApp(App[None]):
             box.scroll_page_up()
         else:
             box.scroll_page_down()
+
+    def action_wipe(self) -> None:
+        self.push_screen(WipeScreen(), self._wipe_confirmed)
+
+    def _wipe_confirmed(self, confirmed: bool | None) -> None:
+        if confirmed:
+            vault.wipe(self.home)  # the key first; kills the daemon; then the files
+            self.wiped = True
+            self.exit()
 
     def action_my_id(self) -> None:
         own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])

@@ -194,3 +194,33 @@ class MyIdScreen(ModalScreen[None]):
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class WipeScreen(ModalScreen[bool]):
+    """Panic wipe, with one confirmation: Enter or the red button wipes, Escape cancels."""
+
+    DEFAULT_CSS = DIALOG_CSS
+    SCOPED_CSS = False
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog"):
+            yield Label("Wipe this device?", classes="dialog-title")
+            yield Static(
+                "Destroys your identity, contacts and messages here at once, and stops "
+                "your node. This cannot be undone (a backup restores the identity)."
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Wipe everything now", variant="error", id="wipe")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()  # Enter alone does not wipe
+
+    @on(Button.Pressed, "#wipe")
+    def wipe(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
