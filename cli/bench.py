@@ -65,6 +65,11 @@ from mesh.tools.bench_kv import PREPARATIONS
     show_default=True,
     help="Also run our key/value trials at OpenDHT's replication (k = 8, quorum 8).",
 )
+@click.option(
+    "--network-key",
+    is_flag=True,
+    help="Our peers in one private mesh: every datagram sealed (docs/protocol.md).",
+)
 @click.option("--profile", is_flag=True, help="cProfile the trials; top 25 to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line.")
 @click.option("-v", "--verbose", is_flag=True, help="Progress on stderr.")
@@ -79,6 +84,7 @@ def command(
     discovery: bool,
     prepare: str,
     equal_work: bool,
+    network_key: bool,
     profile: bool,
     as_json: bool,
     verbose: bool,
@@ -96,6 +102,7 @@ def command(
         discovery=discovery,
         prepare=prepare,
         equal_work=equal_work,
+        network_key=network_key,
         profile=profile,
         verbose=verbose,
     )

@@ -78,6 +78,11 @@ FD_MARGIN = 64  # descriptors a --real run needs besides one socket per peer
     is_flag=True,
     help="Advance the virtual clock by each event's measured CPU time too.",
 )
+@click.option(
+    "--network-key",
+    is_flag=True,
+    help="Every peer in one private mesh: every datagram sealed (docs/protocol.md).",
+)
 def command(
     peers: int,
     duration: float,
@@ -94,6 +99,7 @@ def command(
     real: bool,
     settings: str,
     charge_cpu: bool,
+    network_key: bool,
 ) -> None:
     """Run many real nodes in one process, on an in-memory network with a virtual clock,
     under churn, loss and partitions; report what was delivered (docs/simulation.md)."""
@@ -112,6 +118,7 @@ def command(
             real=real,
             settings=settings,
             charge_cpu=charge_cpu,
+            network_key=network_key,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

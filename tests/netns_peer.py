@@ -1,6 +1,7 @@
 """One mesh node in its own process, driven by JSON lines (used by tests/test_netns.py).
 
     python tests/netns_peer.py --host 10.99.0.1 [--network mesh] [--lifetime 120] [--poll 3600]
+        [--network-key HEX]
 
 Polling the mailbox is off by default (once an hour), so a message that reaches a node
 after a partition got there through discovery, not through the 30 s polling fallback.
@@ -90,6 +91,7 @@ async def main(args: argparse.Namespace) -> None:
         interfaces=[args.host],
         network_name=args.network,
         options=NodeOptions(poll_interval=args.poll),
+        network_key=bytes.fromhex(args.network_key) if args.network_key else None,
     )
     emit(event="ready", id=node.id, address=list(node.address))
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -118,6 +120,7 @@ if __name__ == "__main__":
     parser.add_argument("--network", default="mesh")
     parser.add_argument("--lifetime", type=float, default=120.0)
     parser.add_argument("--poll", type=float, default=3600.0)
+    parser.add_argument("--network-key", default="", help="hex: a private mesh (a test key)")
     parser.add_argument("--debug", action="store_true", help="mesh debug logs on stderr")
     arguments = parser.parse_args()
     logging.basicConfig(

@@ -148,11 +148,11 @@ class Peer:
         self._reader.cancel()
 
 
-async def start_peer(namespace: str, address: str, log_dir: Path) -> Peer:
+async def start_peer(namespace: str, address: str, log_dir: Path, *extra: str) -> Peer:
     stderr = (log_dir / f"{namespace}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", namespace, sys.executable, str(PEER_SCRIPT),
-        "--host", address, "--lifetime", "120", *(["--debug"] if DEBUG else []),
+        "--host", address, "--lifetime", "120", *(["--debug"] if DEBUG else []), *extra,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
         env={**os.environ, "PYTHONPATH": str(PEER_SCRIPT.parent.parent)},
     )  # fmt: skip
@@ -178,6 +178,28 @@ async def test_discovery_delivery_and_healing_across_namespaces(tmp_path: Path) 
                 peer.id = ready["id"]
             await check_discovery_and_delivery(peers)
             await check_partition_heals(peers, hosts[2])
+        finally:
+            await asyncio.gather(*(p.close() for p in peers))
+
+
+async def test_a_private_mesh_over_real_multicast(tmp_path: Path) -> None:
+    """The same LAN with a network key: the three hosts find each other by the keyed,
+    hourly mDNS names alone and deliver, every datagram sealed."""
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    key = ["--network-key", bytes(range(32)).hex()]
+    peers: list[Peer] = []
+    with bridged_hosts(f"mk{os.getpid()}") as hosts:
+        try:
+            for i, ns in enumerate(hosts, start=1):
+                peers.append(await start_peer(ns, f"10.99.0.{i}", tmp_path, *key))
+            for peer in peers:
+                _, ready = await peer.expect(lambda e: e["event"] == "ready", 30)
+                peer.id = ready["id"]
+            await check_discovery_and_delivery(peers)
+            stats = await peers[0].ask({"cmd": "stats"}, "stats", 10)
+            assert stats["node"].get("dropped_unauthenticated", 0) == 0  # all sealed alike
         finally:
             await asyncio.gather(*(p.close() for p in peers))
 

@@ -508,3 +508,25 @@ def test_kinds_and_statuses_are_the_plain_strings_on_disk(store: Store) -> None:
     assert row.kind is MessageKind.TEXT and row.status == "stored"
     with pytest.raises(ValueError):
         store.add_message(mid(2), "in", "bob", "sticker", b"x", 1.0, 2.0, "received")
+
+
+def test_an_empty_outbox_is_believed_for_a_while_but_never_hides_own_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    db = str(tmp_path / "mesh.db")
+    mine, other = Store(db), Store(db)
+    try:
+        assert mine.outbox_pending() == []
+        mine.outbox_add(b"a" * 16, b"k" * 20, b"record", 1.0)  # our own write: seen at once
+        assert [i.msg_id for i in mine.outbox_pending()] == [b"a" * 16]
+        mine.outbox_remove(b"a" * 16)
+        assert mine.outbox_pending() == []
+        other.outbox_add(b"b" * 16, b"k" * 20, b"record", 2.0)  # another Store's write
+        assert mine.outbox_pending() == []  # believed empty for a while...
+        clock[0] += store_module.OUTBOX_EMPTY_TRUST + 1
+        assert [i.msg_id for i in mine.outbox_pending()] == [b"b" * 16]  # ...then seen
+    finally:
+        mine.close()
+        other.close()

@@ -79,6 +79,7 @@ class Scenario:
     config: DhtConfig | None = None  # None: the named settings' DhtConfig
     options: NodeOptions | None = None  # None: the named settings' NodeOptions
     charge_cpu: bool = False  # the virtual clock also advances by each callback's CPU time
+    network_key: bool = False  # every peer in one private mesh: every datagram sealed
 
     def __post_init__(self) -> None:
         if self.settings not in SETTINGS:

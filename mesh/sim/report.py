@@ -55,6 +55,7 @@ class Report:
     settings: dict[str, Any] = field(default_factory=dict)  # which settings ran
     delivered_via: dict[str, int] = field(default_factory=dict)  # push / fetch / poll
     cpu_charged: bool = False  # did callbacks' CPU time advance the virtual clock
+    network_key: bool = False  # a private mesh: every datagram sealed
 
     @property
     def acked(self) -> list[Sent]:
@@ -95,6 +96,7 @@ class Report:
             "errors": self.errors,
             "settings": self.settings,
             "cpu_charged": self.cpu_charged,
+            "network_key": self.network_key,
             "delivered_via": self.delivered_via,
             "latency_ms": {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)},
             "latency_max_ms": round(latencies[-1], 3) if latencies else None,

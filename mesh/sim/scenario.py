@@ -24,6 +24,7 @@ from typing import Any
 
 from mesh.errors import MeshError
 from mesh.identity import Identity
+from mesh.netkey import NetworkKey
 from mesh.node import VIAS, Node
 from mesh.sim.clock import run_virtual
 from mesh.sim.network import Impairments, LinkModel, Network, real_binder
@@ -78,6 +79,9 @@ class Simulation:
     ) -> None:
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
+        # Not drawn from self.rng (the same plan and topology with or without a key).
+        secret = random.Random(scenario.seed + 1).randbytes(32)
+        self.network_key = NetworkKey("sim", secret) if scenario.network_key else None
         planned = make_plan(scenario, self.rng)  # drawn even if unused: same rng stream
         self.plan: Plan = plan or planned
         self.progress = progress
@@ -225,6 +229,7 @@ class Simulation:
                 wall=self.wall,
                 home=peer.store,
                 node_id=self.rng.randbytes(20),  # new at every start, as in production
+                network_key=self.network_key,
             )
             peer.port = peer.node.address[1]
 
@@ -309,6 +314,7 @@ class Simulation:
             settings=self.scenario.settings_report(),
             delivered_via={via: protocol.get(f"received_{via}", 0) for via in VIAS},
             cpu_charged=self.scenario.charge_cpu,
+            network_key=self.scenario.network_key,
         )
 
     def _partition_window(self) -> tuple[float, float] | None:

@@ -50,6 +50,7 @@ from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
 from mesh.errors import LocalError, MeshError
 from mesh.identity import Identity
+from mesh.netkey import NetworkKey
 from mesh.node import Node, NodeOptions, Receipt
 from mesh.store import Store
 from mesh.tools.bench_kv import (
@@ -100,6 +101,7 @@ class BenchOptions:
     verbose: bool = False  # progress of every worker process on stderr
     prepare: str = "settle"  # a key of PREPARATIONS: the same for every DHT
     equal_work: bool = True  # also our key/value trials at OpenDHT's replication (k = 8)
+    network_key: bool = False  # every peer in one private mesh: every datagram sealed
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -168,6 +170,9 @@ class MeshNet:
         self.extras: list[Node] = []  # recipients started by the trials
         self.profiler = PhaseProfiler(options.profile)
         self._next_address = 0
+        # Seeded like the topology: a reproducible key (the bench sends nowhere but lo).
+        secret = random.Random(options.seed + 1).randbytes(32)  # not from rng: same topology
+        self.network_key = NetworkKey("bench", secret) if options.network_key else None
 
     def address(self) -> str:
         self._next_address += 1
@@ -188,7 +193,9 @@ class MeshNet:
         return [first]
 
     async def start_replica(self, host: str) -> DhtServer:
-        server = DhtServer(self.rng.randbytes(20), self.config, RecordStorage())
+        server = DhtServer(
+            self.rng.randbytes(20), self.config, RecordStorage(), network_key=self.network_key
+        )
         await server.listen(host, 0)
         self.replicas.append(server)
         return server
@@ -204,6 +211,7 @@ class MeshNet:
             config=self.config,
             options=options,
             node_id=node_id,
+            network_key=self.network_key,
         )
 
     async def build(self) -> dict[str, Any]:
@@ -620,6 +628,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     notes: list[str] = []
     result: dict[str, Any] = {"peers": options.peers, "trials": options.trials}
     result["seed"] = options.seed
+    result["network_key"] = options.network_key  # ours sealed every datagram (private mesh)
     result["loop"] = "uvloop" if options.use_uvloop else "asyncio"
     result["commit"] = source_commit()
     result["load_avg"] = [round(os.getloadavg()[0], 2)]  # other work on the machine: noise
