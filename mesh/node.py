@@ -73,7 +73,10 @@ class NodeOptions:
     # `live_poll_interval` while one is (push is then the main path; see docs/simulation.md).
     poll_interval: float = 30.0
     live_poll_interval: float = 1800.0
-    outbox_interval: float = 10.0
+    # Retry queued sends: a fallback, since every catch-up round (a peer found, a network
+    # healed) flushes the outbox at once. 30 s (was 10 s): the wake-ups of every idle
+    # peer were the simulator's largest avoidable cost (docs/simulation.md).
+    outbox_interval: float = 30.0
     delete_delay: float = 0.2
     rejoin_interval: float = 10.0  # at most one catch-up round per this many seconds
     receipts: bool = True
