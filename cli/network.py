@@ -19,15 +19,25 @@ import click
 import segno
 
 from cli import render
+from mesh import crypto
 from mesh import home as homes
 from mesh.errors import LocalError
 from mesh.netkey import NetworkKey
 
 
-def _change(home: Path, key: NetworkKey | None) -> NetworkKey | None:
-    """Set the home's network; refused while a node runs for this home."""
+def _change(home: Path, key: NetworkKey | None, force: bool = False) -> NetworkKey | None:
+    """Set the home's network (None: the open mesh) and return the one it had; refused
+    while a node runs for this home, and if it is in another network unless `force`."""
     with homes.HomeLock.acquire(home), homes.open_home(home) as store:
         before = homes.network_key(store)
+        if key is None and before is None:
+            raise LocalError("this home is not in a private network (nothing to leave)")
+        same = before is not None and key is not None and crypto.equal(before.secret, key.secret)
+        if key is not None and before is not None and not force and not same:
+            raise LocalError(
+                f"this home is already in network {before.name!r}: "
+                "leave it first, or add --force to replace it"
+            )
         homes.set_network_key(store, key)
     return before
 
@@ -61,7 +71,7 @@ def network() -> None:
 def create(home: Path, name: str, qr: bool, as_json: bool, force: bool) -> None:
     """Make a new network key called NAME and show its invite."""
     key = NetworkKey.generate(name)
-    _replace(home, key, force)
+    _change(home, key, force)
     _show(key, qr, as_json)
 
 
@@ -72,19 +82,8 @@ def create(home: Path, name: str, qr: bool, as_json: bool, force: bool) -> None:
 def join(home: Path, invite: str, force: bool) -> None:
     """Join the private mesh of INVITE (from `mesh network show` on a member's device)."""
     key = NetworkKey.from_invite(invite)
-    _replace(home, key, force)
+    _change(home, key, force)
     click.echo(f"joined network {render.one_line(key.name)}: restart `mesh up` to use it")
-
-
-def _replace(home: Path, key: NetworkKey, force: bool) -> None:
-    with homes.open_home(home) as store:
-        current = homes.network_key(store)
-    if current is not None and not force and current.secret != key.secret:
-        raise LocalError(
-            f"this home is already in network {current.name!r}: "
-            "leave it first, or add --force to replace it"
-        )
-    _change(home, key)
 
 
 @network.command(name="show")
@@ -108,9 +107,6 @@ def show(home: Path, qr: bool, as_json: bool) -> None:
 @click.pass_obj
 def leave(home: Path) -> None:
     """Leave the private mesh: back to the open mesh."""
-    with homes.open_home(home) as store:
-        if homes.network_key(store) is None:
-            raise LocalError("this home is not in a private network (nothing to leave)")
     before = _change(home, None)
     name = before.name if before is not None else "?"
     click.echo(f"left network {render.one_line(name)}: restart `mesh up` to use the open mesh")

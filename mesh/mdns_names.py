@@ -72,6 +72,7 @@ class Naming:
     def __init__(self, network_name: str, key: NetworkKey | None) -> None:
         self.network_name = check_network_name(network_name)
         self.key = key
+        self._browsed: tuple[int, tuple[str, ...]] | None = None  # (epoch, types)
 
     def epoch(self, wall: float) -> int:
         return int(wall // MDNS_EPOCH)
@@ -82,9 +83,13 @@ class Naming:
         return f"_{self.key.mdns_tag(epoch)}._udp.local."
 
     def browsed_types(self, epoch: int) -> tuple[str, ...]:
+        """Asked for every batch of mDNS records: derived once per epoch, not each time."""
         if self.key is None:
             return (SERVICE_TYPE,)
-        return tuple(self.service_type(e) for e in (epoch, epoch - 1, epoch + 1))
+        if self._browsed is None or self._browsed[0] != epoch:
+            types = tuple(self.service_type(e) for e in (epoch, epoch - 1, epoch + 1))
+            self._browsed = (epoch, types)
+        return self._browsed[1]
 
     def label(self) -> str:
         token = secrets.token_hex(6)

@@ -13,9 +13,8 @@ import pytest
 from test_cli_support import (
     Daemons,
     Watcher,
-    add_contact,
     control,
-    make_home,
+    friends,
     mesh,
     messages,
     read_line,
@@ -38,17 +37,6 @@ def daemons() -> Iterator[Daemons]:
     started = Daemons()
     yield started
     started.cleanup()
-
-
-def friends(root: Path, *names: str) -> list[Path]:
-    """Homes for `names`, each with every other one as a contact."""
-    homes = [root / name for name in names]
-    ids = [make_home(home, name) for home, name in zip(homes, names, strict=True)]
-    for home in homes:
-        for name, peer_id in zip(names, ids, strict=True):
-            if home.name != name:
-                add_contact(home, name, peer_id)
-    return homes
 
 
 def inbox_texts(home: Path, *args: str) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_cli_support import (
     Daemons,
-    add_contact,
+    friends,
     make_home,
     mesh,
     status_of,
@@ -93,14 +93,7 @@ def test_joining_while_mesh_runs_is_refused(tmp_path: Path) -> None:
 def test_daemons_of_a_private_mesh_deliver_and_an_open_one_stays_out(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    names = ("ann", "ben", "cat")
-    homes = [tmp_path / n for n in names]
-    ids = [make_home(h, n) for h, n in zip(homes, names, strict=True)]
-    for home in homes:
-        for name, peer_id in zip(names, ids, strict=True):
-            if home.name != name:
-                add_contact(home, name, peer_id)
-    ann, ben, cat = homes
+    ann, ben, cat = friends(tmp_path, "ann", "ben", "cat")
     invite = json.loads(mesh(ann, "network", "create", "square", "--json").stdout)["invite"]
     assert mesh(ben, "network", "join", invite).returncode == 0
     ben_up = daemons.up(ben, "127.0.0.32")

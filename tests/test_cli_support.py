@@ -100,6 +100,17 @@ def add_contact(home: Path, name: str, peer_id: str, ttl: int | None = None) -> 
         store.add_contact(name, peer_id, ttl)
 
 
+def friends(root: Path, *names: str) -> list[Path]:
+    """Homes for `names`, each with every other one as a contact."""
+    homes = [root / name for name in names]
+    ids = [make_home(home, name) for home, name in zip(homes, names, strict=True)]
+    for home in homes:
+        for name, peer_id in zip(names, ids, strict=True):
+            if home.name != name:
+                add_contact(home, name, peer_id)
+    return homes
+
+
 def messages(home: Path, direction: str) -> list[MessageRow]:
     with vault.open_store(home) as store:
         rows = store.list_messages(direction="in" if direction == "in" else "out")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from netutil import bounded, loopback_host
@@ -109,3 +110,23 @@ async def test_unauthenticated_datagrams_are_dropped_before_parsing_and_never_an
         assert protocol.statistics()["dropped_replayed"] == 1 and len(transport.sent) == 2
     finally:
         protocol.cancel_all()
+
+
+async def test_nothing_stable_a_new_node_id_per_start_and_old_saved_ids_are_deleted(
+    tmp_path: Path,
+) -> None:
+    from mesh.node import Node
+
+    first = await Node.start(home=tmp_path, host=loopback_host(40))
+    try:
+        old_id = first.dht.node_id
+        first.store.set_setting("node_id", old_id.hex())  # as the previous release kept it
+    finally:
+        await first.stop()
+    again = await Node.start(home=tmp_path, host=loopback_host(40))
+    try:
+        assert again.dht.node_id != old_id
+        assert again.store.get_setting("node_id") is None
+        assert again.address[1] != 0
+    finally:
+        await again.stop()
