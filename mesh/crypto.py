@@ -240,3 +240,117 @@ def random_bytes(size: int) -> bytes:
     """`size` bytes from libsodium's CSPRNG (randombytes_buf)."""
     data: bytes = nacl.bindings.randombytes(size)
     return data
+
+
+# -- unlinkable mailboxes (docs/protocol.md, "Contacts and mailboxes") ----------------------
+# Key blinding as in Tor's v3 onion services (rend-spec-v3 appendix A.2): a public key A and
+# a public blinding factor h give A' = h*A, and only the holder of a gives a' = h*a mod l.
+# Signatures with a blinded scalar are plain Ed25519 signatures (RFC 8032 section 5.1.6,
+# with the nonce prefix derived per period as Tor does), checked by crypto_sign_verify.
+
+SCALAR_SIZE = 32
+BOX_SECRET_SIZE: int = nacl.bindings.crypto_box_SECRETKEYBYTES
+
+
+def _sha512(data: bytes) -> bytes:
+    digest: bytes = nacl.bindings.crypto_hash_sha512(data)
+    return digest
+
+
+def scalar_reduce(wide: bytes) -> bytes:
+    """A 64-byte string reduced modulo the group order l (crypto_core_ed25519_scalar_reduce)."""
+    scalar: bytes = nacl.bindings.crypto_core_ed25519_scalar_reduce(wide)
+    return scalar
+
+
+def random_scalar() -> bytes:
+    """A uniformly random non-zero scalar mod l (64 random bytes, reduced)."""
+    while True:
+        scalar = scalar_reduce(random_bytes(64))
+        if any(scalar):
+            return scalar
+
+
+def scalar_public(scalar: bytes) -> bytes:
+    """The Ed25519 point scalar*B (no clamping): the public key of a raw scalar."""
+    try:
+        point: bytes = nacl.bindings.crypto_scalarmult_ed25519_base_noclamp(scalar)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise MalformedError("not a usable scalar") from None
+    return point
+
+
+def blind_public(public: bytes, factor: bytes) -> bytes:
+    """factor*A for an Ed25519 public key A; MalformedError if A is not a usable point."""
+    try:
+        if not nacl.bindings.crypto_core_ed25519_is_valid_point(public):
+            raise MalformedError("not a valid Ed25519 public key")
+        point: bytes = nacl.bindings.crypto_scalarmult_ed25519_noclamp(factor, public)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise MalformedError("cannot blind this key") from None
+    return point
+
+
+def blind_scalar(scalar: bytes, factor: bytes) -> bytes:
+    """factor*a mod l."""
+    product: bytes = nacl.bindings.crypto_core_ed25519_scalar_mul(factor, scalar)
+    return product
+
+
+def sign_with_scalar(scalar: bytes, prefix: bytes, public: bytes, message: bytes) -> bytes:
+    """An Ed25519 signature by the raw scalar `scalar` (public key `public`): RFC 8032's
+    r = H(prefix || M), R = rB, S = r + H(R || A || M) a mod l. Verifies with `verify`."""
+    r = scalar_reduce(_sha512(prefix + message))
+    big_r = scalar_public(r)
+    k = scalar_reduce(_sha512(big_r + public + message))
+    s: bytes = nacl.bindings.crypto_core_ed25519_scalar_add(
+        r, nacl.bindings.crypto_core_ed25519_scalar_mul(k, scalar)
+    )
+    return big_r + s
+
+
+def hash_wide(label: bytes, data: bytes, key: bytes | None = None) -> bytes:
+    """BLAKE2b-512 of label || data (keyed with `key` if given): input for scalar_reduce."""
+    digest: bytes = nacl.bindings.crypto_generichash_blake2b_salt_personal(
+        label + data, digest_size=64, key=key or b""
+    )
+    return digest
+
+
+# -- X25519 key pairs: prekeys, and the pairwise secret of two identities --------------------
+
+
+def box_keypair() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair (public, secret)."""
+    public, secret = nacl.bindings.crypto_box_keypair()
+    return bytes(public), bytes(secret)
+
+
+def unseal_with(public: bytes, secret: bytes, ciphertext: bytes) -> bytes | None:
+    """Open a crypto_box_seal ciphertext with an X25519 key pair; None if it does not open."""
+    try:
+        plaintext: bytes = nacl.bindings.crypto_box_seal_open(ciphertext, public, secret)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        return None
+    return plaintext
+
+
+def identity_box_secret(seed: bytes) -> bytes:
+    """The X25519 secret key of an Ed25519 identity seed (libsodium's conversion)."""
+    _pk, sk = nacl.bindings.crypto_sign_seed_keypair(seed)
+    secret: bytes = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(sk)
+    return secret
+
+
+def pair_secret(my_public: bytes, my_secret: bytes, their_public: bytes) -> bytes:
+    """A 64-byte secret only the two holders of these X25519 keys can compute: libsodium's
+    crypto_kx session keys, with the smaller public key as the client (so both sides agree
+    on the roles), concatenated as client rx || client tx."""
+    try:
+        if my_public < their_public:
+            rx, tx = nacl.bindings.crypto_kx_client_session_keys(my_public, my_secret, their_public)
+            return bytes(rx) + bytes(tx)
+        rx, tx = nacl.bindings.crypto_kx_server_session_keys(my_public, my_secret, their_public)
+        return bytes(tx) + bytes(rx)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError):
+        raise MalformedError("no shared secret with this key") from None

@@ -37,6 +37,7 @@ from mesh.errors import (
     RefusedError,
 )
 from mesh.identity import MAILBOX_KEY_SIZE, Identity, PublicIdentity, id_for_key, mailbox_key_for
+from mesh.keyring import Signer, parse_bundle
 
 __all__ = [
     "ACKNOWLEDGING",
@@ -85,6 +86,7 @@ class MessageKind(StrEnum):
     TEXT = "text"
     RECEIPT = "receipt"  # delivery receipt
     READ = "read"  # read receipt, sent only to contacts who opted in: docs/protocol.md
+    KEYS = "keys"  # a contact's mailbox root and prekeys (mesh.keyring.Bundle)
 
 
 class OwnerOp(StrEnum):
@@ -95,7 +97,7 @@ class OwnerOp(StrEnum):
 
 
 # What callers may pass: a member, or its value spelled out.
-KindName = MessageKind | Literal["text", "receipt", "read"]
+KindName = MessageKind | Literal["text", "receipt", "read", "keys"]
 OwnerOpName = OwnerOp | Literal["delete", "listen"]
 
 MESSAGE_VERSION = 1
@@ -239,6 +241,8 @@ def _check_body(kind: str, body: bytes) -> None:
             body.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedError("text message: not UTF-8") from None
+    elif kind == MessageKind.KEYS:
+        parse_bundle(body)
     else:
         parse_receipt_body(body)
 
@@ -307,8 +311,12 @@ def seal_message(
     now: float,
     ttl: int = DEFAULT_TTL,
     message_id: bytes | None = None,
+    seal_to: bytes | None = None,
 ) -> tuple[Message, Record]:
-    """Sign and seal a message for `recipient`; returns what was sent and its DHT record."""
+    """Sign and seal a message for `recipient`; returns what was sent and its DHT record.
+
+    `seal_to`: the X25519 key to seal to (a contact's prekey); by default the recipient's
+    identity key (only a new contact's first bundle, on the introduction mailbox)."""
     data = _outgoing_body(kind, body, ttl)
     mid = os.urandom(MESSAGE_ID_SIZE) if message_id is None else message_id
     if type(mid) is not bytes or len(mid) != MESSAGE_ID_SIZE:
@@ -317,10 +325,27 @@ def seal_message(
     fields = [MESSAGE_VERSION, kind, mid, sender.verify_key, recipient.verify_key, sent_at, ttl]
     inner = _pack([*fields, data])
     signature = sender.sign(_MESSAGE_DOMAIN + inner)
-    ciphertext = crypto.seal(recipient.box_public_key, _sealed_plaintext(inner, signature))
+    box_key = recipient.box_public_key if seal_to is None else seal_to
+    ciphertext = crypto.seal(box_key, _sealed_plaintext(inner, signature))
     record = Record(record_id_for(ciphertext), expiry_for(sent_at, ttl), ciphertext)
     message = Message(mid, sender.id, recipient.id, sent_at, ttl, MessageKind(kind), data)
     return message, record
+
+
+def unsealed_message(
+    sender: Identity,
+    recipient: PublicIdentity,
+    kind: KindName,
+    body: bytes | str,
+    now: float,
+    ttl: int = DEFAULT_TTL,
+) -> Message:
+    """A message checked and given its id, to be sealed later (its recipient's keys have
+    not arrived yet); sealing it then with the same id and `sent_at` gives the same
+    message to the recipient."""
+    data = _outgoing_body(kind, body, ttl)
+    mid = os.urandom(MESSAGE_ID_SIZE)
+    return Message(mid, sender.id, recipient.id, float(now), ttl, MessageKind(kind), data)
 
 
 @dataclass(frozen=True)
@@ -364,10 +389,31 @@ def _split_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:
     return inner, _sized_bytes(signature, crypto.SIGNATURE_SIZE, "signature")
 
 
-def open_record(me: Identity, record: Record, now: float) -> Message:
-    """Open a record from our mailbox; a RemoteProtocolError subclass for any problem."""
+def _unseal(
+    me: Identity, ciphertext: bytes, prekeys: Sequence[tuple[bytes, bytes]] | None
+) -> bytes:
+    if prekeys is None:
+        return me.unseal(ciphertext)
+    for public, secret in prekeys:
+        plaintext = crypto.unseal_with(public, secret, ciphertext)
+        if plaintext is not None:
+            return plaintext
+    raise NotForUsError("cannot open: sealed to none of our prekeys")
+
+
+def open_record(
+    me: Identity,
+    record: Record,
+    now: float,
+    prekeys: Sequence[tuple[bytes, bytes]] | None = None,
+) -> Message:
+    """Open a record from our mailbox; a RemoteProtocolError subclass for any problem.
+
+    `prekeys`: the (public, secret) X25519 pairs to try, in order (a contact mailbox:
+    the identity key is then never tried); None opens with the identity key (the
+    introduction mailbox, and the fixed mailbox of the previous release)."""
     check_record_format(record, now)
-    packed_inner, signature = _split_plaintext(me.unseal(record.ciphertext))
+    packed_inner, signature = _split_plaintext(_unseal(me, record.ciphertext, prekeys))
     inner = _parse_inner(packed_inner)
     if inner.recipient_vk != me.verify_key:
         raise NotForUsError("message is addressed to someone else")
@@ -511,13 +557,15 @@ class OwnerRequest:
         )
 
 
-def sign_owner_request(me: Identity, op: OwnerOpName, payload: bytes, now: float) -> OwnerRequest:
-    """Sign `op` on my own mailbox (the mailbox key is derived from my key)."""
+def sign_owner_request(me: Signer, op: OwnerOpName, payload: bytes, now: float) -> OwnerRequest:
+    """Sign `op` on the mailbox of `me` (its key is mailbox_key_for(me.verify_key)): an
+    epoch's blinded signer, an introduction key pair, or (the old scheme) an Identity."""
     if op not in OWNER_OPS:
         raise ValueError(f"unknown owner op {op!r}")
     if type(payload) is not bytes or len(payload) > MAX_OWNER_PAYLOAD:
         raise ValueError(f"payload must be bytes of at most {MAX_OWNER_PAYLOAD}")
-    unsigned = OwnerRequest(OwnerOp(op), me.mailbox_key, me.verify_key, float(now), payload, b"")
+    key = mailbox_key_for(me.verify_key)
+    unsigned = OwnerRequest(OwnerOp(op), key, me.verify_key, float(now), payload, b"")
     return dataclasses.replace(unsigned, signature=me.sign(unsigned.signed_bytes()))
 
 

@@ -44,6 +44,7 @@ from mesh.errors import (
     WrongPassphraseError,
 )
 from mesh.identity import ID_PREFIX, Identity, PublicIdentity, is_valid_id
+from mesh.mailboxes import Mailboxes
 from mesh.netkey import NetworkKey
 from mesh.store import Store
 
@@ -242,8 +243,9 @@ class Recipient(NamedTuple):
 
 class Queued(NamedTuple):
     message: Message
-    record: Record
+    record: Record | None  # None: waiting for the contact's keys (they have not added us)
     recipient: PublicIdentity
+    key: bytes | None  # the mailbox key of the day it was sealed for
 
 
 def resolve_recipient(store: Store, to: str) -> Recipient:
@@ -281,29 +283,42 @@ def check_ttl(ttl: int | None) -> int | None:
 
 
 def queue_text(
-    store: Store, identity: Identity, to: str, text: str, ttl: int | None, now: float
+    store: Store,
+    identity: Identity,
+    to: str,
+    text: str,
+    ttl: int | None,
+    now: float,
+    mailboxes: Mailboxes | None = None,
 ) -> Queued:
-    """Seal a text message and commit it (message row + outbox) before any network I/O."""
+    """Seal a text message for the contact's mailbox of the day and commit it (message row
+    + outbox) before any network I/O. To an ID we have no agreement with yet, this adds
+    one (a one-way add): the message is committed unsealed and waits for their keys."""
     recipient, contact_ttl = resolve_recipient(store, to)
-    message, record = envelope.seal_message(
-        identity,
-        recipient,
-        MessageKind.TEXT,
-        text.encode("utf-8"),
-        now,
-        ttl or contact_ttl or DEFAULT_TTL,
-    )
+    boxes = mailboxes or Mailboxes(identity, store)
+    if recipient.id != identity.id:
+        store.agreement_add(recipient.id, now)
+    body = text.encode("utf-8")
+    life = ttl or contact_ttl or DEFAULT_TTL
+    sealed = boxes.seal_for(recipient.id, MessageKind.TEXT, body, now, life)
+    if sealed is None:
+        message = envelope.unsealed_message(identity, recipient, MessageKind.TEXT, body, now, life)
+        where = None
+        record = key = None
+    else:
+        message, record, address = sealed
+        where = (address.key, record.pack(), address.epoch)
+        key = address.key
     store.queue_outgoing(
         message.id,
         recipient.id,
         MessageKind.TEXT,
         message.body,
         message.sent_at,
-        record.expires_at,
-        recipient.mailbox_key,
-        record.pack(),
+        message.expires_at,
+        where,
     )
-    return Queued(message, record, recipient)
+    return Queued(message, record, recipient, key)
 
 
 def queue_message(

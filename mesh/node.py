@@ -29,14 +29,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mesh import envelope
+from mesh import envelope, keyring
 from mesh import home as homes
+from mesh.agreements import Agreements
 from mesh.dht.routing import Peer
 from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Message, OwnerOp, Record
 from mesh.errors import InvalidIdError, InvalidInviteError, MeshError, RemoteProtocolError
-from mesh.identity import Identity
+from mesh.identity import Identity, PublicIdentity
+from mesh.mailboxes import FETCHED_AT, LEGACY, Mailboxes
 from mesh.netkey import NetworkKey
 from mesh.outbox import Outbox
 from mesh.store import MessageStatus, Store
@@ -62,8 +64,9 @@ MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _
 @dataclass(frozen=True)
 class Receipt:
     message_id: bytes
-    record_id: bytes
+    record_id: bytes  # empty while waiting for the contact's keys
     replicas: int
+    waiting: bool = False  # they have not added us yet: queued until their keys come
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class NodeOptions:
     # every sender stores on all of them, and one push is enough. Each listen costs the
     # replica an Ed25519 verification and, usually, a ping to verify our address.
     listen_replicas: int = 10
+    # Our mailbox key changes every epoch (mesh.keyring); the length is announced to
+    # contacts in our bundle. Tests and the simulator shorten it; a day ships.
+    epoch_seconds: int = keyring.EPOCH_SECONDS
 
 
 def parse_address(value: Address | str) -> Address:
@@ -134,8 +140,13 @@ class Node:
             self.counters[f"received_{via}"] = 0
         self._tasks = TaskSet()  # background loops and catch-up rounds
         self.on_status: Callable[[bytes, MessageStatus, int | None], None] | None = None
+        self.mailboxes = Mailboxes(identity, store, options.epoch_seconds)
+        self.mailboxes.ensure_prekeys(wall())
         self.outbox = Outbox(
-            identity, store, dht, wall, options.delete_delay, self.counters, self._status
+            self.mailboxes, store, dht, wall, options.delete_delay, self.counters, self._status
+        )
+        self.agreements = Agreements(
+            identity, store, dht, self.mailboxes, self.outbox, wall, self.counters
         )
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
@@ -146,14 +157,16 @@ class Node:
         self._last_merge = -1e9
         self._last_full_round = -1e9
         self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
-        self._mailbox_long = int.from_bytes(identity.public.mailbox_key, "big")
+        self._listen_epoch = self.mailboxes.epoch(wall())  # the epoch of _replicas
+        self._next_listened = -1  # the next epoch we subscribed to ahead of midnight
+        self._mailbox_long = int.from_bytes(self.mailboxes.own_key(self._listen_epoch), "big")
         self._replicas: list[Peer] = []  # where the last subscription went
         self._subscribed_at = -1e9
         self._live_until = -1e9  # loop time until which a replica granted our listen
         dht.on_push = self._on_push
         # Records for our own mailbox that reach us as a replica, even before we have
         # subscribed anywhere, are ours to open at once.
-        dht.own_keys.add(identity.public.mailbox_key)
+        self._own_keys_now()
         dht.on_new_contact = self._on_new_contact
 
     # -- lifecycle ------------------------------------------------------------------
@@ -456,11 +469,34 @@ class Node:
         Raises UnreachableError when no peer answers; the message then stays queued and
         is delivered by a later flush of the outbox.
         """
-        message, record, recipient = homes.queue_text(
-            self.store, self.identity, to, text, ttl, self.wall()
+        queued = homes.queue_text(
+            self.store, self.identity, to, text, ttl, self.wall(), self.mailboxes
         )
-        replicas = await self.outbox.deliver(message.id, recipient.mailbox_key, record)
-        return Receipt(message.id, record.id, replicas)
+        if queued.record is None or queued.key is None:
+            # A one-way add: nothing can reach them until they add us too.
+            self._tasks.spawn(self._start_agreement(queued.recipient.id))
+            return Receipt(queued.message.id, b"", 0, waiting=True)
+        replicas = await self.outbox.deliver(queued.message.id, queued.key, queued.record)
+        return Receipt(queued.message.id, queued.record.id, replicas)
+
+    async def add_contact(self, peer_id: str, name: str | None = None) -> bool:
+        """Add someone as a contact (saved under `name` if given) and start the key
+        agreement: True if it is ready (they had added us: messages go at once), False if
+        it waits for them to add us too (messages to them are queued until then)."""
+        public = PublicIdentity.from_id(peer_id)  # InvalidIdError for a typo
+        if name is not None and self.store.find_contact_by_id(public.id) is None:
+            self.store.add_contact(name, public.id, now=self.wall())
+        return await self._start_agreement(public.id)
+
+    async def _start_agreement(self, peer_id: str) -> bool:
+        with contextlib.suppress(MeshError):
+            return await self.agreements.start(peer_id)
+        return False
+
+    def contact_ready(self, peer_id: str) -> bool:
+        """True once the key agreement with this ID is complete (their keys arrived)."""
+        agreement = self.store.agreement(PublicIdentity.from_id(peer_id).id)
+        return agreement is not None and agreement.ready
 
     def _status(self, message_id: bytes, status: MessageStatus, replicas: int | None) -> None:
         if self.on_status is not None:
@@ -487,13 +523,36 @@ class Node:
         """Fetch the mailbox from the DHT; returns only the messages this call accepted
         (they are still yielded by `messages()` or returned by the next `fetch()`).
         `via` ("fetch" or "poll") is counted in `received_<via>` for each new message."""
-        records = await self.dht.fetch(self.identity.public.mailbox_key)
+        started = self.wall()
+        since = self.store.get_setting(FETCHED_AT)
+        epochs = self.mailboxes.catch_up_epochs(started, None if since is None else float(since))
         new = []
-        for record in records:
-            message = self._accept(record, via)
-            if message is not None:
-                new.append(message)
+        complete = True
+        for _epoch, key in epochs:
+            try:
+                records = await self.dht.fetch(key)
+            except MeshError:
+                complete = False
+                continue
+            for record in records:
+                message = self._accept(record, via, key)
+                if message is not None:
+                    new.append(message)
+        if complete:
+            self.store.set_setting(FETCHED_AT, repr(started))
+            self.mailboxes.forget_prekeys(started)
+        with contextlib.suppress(MeshError):
+            await self.agreements.check_pending()
+        if self.store.get_setting(LEGACY) is not None:
+            new += await self._drain_legacy(via)
         return new
+
+    async def _drain_legacy(self, via: str) -> list[Message]:
+        """Once after an upgrade: what was sent to the previous release's fixed mailbox."""
+        key = self.mailboxes.legacy_key()
+        records = await self.dht.fetch(key)
+        self.store.delete_setting(LEGACY)
+        return [m for r in records if (m := self._accept(r, via, key)) is not None]
 
     async def messages(self) -> AsyncIterator[Message]:
         """New messages as they arrive (pushed, fetched, or found by `start()`), each once,
@@ -517,9 +576,9 @@ class Node:
         ]
 
     def _on_push(self, key: bytes, record: Record) -> None:
-        self._accept(record, "push")
+        self._accept(record, "push", key)
 
-    def _accept(self, record: Record, via: str) -> Message | None:
+    def _accept(self, record: Record, via: str, key: bytes) -> Message | None:
         """Open, persist, acknowledge. Returns the message if it is new text."""
         if record.id in self._seen:
             return None
@@ -528,12 +587,16 @@ class Node:
             self._seen.popitem(last=False)
         now = self.wall()
         try:
-            message = envelope.open_record(self.identity, record, now)
+            prekeys = self.mailboxes.prekeys_for(key)
+            message = envelope.open_record(self.identity, record, now, prekeys)
         except RemoteProtocolError:
             self.counters["bad_records"] += 1
             return None
-        self.outbox.read(record.id)
+        self.outbox.read(record.id, key)
         self.store.note_heard(message.sender, now)
+        if message.kind == envelope.MessageKind.KEYS:
+            self._tasks.spawn(self.agreements.on_keys(message))
+            return None
         if message.kind in envelope.ACKNOWLEDGING:
             self.outbox.receipt_arrived(message)
             return None
@@ -559,10 +622,22 @@ class Node:
 
     # -- background -----------------------------------------------------------------
 
-    def _listen_request(self, duration: int) -> envelope.OwnerRequest:
-        return envelope.sign_owner_request(
-            self.identity, OwnerOp.LISTEN, envelope.listen_payload(duration), self.wall()
-        )
+    def _listen_request(self, epoch: int) -> Callable[[int], envelope.OwnerRequest]:
+        signer = self.mailboxes.own_signer(epoch)
+
+        def make(duration: int) -> envelope.OwnerRequest:
+            payload = envelope.listen_payload(duration)
+            return envelope.sign_owner_request(signer, OwnerOp.LISTEN, payload, self.wall())
+
+        return make
+
+    def _own_keys_now(self) -> None:
+        """Our keys of the epochs around now are the ones replicas may push (or hand us
+        as a replica); older ones are dropped, so the set stays small."""
+        wanted = {key for _e, key in self.mailboxes.own_epochs(self.wall())}
+        own = self.dht.own_keys
+        own.difference_update(k for k in list(own) if k not in wanted)
+        own.update(wanted)
 
     async def _subscribe_once(
         self, targets: list[Peer] | None = None, only_if_moved: bool = False
@@ -574,7 +649,15 @@ class Node:
         are new since the last lookup (all of them the first time): any of them may hold
         records we never fetched.
         """
-        key = self.identity.public.mailbox_key
+        epoch = self.mailboxes.epoch(self.wall())
+        if epoch != self._listen_epoch and targets is not None:
+            return 0  # a newcomer of yesterday's replicas; today's lookup is on its way
+        if epoch != self._listen_epoch:  # a new day: a new mailbox, new replicas
+            self._listen_epoch = epoch
+            self._replicas = []
+            self._own_keys_now()
+        key = self.mailboxes.own_key(epoch)
+        self._mailbox_long = int.from_bytes(key, "big")
         fresh: list[Peer] = []
         with contextlib.suppress(MeshError):
             if targets is None:
@@ -593,7 +676,8 @@ class Node:
                     targets = closest
             if targets:
                 eager = {c.id for c in self._replicas[:PUSHERS]}  # closest first
-                granted = await self.dht.subscribe(key, self._listen_request, targets, eager)
+                request = self._listen_request(epoch)
+                granted = await self.dht.subscribe(key, request, targets, eager)
                 if granted:
                     now = asyncio.get_running_loop().time()
                     self._live_until = now + self.dht.config.listen_duration
@@ -605,10 +689,30 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             renew_at = self._subscribed_at + self.dht.config.listen_duration * RENEW_AT
-            if loop.time() >= renew_at:
+            if loop.time() >= renew_at or self.mailboxes.epoch(self.wall()) != self._listen_epoch:
                 await self._subscribe_once()
                 continue
-            await asyncio.sleep(renew_at - loop.time())
+            ahead = await self._listen_ahead()
+            await asyncio.sleep(max(0.0, min(renew_at - loop.time(), ahead)))
+
+    async def _listen_ahead(self) -> float:
+        """In the last `OVERLAP` of an epoch, subscribe to the next epoch's mailbox too
+        (once: senders with a clock ahead of ours use it already). Returns the seconds
+        until this matters next (the start of that window, or the next epoch)."""
+        length = self.options.epoch_seconds
+        overlap = min(keyring.OVERLAP, length / 4)
+        now = self.wall()
+        current = self.mailboxes.epoch(now)
+        window = (current + 1) * length - overlap
+        if now < window:
+            return window - now
+        if self._next_listened != current + 1:
+            self._next_listened = current + 1
+            key = self.mailboxes.own_key(current + 1)
+            self.dht.own_keys.add(key)
+            with contextlib.suppress(MeshError):
+                await self.dht.subscribe(key, self._listen_request(current + 1))
+        return max(0.0, (current + 1) * length - self.wall()) + 0.001
 
     def poll_due(self, last_poll: float, now: float) -> bool:
         """Is a polling fetch due? Rarely while a listen is live, often when none is."""
@@ -617,10 +721,12 @@ class Node:
         return now >= last_poll + interval
 
     async def _background(self) -> None:
-        """Outbox retries and the polling fallback."""
+        """Outbox retries, fresh prekeys for contacts, and the polling fallback."""
         loop = asyncio.get_running_loop()
         last_poll = loop.time()
         while True:
+            with contextlib.suppress(MeshError):
+                await self.agreements.refresh(self.wall())
             with contextlib.suppress(MeshError):
                 await self.flush_outbox()
             if self.poll_due(last_poll, loop.time()):

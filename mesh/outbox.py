@@ -1,16 +1,20 @@
 """What a node sends on its own: its outbox, receipts, and deletes of what it has read.
 
-    outbox = Outbox(identity, store, dht, wall, delete_delay, counters, on_status)
+    outbox = Outbox(mailboxes, store, dht, wall, delete_delay, counters, on_status)
     replicas = await outbox.deliver(message_id, mailbox_key, record)
     await outbox.flush()             # retry every queued record (messages and receipts)
+    await outbox.flush(peer_id)      # only what waits for one contact (their keys came)
     outbox.acknowledge(message)      # a receipt for a text message we received
     outbox.receipt_arrived(message)  # their receipt: our messages are "delivered"
-    outbox.read(record_id)           # delete a record we have opened, batched
+    outbox.read(record_id, key)      # delete a record we have opened, batched per key
     await outbox.finish(grace)       # at stop: receipts and deletes still in flight
     await outbox.close()
 
 Everything it sends is durable first: a message or a receipt is in the store's outbox
-before any network I/O, and leaves it once a replica took it. Receipts and deletes run as
+before any network I/O, and leaves it once a replica took it. An item for a contact is
+sealed for the contact's mailbox of the day (mesh.mailboxes) when it is delivered: one
+queued over midnight goes to the new day's mailbox, sealed to the new day's prekey; one
+for a contact whose keys have not arrived yet waits for them. Receipts and deletes run as
 tasks of its own `TaskSet`, which `finish` waits for (bounded) when the node stops.
 """
 
@@ -20,12 +24,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from mesh import envelope
+from mesh import crypto, envelope
 from mesh.dht.server import DhtServer
 from mesh.envelope import DEFAULT_TTL, Message, MessageKind, OwnerOp, Record
 from mesh.errors import MeshError, UnreachableError
-from mesh.identity import Identity, PublicIdentity
-from mesh.store import MessageStatus, Store
+from mesh.mailboxes import Mailboxes
+from mesh.store import MessageStatus, OutboxItem, Store
 from mesh.tasks import TaskSet
 
 OnStatus = Callable[[bytes, MessageStatus, "int | None"], None]
@@ -39,7 +43,7 @@ class Outbox:
         "counters",
         "delete_delay",
         "dht",
-        "identity",
+        "mailboxes",
         "on_status",
         "store",
         "tasks",
@@ -48,7 +52,7 @@ class Outbox:
 
     def __init__(
         self,
-        identity: Identity,
+        mailboxes: Mailboxes,
         store: Store,
         dht: DhtServer,
         wall: Callable[[], float],
@@ -56,7 +60,7 @@ class Outbox:
         counters: dict[str, int],
         on_status: OnStatus,
     ) -> None:
-        self.identity = identity
+        self.mailboxes = mailboxes
         self.store = store
         self.dht = dht
         self.wall = wall
@@ -64,7 +68,7 @@ class Outbox:
         self.counters = counters
         self.on_status = on_status
         self.tasks = TaskSet()
-        self._to_delete: list[bytes] = []
+        self._to_delete: dict[bytes, list[bytes]] = {}
         self._delete_scheduled = False
 
     async def finish(self, grace: float) -> None:
@@ -88,25 +92,64 @@ class Outbox:
         self.store.outbox_remove(message_id)
         return replicas
 
-    async def flush(self) -> int:
-        """Try every queued record again; returns how many were stored."""
+    async def flush(self, peer_id: str | None = None) -> int:
+        """Try every queued record again (or those for `peer_id`); returns how many
+        were stored."""
         stored = 0
         for item in self.store.outbox_pending():
+            if peer_id is not None and item.peer_id != peer_id:
+                continue
             try:
-                record = Record.unpack(item.record)
+                ready = self._ready(item)
             except MeshError:
                 self.store.outbox_remove(item.msg_id)
                 continue
-            if record.expires_at <= self.wall():
-                self.store.set_message_status(item.msg_id, "out", MessageStatus.FAILED)
-                self.store.outbox_remove(item.msg_id)
-                continue
+            if ready is None:
+                continue  # waits for the contact's keys
+            key, record = ready
             try:
-                await self.deliver(item.msg_id, item.mailbox_key, record)
+                await self.deliver(item.msg_id, key, record)
                 stored += 1
             except UnreachableError:
                 continue  # this mailbox's replicas are out of reach; others may not be
         return stored
+
+    def _ready(self, item: OutboxItem) -> tuple[bytes, Record] | None:
+        """(key, record) to store now: sealed again for a contact's epoch if needed;
+        None if it waits for the contact's keys; the item is failed if it expired."""
+        now = self.wall()
+        if item.peer_id is None:
+            record = Record.unpack(item.record)
+            expired = record.expires_at <= now
+        else:
+            expired = item.created_at + (item.ttl or 0) <= now
+        if expired:
+            self.store.set_message_status(item.msg_id, "out", MessageStatus.FAILED)
+            self.store.outbox_remove(item.msg_id)
+            return None
+        if item.peer_id is None:
+            return item.mailbox_key, record
+        address = self.mailboxes.address(item.peer_id, now)
+        if address is None:
+            return None
+        if item.record and item.epoch == address.epoch:
+            return item.mailbox_key, Record.unpack(item.record)
+        if item.kind is None or item.body is None or item.ttl is None:
+            raise ValueError("outbox item without what it seals")
+        sealed = self.mailboxes.seal_for(
+            item.peer_id,
+            MessageKind(item.kind),
+            item.body,
+            now,
+            item.ttl,
+            item.msg_id,
+            item.created_at,
+        )
+        if sealed is None:
+            return None
+        _message, record, address = sealed
+        self.store.outbox_resealed(item.msg_id, address.key, record.pack(), address.epoch)
+        return address.key, record
 
     # -- receipts ---------------------------------------------------------------------------
 
@@ -115,19 +158,25 @@ class Outbox:
         self.tasks.spawn(self._send_receipt(message))
 
     async def _send_receipt(self, message: Message) -> None:
-        recipient = PublicIdentity.from_id(message.sender)
-        receipt, record = envelope.seal_message(
-            self.identity,
-            recipient,
-            MessageKind.RECEIPT,
-            envelope.receipt_body([message.id]),
-            self.wall(),
-            DEFAULT_TTL,
+        await self.send_to_contact(
+            message.sender, MessageKind.RECEIPT, envelope.receipt_body([message.id]), DEFAULT_TTL
         )
-        # Durable like a message: a receipt that finds no replica now waits in the outbox.
-        self.store.outbox_add(receipt.id, recipient.mailbox_key, record.pack(), self.wall())
+
+    async def send_to_contact(self, peer_id: str, kind: MessageKind, body: bytes, ttl: int) -> None:
+        """Queue something (not a text: a receipt, a bundle) for a contact and store it
+        now if their keys are known. Durable like a message: what finds no replica now,
+        or no keys yet, waits in the outbox."""
+        now = self.wall()
+        sealed = self.mailboxes.seal_for(peer_id, kind, body, now, ttl)
+        if sealed is None:
+            mid = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
+            self.store.outbox_for_contact(mid, peer_id, kind, body, ttl, now, None)
+            return
+        message, record, address = sealed
+        where = (address.key, record.pack(), address.epoch)
+        self.store.outbox_for_contact(message.id, peer_id, kind, body, ttl, now, where)
         with contextlib.suppress(MeshError):
-            await self.deliver(receipt.id, recipient.mailbox_key, record)
+            await self.deliver(message.id, address.key, record)
 
     def receipt_arrived(self, message: Message) -> None:
         """A delivery receipt, or a read receipt (kind "read", sent only by contacts who
@@ -144,9 +193,9 @@ class Outbox:
 
     # -- deletes of what we have read ---------------------------------------------------------
 
-    def read(self, record_id: bytes) -> None:
-        """Delete a record of our mailbox from its replicas soon (batched)."""
-        self._to_delete.append(record_id)
+    def read(self, record_id: bytes, key: bytes) -> None:
+        """Delete a record of one of our mailboxes from its replicas soon (batched)."""
+        self._to_delete.setdefault(key, []).append(record_id)
         if not self._delete_scheduled:
             self._delete_scheduled = True
             self.tasks.spawn(self._delete_later())
@@ -154,13 +203,22 @@ class Outbox:
     async def _delete_later(self) -> None:
         await asyncio.sleep(self.delete_delay)
         self._delete_scheduled = False
-        batch = self._to_delete[:DELETE_BATCH]
-        self._to_delete = self._to_delete[DELETE_BATCH:]
+        batches = []
+        for key, ids in list(self._to_delete.items()):
+            batches.append((key, ids[:DELETE_BATCH]))
+            if len(ids) > DELETE_BATCH:
+                self._to_delete[key] = ids[DELETE_BATCH:]
+            else:
+                del self._to_delete[key]
         if self._to_delete:
             self._delete_scheduled = True
             self.tasks.spawn(self._delete_later())
-        request = envelope.sign_owner_request(
-            self.identity, OwnerOp.DELETE, envelope.delete_payload(batch), self.wall()
-        )
-        with contextlib.suppress(MeshError):
-            await self.dht.delete(request)
+        for key, batch in batches:
+            signer = self.mailboxes.signer_for(key)
+            if signer is None:
+                continue  # a key we no longer know (its epoch is long past)
+            request = envelope.sign_owner_request(
+                signer, OwnerOp.DELETE, envelope.delete_payload(batch), self.wall()
+            )
+            with contextlib.suppress(MeshError):
+                await self.dht.delete(request)

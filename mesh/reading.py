@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mesh import envelope
-from mesh.identity import Identity, PublicIdentity
+from mesh import crypto, envelope
+from mesh.identity import Identity
 from mesh.store import Store
 
 READ_RECEIPT_TTL = 24 * 3600  # a read receipt not picked up within a day is moot
@@ -31,13 +31,11 @@ def queue_read_receipts(
     returns how many receipts were queued (0 if none are wanted)."""
     if not ids or not wants_read_receipts(store, peer_id):
         return 0
-    recipient = PublicIdentity.from_id(peer_id)
     step = envelope.MAX_RECEIPT_IDS
     batches = [list(ids[i : i + step]) for i in range(0, len(ids), step)]
     for batch in batches:
+        # Sealed by the node that delivers it, for the contact's mailbox of that day.
         body = envelope.receipt_body(batch)
-        receipt, record = envelope.seal_message(
-            identity, recipient, "read", body, now, READ_RECEIPT_TTL
-        )
-        store.outbox_add(receipt.id, recipient.mailbox_key, record.pack(), now)
+        mid = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
+        store.outbox_for_contact(mid, peer_id, "read", body, READ_RECEIPT_TTL, now, None)
     return len(batches)

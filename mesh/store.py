@@ -40,19 +40,23 @@ from mesh.store_db import (
     split_statements,
 )
 from mesh.store_rows import (
+    AGREEMENT_COLUMNS,
     CONTACT_COLUMNS,
     DIRECTIONS,
     EXPIRE_DELETE,
     EXPIRE_STEPS,
     EXPIRED_KEEP,
     HELD_PUT,
+    INSERT_CONTACT_OUTBOX,
     INSERT_MESSAGE,
     INSERT_OUTBOX,
+    MAX_TTL_EPOCHS,
     MESSAGE_COLUMNS,
     MIGRATIONS,
     OUTBOX_COLUMNS,
     SET_STATUS_SQL,
     STATUSES,
+    Agreement,
     Contact,
     Direction,
     HeldRecord,
@@ -350,17 +354,23 @@ class Store:
         body: bytes,
         sent_at: float,
         expires_at: float,
-        mailbox_key: bytes,
-        record_bytes: bytes,
+        sealed: tuple[bytes, bytes, int] | None,
     ) -> bool:
-        """Write a 'queued' message and its outbox item atomically; False if queued before."""
+        """Write a 'queued' message and its outbox item (addressed to the contact
+        `peer_id`; `sealed` = (mailbox key, record, epoch) if it could be sealed now)
+        atomically; False if queued before."""
         kind, queued = check_kind(kind), MessageStatus.QUEUED
         row = (msg_id, "out", peer_id, kind, body, sent_at, expires_at, queued, None, True)
+        key, record, epoch = sealed if sealed is not None else (b"", b"", None)
+        ttl = round(expires_at - sent_at)
         self._outbox_empty_at = None
         with self._transaction() as conn:
             if conn.execute(INSERT_MESSAGE, row).rowcount == 0:
                 return False
-            conn.execute(INSERT_OUTBOX, (msg_id, mailbox_key, record_bytes, sent_at))
+            conn.execute(
+                INSERT_CONTACT_OUTBOX,
+                (msg_id, key, record, sent_at, peer_id, kind, body, ttl, epoch),
+            )
         return True
 
     def get_message(self, msg_id: bytes, direction: Direction) -> MessageRow | None:
@@ -528,6 +538,148 @@ class Store:
     def outbox_remove(self, msg_id: bytes) -> bool:
         with self._relaxed():
             return self._execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,)).rowcount > 0
+
+    def outbox_for_contact(
+        self,
+        msg_id: bytes,
+        peer_id: str,
+        kind: KindName,
+        body: bytes,
+        ttl: int,
+        sent_at: float,
+        sealed: tuple[bytes, bytes, int] | None,
+    ) -> bool:
+        """Queue something for a contact (a receipt, a bundle): sealed again at delivery;
+        `sealed` (mailbox key, record, epoch) if it could be sealed now."""
+        key, record, epoch = sealed if sealed is not None else (b"", b"", None)
+        self._outbox_empty_at = None
+        cursor = self._execute(
+            INSERT_CONTACT_OUTBOX,
+            (msg_id, key, record, sent_at, peer_id, check_kind(kind), body, ttl, epoch),
+        )
+        return cursor.rowcount == 1
+
+    def outbox_resealed(self, msg_id: bytes, mailbox_key: bytes, record: bytes, epoch: int) -> None:
+        """The item was sealed again for `epoch` (a new day, or the contact's keys came)."""
+        with self._relaxed():
+            self._execute(
+                "UPDATE outbox SET mailbox_key = ?, record = ?, epoch = ? WHERE msg_id = ?",
+                (mailbox_key, record, epoch, msg_id),
+            )
+
+    def outbox_waiting(self, peer_id: str) -> int:
+        """How many outbox items wait for `peer_id` (their keys, or a replica)."""
+        row = self._one("SELECT count(*) FROM outbox WHERE peer_id = ?", (peer_id,))
+        return int(row[0])
+
+    # -- our mailbox keys and each contact's agreement (mesh.keyring, mesh.contacts) -----
+
+    def keyring_get(self, name: str) -> bytes | None:
+        row = self._one("SELECT value FROM keyring WHERE name = ?", (name,))
+        return None if row is None else bytes(row[0])
+
+    def keyring_put(self, name: str, value: bytes) -> None:
+        self._execute(
+            "INSERT INTO keyring (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def prekeys(self) -> list[tuple[int, bytes, bytes]]:
+        """Our prekeys still held: (epoch, public, secret), oldest first."""
+        sql = "SELECT epoch, public, secret FROM prekeys ORDER BY epoch"
+        return [(int(e), bytes(p), bytes(s)) for e, p, s in self._all(sql)]
+
+    def prekeys_add(self, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO prekeys (epoch, public, secret) VALUES (?, ?, ?) "
+                "ON CONFLICT (epoch) DO NOTHING",
+                list(rows),
+            )
+
+    def prekeys_delete(self, epochs: Iterable[int]) -> int:
+        """Forget the secrets of these epochs for good (secure_delete overwrites them)."""
+        with self._transaction() as conn:
+            cursor = conn.executemany(
+                "DELETE FROM prekeys WHERE epoch = ?", [(int(e),) for e in epochs]
+            )
+            return int(cursor.rowcount)
+
+    def agreement(self, peer_id: str) -> Agreement | None:
+        row = self._one(f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE peer_id = ?", (peer_id,))
+        return None if row is None else Agreement(*row)
+
+    def agreements(self) -> list[Agreement]:
+        sql = f"SELECT {AGREEMENT_COLUMNS} FROM agreements ORDER BY added_at, peer_id"
+        return [Agreement(*row) for row in self._all(sql)]
+
+    def agreement_add(self, peer_id: str, now: float) -> bool:
+        """Start an agreement with `peer_id`; False if there is one already."""
+        cursor = self._execute(
+            "INSERT INTO agreements (peer_id, added_at) VALUES (?, ?) "
+            "ON CONFLICT (peer_id) DO NOTHING",
+            (peer_id, now),
+        )
+        return cursor.rowcount == 1
+
+    def agreement_keys(
+        self,
+        peer_id: str,
+        root: bytes,
+        epoch_len: int,
+        first: int,
+        prekeys: Sequence[bytes],
+        now: float,
+    ) -> bool:
+        """Their bundle: root, epoch length, prekeys from epoch `first` on (replacing
+        those from `first` on). True if the agreement became ready just now."""
+        with self._transaction() as conn:
+            before = conn.execute(
+                "SELECT root FROM agreements WHERE peer_id = ?", (peer_id,)
+            ).fetchone()
+            if before is None:
+                return False
+            conn.execute(
+                "UPDATE agreements SET root = ?, epoch_len = ?, "
+                "ready_at = coalesce(ready_at, ?) WHERE peer_id = ?",
+                (root, epoch_len, now, peer_id),
+            )
+            conn.execute(
+                "DELETE FROM peer_prekeys WHERE peer_id = ? AND (epoch >= ? OR epoch < ?)",
+                (peer_id, first, first - MAX_TTL_EPOCHS),
+            )
+            conn.executemany(
+                "INSERT INTO peer_prekeys (peer_id, epoch, public) VALUES (?, ?, ?)",
+                [(peer_id, first + i, p) for i, p in enumerate(prekeys)],
+            )
+        return before[0] is None
+
+    def agreement_bundle_sent(self, peer_id: str, through: int) -> None:
+        with self._relaxed():
+            self._execute(
+                "UPDATE agreements SET bundle_sent = max(coalesce(bundle_sent, -1), ?) "
+                "WHERE peer_id = ?",
+                (through, peer_id),
+            )
+
+    def agreement_remove(self, peer_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM agreements WHERE peer_id = ?", (peer_id,))
+            conn.execute("DELETE FROM peer_prekeys WHERE peer_id = ?", (peer_id,))
+
+    def peer_prekey(self, peer_id: str, epoch: int) -> tuple[int, bytes] | None:
+        """Their prekey for `epoch`; else the newest before it (their last resort, when
+        they have been silent past the horizon); else their oldest."""
+        row = self._one(
+            "SELECT epoch, public FROM peer_prekeys WHERE peer_id = ? AND epoch <= ? "
+            "ORDER BY epoch DESC LIMIT 1",
+            (peer_id, epoch),
+        ) or self._one(
+            "SELECT epoch, public FROM peer_prekeys WHERE peer_id = ? ORDER BY epoch LIMIT 1",
+            (peer_id,),
+        )
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     # -- held records and tombstones (for mesh.dht.storage) -----------------------------
 

@@ -91,6 +91,45 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE contacts ADD COLUMN read_receipts INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE heard (peer_id TEXT PRIMARY KEY, last_heard REAL NOT NULL) WITHOUT ROWID;
     """,
+    # 3: unlinkable mailboxes (mesh.keyring): our mailbox root and prekeys, each contact's
+    # agreement (their root and prekeys once their bundle arrived), and outbox items
+    # addressed to a contact (sealed again at delivery for the epoch of the day). Every
+    # contact of the previous release starts a new agreement; its queued messages wait
+    # for it; its queued receipts (sealed to the old fixed mailbox) are dropped.
+    """
+    CREATE TABLE keyring (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE prekeys (epoch INTEGER PRIMARY KEY, public BLOB NOT NULL,
+                          secret BLOB NOT NULL);
+    CREATE TABLE agreements (peer_id TEXT PRIMARY KEY, root BLOB, epoch_len INTEGER,
+                             added_at REAL NOT NULL, ready_at REAL,
+                             bundle_sent INTEGER) WITHOUT ROWID;
+    CREATE TABLE peer_prekeys (peer_id TEXT NOT NULL, epoch INTEGER NOT NULL,
+                               public BLOB NOT NULL,
+                               PRIMARY KEY (peer_id, epoch)) WITHOUT ROWID;
+    ALTER TABLE outbox ADD COLUMN peer_id TEXT;
+    ALTER TABLE outbox ADD COLUMN kind TEXT;
+    ALTER TABLE outbox ADD COLUMN body BLOB;
+    ALTER TABLE outbox ADD COLUMN ttl INTEGER;
+    ALTER TABLE outbox ADD COLUMN epoch INTEGER;
+    INSERT INTO agreements (peer_id, added_at)
+        SELECT peer_id, min(added_at) FROM contacts GROUP BY peer_id;
+    UPDATE outbox SET
+        peer_id = (SELECT m.peer_id FROM messages m
+                   WHERE m.msg_id = outbox.msg_id AND m.direction = 'out'),
+        kind = 'text',
+        body = (SELECT m.body FROM messages m
+                WHERE m.msg_id = outbox.msg_id AND m.direction = 'out'),
+        ttl = (SELECT CAST(round(m.expires_at - m.sent_at) AS INTEGER) FROM messages m
+               WHERE m.msg_id = outbox.msg_id AND m.direction = 'out'),
+        created_at = (SELECT m.sent_at FROM messages m
+                      WHERE m.msg_id = outbox.msg_id AND m.direction = 'out'),
+        record = x'', mailbox_key = x''
+        WHERE EXISTS (SELECT 1 FROM messages m WHERE m.msg_id = outbox.msg_id
+                      AND m.direction = 'out' AND m.kind = 'text');
+    DELETE FROM outbox WHERE peer_id IS NULL;
+    INSERT OR IGNORE INTO agreements (peer_id, added_at)
+        SELECT peer_id, created_at FROM outbox;
+    """,
 )
 EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
 
@@ -126,12 +165,38 @@ class MessageRow:
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
+    """A record to store. With `peer_id`, it is addressed to a contact: `kind`, `body`,
+    `ttl` and `created_at` (the sent_at) are what is sealed again for each epoch, and
+    `record`/`mailbox_key` are the last sealing (of `epoch`; empty until the contact's
+    keys arrive). Without, it is a fixed record for a fixed key (an introduction)."""
+
     msg_id: bytes
     mailbox_key: bytes
     record: bytes
     attempts: int
     created_at: float
     last_attempt_at: float | None
+    peer_id: str | None = None
+    kind: str | None = None
+    body: bytes | None = None
+    ttl: int | None = None
+    epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """The key agreement with one contact ID: ready once their bundle arrived."""
+
+    peer_id: str
+    root: bytes | None
+    epoch_len: int | None
+    added_at: float
+    ready_at: float | None
+    bundle_sent: int | None  # the last epoch of our prekeys they have been sent
+
+    @property
+    def ready(self) -> bool:
+        return self.root is not None
 
 
 # Bulk rows stay tuples (cheap to build, unpack like plain tuples) with field names.
@@ -170,11 +235,20 @@ INSERT_OUTBOX = (
     "INSERT INTO outbox (msg_id, mailbox_key, record, created_at) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (msg_id) DO NOTHING"
 )
-OUTBOX_COLUMNS = "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at"
+OUTBOX_COLUMNS = (
+    "msg_id, mailbox_key, record, attempts, created_at, last_attempt_at, peer_id, kind, "
+    "body, ttl, epoch"
+)
 HELD_PUT = (
     "INSERT INTO held (key, record_id, expires_at, packed) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (key, record_id) DO NOTHING"
 )
+INSERT_CONTACT_OUTBOX = (
+    "INSERT INTO outbox (msg_id, mailbox_key, record, created_at, peer_id, kind, body, ttl, "
+    "epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id) DO NOTHING"
+)
+AGREEMENT_COLUMNS = "peer_id, root, epoch_len, added_at, ready_at, bundle_sent"
+MAX_TTL_EPOCHS = 64  # their prekeys older than this many epochs before the newest go
 CONTACT_COLUMNS = "name, peer_id, ttl, added_at, verified_at, read_receipts"
 
 

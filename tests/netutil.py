@@ -61,3 +61,17 @@ async def wait_until(
 
 async def bounded(aw: Awaitable[T], timeout: float = 30.0) -> T:
     return await asyncio.wait_for(aw, timeout)
+
+
+async def befriend(a: Node, b: Node, timeout: float = 10.0) -> None:
+    """Make `a` and `b` contacts of each other (both add, as two people who scanned each
+    other's codes) and wait until both ends of the key agreement are ready."""
+    await bounded(a.add_contact(b.id), timeout)
+    await bounded(b.add_contact(a.id), timeout)
+    ok = await wait_until(lambda: a.contact_ready(b.id) and b.contact_ready(a.id), timeout)
+    assert ok, "the key agreement did not complete"
+
+
+async def befriend_all(pairs: list[tuple[Node, Node]], timeout: float = 10.0) -> None:
+    for a, b in pairs:
+        await befriend(a, b, timeout)
