@@ -25,7 +25,7 @@ from cli import bench, chat, people, render, security, sim
 from cli import network as network_cli
 from cli import share as share_cli
 from cli.params import host_option
-from mesh import __version__
+from mesh import __version__, control
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TEXT_BYTES, MAX_TTL
@@ -224,13 +224,24 @@ def contacts() -> None:
 )
 @click.pass_obj
 def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
-    """Save ID under NAME."""
+    """Save ID under NAME and start the key agreement (both of you add each other)."""
     public = PublicIdentity.from_id(peer_id)
     with open_home(home) as store:
         others = [c.name for c in store.list_contacts() if c.peer_id == public.id]
         yours = store.get_setting("public_id") == public.id
         contact = store.add_contact(name, public.id, ttl)
+        if not yours:
+            store.agreement_add(public.id, time.time())
     click.echo(f"added {contact.name}: {public.id}")
+    if not yours:
+        ready = asyncio.run(control.tell_contact_added(home, public.id))
+        if ready:
+            click.echo(f"{contact.name} has added you too: you can message each other")
+        else:
+            render.hint(
+                f"waiting for {contact.name} to add you too: until then your messages to "
+                f"{contact.name} are queued (nobody else can reach your mailbox)"
+            )
     click.echo(f"fingerprint: {public.fingerprint}")
     if yours:
         render.hint("warning: this is your own ID; messages to it come back to you")
@@ -254,6 +265,7 @@ def contacts_list(home: Path, as_json: bool) -> None:
                 "verified": c.verified,
                 "verified_at": c.verified_at,
                 "read_receipts": c.read_receipts,
+                "agreed": (a := store.agreement(c.peer_id)) is not None and a.ready,
             }
             for c in store.list_contacts()
         ]
@@ -373,6 +385,12 @@ def send(
         if result.status == MessageStatus.QUEUED:
             raise click.exceptions.Exit(EXIT_QUEUED)
         return
+    if result.status == MessageStatus.QUEUED and result.waiting:
+        render.hint(
+            f"queued: {to} has not added you yet. Messages to them wait until they add "
+            "you too (`mesh contacts add`), then go at once"
+        )
+        raise click.exceptions.Exit(EXIT_QUEUED)
     if result.status == MessageStatus.QUEUED:
         render.hint(
             "no peer is reachable: the message stays queued, and `mesh up` delivers it "

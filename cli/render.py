@@ -82,6 +82,8 @@ def print_contacts(contacts: Iterable[Doc]) -> None:
             notes.append(f"messages disappear after {contact['ttl']} s")
         if contact.get("read_receipts"):
             notes.append("read receipts on")
+        if contact.get("agreed") is False:
+            notes.append("waiting for them to add you")
         extra = f"  ({'; '.join(notes)})" if notes else ""
         click.echo(f"{contact['name']:<{width}}  {mark}  {contact['id']}{extra}")
 

@@ -248,6 +248,19 @@ async def send_text(
             return await deliver_queued(node, message)
 
 
+async def tell_contact_added(home: Path, peer_id: str) -> bool:
+    """If a daemon runs for `home`, have it start the key agreement with `peer_id` now;
+    True if it is ready (else the next node for this home starts it)."""
+    client = await ControlClient.connect(home)
+    if client is None:
+        return False
+    async with client:
+        with contextlib.suppress(MeshError):
+            doc = await client.request("add_contact", id=peer_id)
+            return doc.get("ready") is True
+    return False
+
+
 async def read_inbox(home: Path, net: NetConfig, unlock: Unlock) -> tuple[list[Event], bool]:
     """(received text messages, whether the mailbox was fetched from the network)."""
     require_home(home)

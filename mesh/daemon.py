@@ -92,6 +92,7 @@ class Daemon:
         self._handlers: dict[str, Handler] = {
             "status": self._op_status,
             "send": self._op_send,
+            "add_contact": self._op_add_contact,
             "fetch": self._op_fetch,
             "inbox": self._op_inbox,
             "outbox": self._op_outbox,
@@ -208,6 +209,11 @@ class Daemon:
         await self._join(peers)
         result = await deliver_queued(node, message)
         return result.to_json()
+
+    async def _op_add_contact(self, request: Event, writer: asyncio.StreamWriter) -> Event:
+        """A contact was saved (`mesh contacts add`): start the key agreement now."""
+        peer_id = _text_arg(request, "id")
+        return {"ready": await self.node.add_contact(peer_id)}
 
     async def _join(self, peers: list[Address]) -> None:
         """Peers named by a command (--peer): ping them; if we had none, wait for one."""

@@ -38,6 +38,7 @@ class SendResult:
     recipient: str
     status: MessageStatus  # queued (no peer reachable), stored, delivered
     replicas: int | None
+    waiting: bool = False  # queued until the recipient adds us too (their keys come)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class SendResult:
             "to": self.recipient,
             "status": str(self.status),
             "replicas": self.replicas,
+            "waiting": self.waiting,
         }
 
     @classmethod
@@ -58,18 +60,23 @@ class SendResult:
             str(doc["to"]),
             MessageStatus(status),
             replicas if isinstance(replicas, int) else None,
+            doc.get("waiting") is True,
         )
 
 
 async def deliver_queued(node: Node, message: Message) -> SendResult:
-    """Flush the outbox (this message included) if any peer is known."""
+    """Flush the outbox (this message included) if any peer is known; to a recipient
+    whose keys have not come yet, look for them first (they may have added us)."""
+    waiting = not node.contact_ready(message.recipient)
     if node.peer_count() > 0:
+        if waiting:
+            waiting = not await node.add_contact(message.recipient)
         with contextlib.suppress(UnreachableError):
             await node.flush_outbox()
     row = node.store.get_message(message.id, "out")
     status = row.status if row is not None else MessageStatus.QUEUED
     replicas = row.replicas if row is not None else None
-    return SendResult(message.id, message.recipient, status, replicas)
+    return SendResult(message.id, message.recipient, status, replicas, waiting)
 
 
 # -- starting a node ----------------------------------------------------------------------

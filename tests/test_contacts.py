@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from netutil import befriend, bounded, start_network, stop_all, wait_until
 
+from mesh import Node, envelope
+from mesh.envelope import Record
+from mesh.errors import NotForUsError
+from mesh.identity import Identity
+from mesh.keyring import GRACE_EPOCHS
 from mesh.node import NodeOptions
 
 
@@ -34,4 +42,48 @@ async def test_one_way_add_queues_until_the_other_adds() -> None:
         assert await wait_until(lambda: a.contact_ready(b.id), 10)
         assert await wait_until(lambda: [m.text for m in b.inbox()] == ["waiting for you"], 10)
     finally:
+        await stop_all(nodes)
+
+
+async def test_forward_secrecy_the_seed_alone_no_longer_opens_a_captured_record() -> None:
+    nodes = await start_network(6, seed=5)
+    clock = [time.time()]
+    options = NodeOptions(epoch_seconds=60)
+    b = await Node.start(bootstrap=[nodes[2].address], options=options, wall=lambda: clock[0])
+    a = nodes[0]
+    try:
+        await befriend(a, b)
+        captured: list[tuple[bytes, Record]] = []
+        put = a.dht.put
+
+        async def spy(key: bytes, records: list[Record]) -> int:
+            captured.extend((key, r) for r in records)
+            return await put(key, records)
+
+        a.dht.put = spy  # type: ignore[method-assign]
+        await bounded(a.send(b.id, "the meeting moved to the station"))
+        assert await wait_until(lambda: len(b.inbox()) == 1, 10)
+        key, record = captured[-1]
+        # Inside the window the device can still open what a watcher captured...
+        opened = envelope.open_record(b.identity, record, clock[0], b.mailboxes.prekeys_for(key))
+        assert opened.text == "the meeting moved to the station"
+        # ...and the seed never could: the record is sealed to a prekey, not the identity.
+        seized = Identity.from_seed(b.identity.seed)
+        with pytest.raises(NotForUsError, match="sealed to another key"):
+            envelope.open_record(seized, record, clock[0])
+        epoch = b.mailboxes.epoch(clock[0])
+        # Past the window (the epoch, one more, the overlap) and one complete fetch...
+        clock[0] += 60 * (GRACE_EPOCHS + 2) + 1
+        await bounded(b.fetch())
+        assert all(e > epoch for e in b.mailboxes.prekey_epochs())
+        held = [(p, s) for _e, p, s in b.store.prekeys()]
+        assert held and all(e > epoch for e, _p, _s in b.store.prekeys())
+        # ...neither the seed nor every key the device still holds opens it.
+        with pytest.raises(NotForUsError, match="sealed to another key"):
+            envelope.open_record(seized, record, clock[0])
+        with pytest.raises(NotForUsError, match="none of our prekeys"):
+            envelope.open_record(seized, record, clock[0], held)
+        assert [m.text for m in b.inbox()] == ["the meeting moved to the station"]
+    finally:
+        await b.stop()
         await stop_all(nodes)
