@@ -35,6 +35,7 @@ from mesh.keyring import (
     intro_signer,
     mailbox_key_at,
     pack_bundle,
+    parse_bundle,
 )
 from mesh.store import Store
 
@@ -263,3 +264,22 @@ class Mailboxes:
 
     def known_keys(self) -> Iterable[bytes]:
         return list(self._by_key)
+
+
+def exchange_bundles(a: Mailboxes, b: Mailboxes, now: float) -> None:
+    """Make two homes contacts whose key agreement is complete, without the network: each
+    gets the other's bundle, as if they had agreed before. For the simulator and the
+    benchmarks (their preparation, not what they measure); a real add is Node.add_contact."""
+    for me, them in ((a, b), (b, a)):
+        peer_id = them.identity.id
+        me.store.agreement_add(peer_id, now)
+        bundle = parse_bundle(them.bundle(now, reply=False))
+        me.store.agreement_keys(
+            peer_id,
+            bundle.root_public,
+            bundle.epoch_length,
+            bundle.first_epoch,
+            bundle.prekeys,
+            now,
+        )
+        them.store.agreement_bundle_sent(me.identity.id, them.newest_prekey())
