@@ -129,6 +129,8 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM outbox WHERE peer_id IS NULL;
     INSERT OR IGNORE INTO agreements (peer_id, added_at)
         SELECT peer_id, created_at FROM outbox;
+    INSERT INTO settings (key, value) SELECT 'legacy_mailbox', '1'
+        WHERE EXISTS (SELECT 1 FROM identity);
     """,
 )
 EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
