@@ -30,9 +30,21 @@ from mesh.mailboxes import Mailboxes
 from mesh.outbox import Outbox
 from mesh.store import Store
 
+PENDING_INTERVAL = 300.0  # look at pending introductions at most this often (seconds)
+
 
 class Agreements:
-    __slots__ = ("counters", "dht", "identity", "mailboxes", "on_ready", "outbox", "store", "wall")
+    __slots__ = (
+        "_checked_at",
+        "counters",
+        "dht",
+        "identity",
+        "mailboxes",
+        "on_ready",
+        "outbox",
+        "store",
+        "wall",
+    )
 
     def __init__(
         self,
@@ -52,6 +64,7 @@ class Agreements:
         self.wall = wall
         self.counters = counters
         self.on_ready: Callable[[str], None] | None = None
+        self._checked_at = -1e18
         for name in ("agreements_ready", "keys_received", "keys_dropped"):
             counters.setdefault(name, 0)
 
@@ -86,9 +99,15 @@ class Agreements:
         with contextlib.suppress(MeshError):
             await self.outbox.deliver(message.id, key, record)
 
-    async def check_pending(self) -> int:
+    async def check_pending(self, force: bool = False) -> int:
         """Look at the introduction mailbox of every agreement still pending (posting our
-        bundle there first if it never was); returns how many became ready."""
+        bundle there first if it never was), at most every PENDING_INTERVAL seconds unless
+        `force`: someone who never adds us back must not cost a lookup per poll forever.
+        Returns how many became ready."""
+        now = self.wall()
+        if not force and now < self._checked_at + PENDING_INTERVAL:
+            return 0
+        self._checked_at = now
         ready = 0
         for agreement in self.store.agreements():
             if agreement.ready:
