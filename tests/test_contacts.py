@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from netutil import befriend, bounded, start_network, stop_all, wait_until
 
-from mesh import Node, envelope
+from mesh import Node, envelope, keyring
 from mesh.envelope import Record
 from mesh.errors import NotForUsError
 from mesh.identity import Identity
@@ -87,3 +88,44 @@ async def test_forward_secrecy_the_seed_alone_no_longer_opens_a_captured_record(
     finally:
         await b.stop()
         await stop_all(nodes)
+
+
+async def test_across_midnight_and_a_week_offline_everything_within_ttl_arrives(
+    tmp_path: Path,
+) -> None:
+    """A message stored just before midnight, fetched two days later, arrives; so does one
+    of every day of a week the recipient was away. One clock for every peer (replicas
+    check expiries and owner-request times against theirs), moved by hand."""
+    day = keyring.EPOCH_SECONDS
+    clock = [(time.time() // day + 1) * day - 5.0]  # five seconds before midnight
+
+    def wall() -> float:
+        return clock[0]
+
+    peers = [await Node.start(wall=wall)]
+    for _ in range(6):
+        peers.append(await Node.start(bootstrap=[peers[0].address], wall=wall))
+    home = tmp_path / "bob"
+    a = await Node.start(bootstrap=[peers[1].address], wall=wall)
+    b = await Node.start(home=home, bootstrap=[peers[2].address], wall=wall)
+    bob_id = b.id
+    try:
+        await befriend(a, b)
+        await b.stop()
+        assert (await bounded(a.send(bob_id, "just before midnight"))).replicas >= 1
+        texts = ["just before midnight"]
+        clock[0] += 2 * day  # fetched two days later...
+        b = await Node.start(home=home, bootstrap=[peers[3].address], wall=wall)
+        assert await wait_until(lambda: [m.text for m in b.inbox()] == texts, 15)
+        await b.stop()
+        for i in range(7):  # ...and a week away, a message every day
+            clock[0] += day
+            texts.append(f"day {i}")
+            assert (await bounded(a.send(bob_id, f"day {i}"))).replicas >= 1
+        b = await Node.start(home=home, bootstrap=[peers[4].address], wall=wall)
+        assert await wait_until(lambda: sorted(m.text for m in b.inbox()) == sorted(texts), 20)
+        assert len(b.inbox()) == len(texts)  # each once
+    finally:
+        await b.stop()
+        await a.stop()
+        await stop_all(peers)
