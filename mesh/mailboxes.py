@@ -212,6 +212,11 @@ class Mailboxes:
 
     def address(self, peer_id: str, now: float) -> Address | None:
         """Where a message to `peer_id` goes now, or None until their bundle arrived."""
+        if peer_id == self.identity.id:  # a note to self: our own mailbox of the day
+            self.ensure_prekeys(now)
+            epoch = self.epoch(now)
+            held = self._prekeys.get(epoch) or self._prekeys[max(self._prekeys)]
+            return Address((self.own_key(epoch), held[0], epoch))
         agreement = self.store.agreement(peer_id)
         if agreement is None or agreement.root is None or agreement.epoch_len is None:
             return None

@@ -129,3 +129,14 @@ async def test_across_midnight_and_a_week_offline_everything_within_ttl_arrives(
         await b.stop()
         await a.stop()
         await stop_all(peers)
+
+
+async def test_a_note_to_self_needs_no_agreement() -> None:
+    nodes = await start_network(5, seed=8)
+    try:
+        a = nodes[2]
+        receipt = await bounded(a.send(a.id, "remember the water"))
+        assert receipt.replicas >= 1 and not receipt.waiting
+        assert await wait_until(lambda: [m.text for m in a.inbox()] == ["remember the water"], 10)
+    finally:
+        await stop_all(nodes)

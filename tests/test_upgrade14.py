@@ -101,8 +101,9 @@ async def test_an_upgraded_home_drains_the_old_mailbox_once_then_talks_the_new_w
             # reached), and the old mailbox is no longer read or listened at.
             storages = [n.dht.replica.storage for n in [*nodes, alice]]
             assert await wait_until(
-                lambda: sum(s.is_tombstoned(identity.mailbox_key, record.id) for s in storages)
-                >= 4,
+                lambda: (
+                    sum(s.is_tombstoned(identity.mailbox_key, record.id) for s in storages) >= 4
+                ),
                 10,
             )
             assert identity.mailbox_key not in alice.dht.own_keys
