@@ -296,12 +296,11 @@ def queue_text(
     one (a one-way add): the message is committed unsealed and waits for their keys."""
     recipient, contact_ttl = resolve_recipient(store, to)
     boxes = mailboxes or Mailboxes(identity, store)
-    if recipient.id != identity.id:
-        store.agreement_add(recipient.id, now)
     body = text.encode("utf-8")
     life = ttl or contact_ttl or DEFAULT_TTL
     sealed = boxes.seal_for(recipient.id, MessageKind.TEXT, body, now, life)
     if sealed is None:
+        store.agreement_add(recipient.id, now)  # a one-way add, if it is not one already
         message = envelope.unsealed_message(identity, recipient, MessageKind.TEXT, body, now, life)
         where = None
         record = key = None
