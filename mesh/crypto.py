@@ -354,3 +354,14 @@ def pair_secret(my_public: bytes, my_secret: bytes, their_public: bytes) -> byte
         return bytes(tx) + bytes(rx)
     except (nacl.exceptions.CryptoError, TypeError, ValueError):
         raise MalformedError("no shared secret with this key") from None
+
+
+def ed25519_secret_scalar(seed: bytes) -> tuple[bytes, bytes]:
+    """RFC 8032 section 5.1.5: the secret scalar (clamped, reduced mod l) and the nonce
+    prefix of an Ed25519 seed."""
+    expanded = _sha512(seed)
+    clamped = bytearray(expanded[:32])
+    clamped[0] &= 248
+    clamped[31] &= 127
+    clamped[31] |= 64
+    return scalar_reduce(bytes(clamped) + bytes(32)), expanded[32:]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from mesh import Node
 from mesh.dht.server import DhtConfig
 from mesh.identity import Identity
+from mesh.mailboxes import exchange_bundles
 from mesh.node import NodeOptions
 from mesh.store import Store
 
@@ -22,8 +24,15 @@ def loopback_host(i: int) -> str:
 
 
 async def start_network(
-    n: int, seed: int = 1, config: DhtConfig | None = None, options: NodeOptions | None = None
+    n: int,
+    seed: int = 1,
+    config: DhtConfig | None = None,
+    options: NodeOptions | None = None,
+    contacts: bool = True,
 ) -> list[Node]:
+    """`n` nodes on loopback; with `contacts`, every two of them are contacts whose key
+    agreement is complete (prepared without the network, as if done before the test:
+    tests/test_contacts.py exercises the agreement itself)."""
     rng = random.Random(seed)
     nodes: list[Node] = []
     for i in range(n):
@@ -31,7 +40,22 @@ async def start_network(
         nodes.append(
             await Node.start(host=loopback_host(i), bootstrap=boot, config=config, options=options)
         )
+    if contacts:
+        prepare_contacts(nodes)
     return nodes
+
+
+def prepare_contacts(nodes: list[Node], others: list[Node] | None = None) -> None:
+    """Complete agreements between every two of `nodes` (or each of `nodes` with each of
+    `others`) without the network (mesh.mailboxes.exchange_bundles)."""
+    now = time.time()
+    pairs = (
+        [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]]
+        if others is None
+        else [(a, b) for a in nodes for b in others if a is not b]
+    )
+    for a, b in pairs:
+        exchange_bundles(a.mailboxes, b.mailboxes, now)
 
 
 async def stop_all(nodes: list[Node]) -> None:
