@@ -657,9 +657,7 @@ class Node:
         them turned off (`mesh contacts receipts NAME off`)."""
         agreement = self.store.agreement(message.sender)
         return (
-            agreement is not None
-            and agreement.ready
-            and self.store.receipts_wanted(message.sender)
+            agreement is not None and agreement.ready and self.store.receipts_wanted(message.sender)
         )
 
     # -- strangers (issue 15) ---------------------------------------------------------

@@ -267,21 +267,9 @@ class Requests:
 
     async def accept(self, peer_id: str) -> Request:
         """Make the requester a contact: their text joins the inbox as their first message."""
-        request = self._get(peer_id)
-        self.store.agreement_add(peer_id, self.wall())
-        await self._take_bundle(peer_id, request.bundle)
-        self.store.add_message(
-            request.msg_id,
-            "in",
-            peer_id,
-            MessageKind.TEXT,
-            request.text,
-            request.sent_at,
-            request.sent_at + REQUEST_TTL,
-            MessageStatus.RECEIVED,
-            received_at=request.received_at,
-        )
-        self.store.request_remove(peer_id)
+        request = accept_in_store(self.store, self.identity, peer_id, self.wall())
+        with contextlib.suppress(MeshError):
+            await self.outbox.flush(request.peer_id)
         return request
 
     def block(self, peer_id: str) -> None:
@@ -303,3 +291,39 @@ def request_id_hint(peer_id: str) -> str:
     """A short, stable label for a requester in lists (not a name: they chose none)."""
     return hashlib.blake2b(peer_id.encode(), digest_size=4).hexdigest()
 
+
+def accept_in_store(store: Store, identity: Identity, peer_id: str, now: float) -> Request:
+    """Accept a request with the store alone (the CLI without a daemon): their bundle
+    completes the agreement, ours is queued for their mailbox (sealed and sent by the
+    next node), their text becomes their first message. LocalError if there is none."""
+    request = store.request_get(PublicIdentity.from_id(peer_id).id)
+    if request is None:
+        raise LocalError("no request from this ID: `mesh requests` lists them")
+    bundle = keyring.parse_bundle(request.bundle)
+    store.agreement_add(request.peer_id, now)
+    store.agreement_keys(
+        request.peer_id,
+        bundle.root_public,
+        bundle.epoch_length,
+        bundle.first_epoch,
+        bundle.prekeys,
+        now,
+    )
+    boxes = Mailboxes(identity, store)
+    ours = boxes.bundle(now, reply=False)
+    mid = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
+    store.outbox_for_contact(mid, request.peer_id, MessageKind.KEYS, ours, MAX_TTL, now, None)
+    store.agreement_bundle_sent(request.peer_id, boxes.newest_prekey())
+    store.add_message(
+        request.msg_id,
+        "in",
+        request.peer_id,
+        MessageKind.TEXT,
+        request.text,
+        request.sent_at,
+        request.sent_at + envelope.DEFAULT_TTL,
+        MessageStatus.RECEIVED,
+        received_at=request.received_at,
+    )
+    store.request_remove(request.peer_id)
+    return request
