@@ -99,3 +99,33 @@ def test_block_delete_and_bad_ids(home: Path) -> None:
     assert missing.returncode == 1 and "no request from this ID" in missing.stderr
     typo = mesh(home, "requests", "block", "meshnotanid")
     assert typo.returncode == 1 and len(typo.stderr.strip().splitlines()) == 1
+
+
+def test_the_chat_shows_a_hostile_message_and_name_as_text() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mesh.chat.view import Entry, entry_text, message_text
+    from mesh.store import MessageRow, MessageStatus
+
+    row = MessageRow(
+        b"m" * 16,
+        "in",
+        "x",
+        "text",
+        HOSTILE.encode(),
+        0.0,
+        1.0,  # type: ignore[arg-type]
+        MessageStatus.RECEIVED,
+        0.0,
+        False,
+        None,
+    )
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, color_system=None, width=200)
+    console.print(message_text(row, "eve\x1b]0;x\x07[bold]", 0.0))
+    console.print(entry_text(Entry("mallory\u202e", "x", 1, False)))
+    shown = out.getvalue()
+    assert forbidden(shown) == []
+    assert "\\x1b[2J" in shown and "[bold]" in shown  # markup in a name stays literal

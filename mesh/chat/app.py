@@ -46,6 +46,7 @@ from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
+from mesh.safe_text import visible
 from mesh.store import MessageRow, Store
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ class ChatApp(App[None]):
     def title_text(self, peer_id: str) -> Text:
         """The name, and the fingerprint to compare with their "My ID" screen."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
-        text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
+        text = Text(f"Chat with {visible(self.name_of(peer_id))}", style="bold")
         if self.is_verified(peer_id):
             text.append(f"  {VERIFIED_MARK} verified\n", style="bold green")
         else:
