@@ -19,6 +19,7 @@ from mesh.outbox import Outbox
 from mesh.requests import REQUEST_TTL, door_key
 from mesh.store import Store
 
+STAMP_VECTOR = "0108491e5eff760c7687491e5eff760c76b3491e5eff760c7724491e5eff760c779f"
 TEST_COST = stamps.MIN_REPLICA_COST  # a test door asks little (64 argon2id runs); 13 ships
 
 
@@ -166,8 +167,22 @@ def test_stamps_too_cheap_wrong_record_and_expired_are_refused() -> None:
         stamps.verify(key, other_id, stamp, 6)  # another record
     with pytest.raises(Exception, match="does not hold"):
         stamps.verify(other_day, record_id, stamp, 6)  # a mailbox of another day: expired
-    cheap = bytes([1, 6]) + stamp[2:]  # a claimed cost the work does not reach
-    forged = bytes([1, 20]) + stamp[2:]
+    forged = bytes([1, 20]) + stamp[2:]  # a claimed cost the work does not reach
     with pytest.raises(Exception, match="does not hold"):
         stamps.verify(key, record_id, forged, 6)
-    assert stamps.cost_of(cheap) == 6
+    repeated = stamp[:2] + stamp[2:10] * 4  # one solution four times
+    with pytest.raises(Exception, match="repeated"):
+        stamps.verify(key, record_id, repeated, 6)
+    with pytest.raises(Exception, match="not a version-1 stamp"):
+        stamps.verify(key, record_id, stamp[:-1], 6)
+    assert stamps.cost_of(stamp) == 6 and len(stamp) == stamps.STAMP_SIZE
+
+
+def test_stamp_vector() -> None:
+    """docs/protocol.md, "Stamps": a fixed stamp verifies; any change to it fails."""
+    key, record_id = bytes(range(20)), bytes(range(16))
+    stamp = bytes.fromhex(STAMP_VECTOR)
+    stamps.verify(key, record_id, stamp, 8)
+    tampered = stamp[:-1] + bytes([stamp[-1] ^ 1])
+    with pytest.raises(Exception, match="does not hold"):
+        stamps.verify(key, record_id, tampered, 8)
