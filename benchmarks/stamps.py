@@ -43,7 +43,7 @@ def main() -> None:
         verifies.append((time.perf_counter() - start) / 20)
     doc = {
         "cost_bits": args.cost,
-        "runs": args.runs,
+        "stamps": args.runs,
         "mint_median_s": round(statistics.median(mints), 3),
         "mint_p95_s": round(percentile(mints, 0.95), 3),
         "verify_median_ms": round(statistics.median(verifies) * 1000, 3),
