@@ -275,9 +275,10 @@ def exchange_bundles(a: Mailboxes, b: Mailboxes, now: float) -> None:
     """Make two homes contacts whose key agreement is complete, without the network: each
     gets the other's bundle, as if they had agreed before. For the simulator and the
     benchmarks (their preparation, not what they measure); a real add is Node.add_contact."""
+    a.store.agreement_add(b.identity.id, now)
+    b.store.agreement_add(a.identity.id, now)
     for me, them in ((a, b), (b, a)):
         peer_id = them.identity.id
-        me.store.agreement_add(peer_id, now)
         bundle = parse_bundle(them.bundle(now, reply=False))
         me.store.agreement_keys(
             peer_id,

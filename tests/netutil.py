@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from mesh import Node
 from mesh.dht.server import DhtConfig
 from mesh.identity import Identity
-from mesh.mailboxes import exchange_bundles
+from mesh.keyring import Signer
+from mesh.mailboxes import Mailboxes, exchange_bundles
 from mesh.node import NodeOptions
 from mesh.store import Store
 
@@ -62,11 +63,15 @@ async def stop_all(nodes: list[Node]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
-def offline_identity() -> tuple[Identity, Store]:
-    """An identity that exists (someone can write to it) but has no running node yet."""
+def offline_identity(contacts: Iterable[Node] = ()) -> tuple[Identity, Store]:
+    """An identity that exists (someone can write to it) but has no running node yet;
+    its agreement with each of `contacts` is complete (prepared, see prepare_contacts)."""
     identity = Identity.generate()
     store = Store(None)
     store.set_identity_blob(identity.to_bytes())
+    boxes = Mailboxes(identity, store)
+    for node in contacts:
+        exchange_bundles(boxes, node.mailboxes, time.time())
     return identity, store
 
 
@@ -99,3 +104,10 @@ async def befriend(a: Node, b: Node, timeout: float = 10.0) -> None:
 async def befriend_all(pairs: list[tuple[Node, Node]], timeout: float = 10.0) -> None:
     for a, b in pairs:
         await befriend(a, b, timeout)
+
+
+def mailbox_of(identity: Identity, store: Store) -> tuple[bytes, Signer]:
+    """An offline identity's mailbox key of today and the signer of its owner requests."""
+    boxes = Mailboxes(identity, store)
+    signer = boxes.own_signer(boxes.epoch(time.time()))
+    return signer.mailbox_key, signer

@@ -374,7 +374,7 @@ def test_only_known_kinds_are_sealed() -> None:
     bodies = {"text": b"x", "keys": bundle, "request": request_body(bundle, "hello")}
     for kind in KINDS:
         body = bodies.get(kind) or receipt_body([bytes(16)])
-        message, record = seal_message(ALICE, BOB.public, kind, body, NOW)
+        _message, record = seal_message(ALICE, BOB.public, kind, body, NOW)
         assert open_record(BOB, record, NOW).kind == kind
     with pytest.raises(ValueError):
         seal_message(ALICE, BOB.public, "file", b"x", NOW)
