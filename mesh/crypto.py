@@ -326,6 +326,13 @@ def box_keypair() -> tuple[bytes, bytes]:
     return bytes(public), bytes(secret)
 
 
+def box_seed_keypair(seed: bytes) -> tuple[bytes, bytes]:
+    """The X25519 key pair of a 32-byte seed (crypto_box_seed_keypair): only for the
+    simulator, which draws every key from its seed so that a run can be repeated."""
+    public, secret = nacl.bindings.crypto_box_seed_keypair(seed)
+    return bytes(public), bytes(secret)
+
+
 def unseal_with(public: bytes, secret: bytes, ciphertext: bytes) -> bytes | None:
     """Open a crypto_box_seal ciphertext with an X25519 key pair; None if it does not open."""
     try:

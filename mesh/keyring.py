@@ -20,6 +20,7 @@ Three kinds of keys, all from libsodium (docs/protocol.md, "Contacts and mailbox
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,9 +142,13 @@ class MailboxRoot:
         return "MailboxRoot(<secret>)"
 
     @classmethod
-    def generate(cls) -> MailboxRoot:
-        scalar = crypto.random_scalar()
-        return cls(scalar, crypto.random_bytes(32), crypto.scalar_public(scalar))
+    def generate(cls, rand: Callable[[int], bytes] | None = None) -> MailboxRoot:
+        """A new random root (`rand`: the simulator's seeded bytes instead of the OS's)."""
+        if rand is None:
+            scalar, prefix = crypto.random_scalar(), crypto.random_bytes(32)
+        else:
+            scalar, prefix = crypto.scalar_reduce(rand(64)), rand(32)
+        return cls(scalar, prefix, crypto.scalar_public(scalar))
 
     def to_bytes(self) -> bytes:
         packed: bytes = msgpack.packb([1, self.scalar, self.prefix], use_bin_type=True)
