@@ -13,7 +13,7 @@ import pytest
 import segno
 from click.testing import CliRunner
 from rich.text import Text
-from test_cli_support import Daemons, add_contact, make_home, texts
+from test_cli_support import Daemons, add_contact, befriend, make_home, texts
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, ListView, Static
@@ -51,10 +51,9 @@ class Pair:
     def __init__(self, root: Path, daemons: Daemons) -> None:
         self.ann, self.ben = root / "ann", root / "ben"
         self.ann_id, self.ben_id = make_home(self.ann, "Ann"), make_home(self.ben, "Ben")
-        add_contact(self.ann, "ben", self.ben_id)
-        add_contact(self.ben, "ann", self.ann_id)
         self.ben_up = daemons.up(self.ben, "127.0.0.71")
         self.ann_up = daemons.up(self.ann, "127.0.0.72", self.ben_up.address)
+        befriend(self.ann, self.ben)
 
 
 @pytest.fixture(scope="module")
