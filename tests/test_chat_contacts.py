@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_chat import SIZE, line_with, no_passphrase, plain, type_text, until
+from test_chat import SIZE, line_with, no_passphrase, plain, type_text, until, with_mark
 from test_cli_support import Daemons, make_home, mesh, status_of, texts
 from textual import events
 from textual.widgets import Input, Label, Static
@@ -101,14 +101,6 @@ async def test_adding_in_the_chat_waits_for_them_then_messages_flow(
         await type_text(pilot, "now we are contacts")
         await pilot.press("enter")
         await until(pilot, lambda: "now we are contacts" in texts(ben), "delivery")
-        line = await until(
-            pilot,
-            lambda: (
-                (found := line_with(app, "now we are contacts"))
-                and found.row.status == "delivered"
-                and found
-            ),
-            "the delivered mark",
-        )
+        line = await with_mark(pilot, app, "now we are contacts", "delivered")
         assert "● delivered" in plain(line)
     assert status_of(ann, "written before you added me") in ("stored", "delivered")

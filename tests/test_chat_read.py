@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_chat import SIZE, line_with, no_passphrase, plain, unread, until
+from test_chat import SIZE, no_passphrase, plain, unread, until, with_mark
 from test_cli_support import (
     Daemons,
     add_contact,
@@ -76,11 +76,5 @@ async def test_verified_mark_read_state_and_read_receipts(pair: Pair) -> None:
         assert mesh(pair.ann, "send", "ben", "yes, at home").returncode == 0
         wait_until(lambda: "yes, at home" in texts(pair.ben), "ben to receive")
         assert "yes, at home" in mesh(pair.ben, "read", "ann").stdout  # through ben's daemon
-        line = await until(
-            pilot,
-            lambda: (
-                (found := line_with(app, "yes, at home")) and found.row.status == "read" and found
-            ),
-            "the read mark",
-        )
+        line = await with_mark(pilot, app, "yes, at home", "read")
         assert "✔ read" in plain(line)

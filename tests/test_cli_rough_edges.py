@@ -310,7 +310,12 @@ def test_contacts_warn_and_verify(home: Path, bob: str) -> None:
         c["name"]: c for c in json.loads(run(home, "contacts", "list", "--json").stdout)["contacts"]
     }
     assert rows["bob"]["verified"] and not rows["bobby"]["verified"]
+    assert rows["me"]["agreed"] and not rows["bob"]["agreed"]  # bob never added Ann
     listing = run(home, "contacts", "list").stdout.splitlines()
+    assert any(
+        line.startswith("bob ") and "waiting for them to add you" in line for line in listing
+    )
+    assert not any(line.startswith("me ") and "waiting" in line for line in listing)
     assert any(line.startswith("bob ") and " verified " in line for line in listing)
     assert any(line.startswith("bobby") and "unverified" in line for line in listing)
     one_error_line(run(home, "contacts", "verify", "nobody"), 1, "no contact named 'nobody'")
