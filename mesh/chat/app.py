@@ -70,7 +70,7 @@ CSS = """
 #contacts-title, #chat-title { text-style: bold; background: $boost; padding: 0 1; }
 #contacts { height: 1fr; }
 #contacts > ListItem { padding: 0 1; }
-#contacts .waiting { color: $warning; }
+#contacts .waiting { color: $warning; width: 100%; }
 #contacts-hint { color: $text-muted; padding: 0 1; height: auto; }
 #chat-pane { width: 1fr; }
 #chat-title { height: auto; }
