@@ -447,7 +447,24 @@ def rate(run: dict[str, Any]) -> float:
     return rpcs / (run["peers"] * (run["sim_s"] + run["setup_s"]) / 3600)
 
 
+def stamps_block() -> str:
+    """Issue 15: what a stranger's stamp costs to mint and to check."""
+    run = runs("stamps.json")[0]
+    rows = [
+        ["mint, median (s)", fmt(run["mint_median_s"])],
+        ["mint, p95 (s)", fmt(run["mint_p95_s"])],
+        ["verify, median (ms)", fmt(run["verify_median_ms"], 3)],
+        ["verify, p95 (ms)", fmt(run["verify_p95_ms"], 3)],
+    ]
+    return (
+        f"Cost {run['cost_bits']} bits (the default), {run['stamps']} stamps, "
+        f"`python benchmarks/stamps.py` (load average {run['load_average']:.1f}).\n\n"
+        + table(["stamp", "value"], rows)
+    )
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "stamps": stamps_block,
     "bench-setup": bench_setup,
     "bench-kv": bench_kv,
     "bench-mailbox": bench_mailbox,

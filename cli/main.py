@@ -23,6 +23,7 @@ import segno
 
 from cli import bench, chat, people, render, security, sim
 from cli import network as network_cli
+from cli import requests as requests_cli
 from cli import share as share_cli
 from cli.params import host_option
 from mesh import __version__, control
@@ -531,6 +532,7 @@ cli.add_command(sim.command)
 cli.add_command(chat.command)
 cli.add_command(share_cli.command)
 cli.add_command(network_cli.network)
+cli.add_command(requests_cli.requests)
 security.register(cli)
 cli.add_command(people.read)
 contacts.add_command(people.verify)

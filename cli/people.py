@@ -36,19 +36,30 @@ def verify(home: Path, name: str) -> None:
 @click.command(name="receipts")
 @click.argument("name")
 @click.argument("setting", type=click.Choice(["on", "off"]))
+@click.option(
+    "--delivery",
+    is_flag=True,
+    help="Switch delivery receipts (on by default) instead of read receipts.",
+)
 @click.pass_obj
-def receipts(home: Path, name: str, setting: str) -> None:
-    """Send NAME read receipts (on) or not (off, the default).
+def receipts(home: Path, name: str, setting: str, delivery: bool) -> None:
+    """Send NAME read receipts (on) or not (off, the default); with --delivery, switch
+    the delivery receipts instead (on by default).
 
     A read receipt tells NAME when you read their messages (`mesh read`, or opening
-    the conversation in the chat). Delivery receipts are always sent.
+    the conversation in the chat). A delivery receipt tells them their message reached
+    your device (and so when you were online). Receipts only ever go to contacts.
     """
     with open_home(home) as store:
         contact = store.get_contact(name)
         if contact is None:
             raise UnknownContactError(f"no contact named {name.strip()!r}")
-        store.set_contact_flags(contact.name, read_receipts=setting == "on")
-    click.echo(f"read receipts to {contact.name}: {setting}")
+        if delivery:
+            store.set_receipts(contact.name, setting == "on")
+        else:
+            store.set_contact_flags(contact.name, read_receipts=setting == "on")
+    what = "delivery" if delivery else "read"
+    click.echo(f"{what} receipts to {contact.name}: {setting}")
 
 
 @click.command(name="read")

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mesh.safe_text import visible
 from mesh.store import MessageStatus
 
 Doc = dict[str, Any]
@@ -48,12 +49,13 @@ def when(timestamp: float | None) -> str:
 def who(message: Doc) -> str:
     contact = message.get("contact")
     if isinstance(contact, str):
-        return contact
-    return str(message.get("peer", ""))[:16] + "..."
+        return visible(contact)
+    return visible(str(message.get("peer", ""))[:16]) + "..."
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """Peer text on one line, every control and bidi character shown as an escape."""
+    return visible(" ".join(text.split()))
 
 
 def print_identity(doc: Doc) -> None:
@@ -85,7 +87,8 @@ def print_contacts(contacts: Iterable[Doc]) -> None:
         if contact.get("agreed") is False:
             notes.append("waiting for them to add you")
         extra = f"  ({'; '.join(notes)})" if notes else ""
-        click.echo(f"{contact['name']:<{width}}  {mark}  {contact['id']}{extra}")
+        name = visible(contact["name"])
+        click.echo(f"{name:<{width}}  {mark}  {contact['id']}{extra}")
 
 
 def print_inbox(messages: Iterable[Doc]) -> None:
@@ -141,7 +144,7 @@ def print_peers(doc: Doc, now: float | None = None) -> None:
         heard = "never heard from" if last is None else f"heard from {ago(now - last)}"
         active = "  active" if contact.get("recent") else ""
         verified = "" if contact.get("verified") else "  (unverified)"
-        click.echo(f"  {contact['name']:<{width}}  {heard}{active}{verified}")
+        click.echo(f"  {visible(contact['name']):<{width}}  {heard}{active}{verified}")
     peers = doc.get("peers", [])
     if not doc.get("live"):
         hint("no daemon runs for this home (`mesh up`); peers it saw last time:")
@@ -151,6 +154,16 @@ def print_peers(doc: Doc, now: float | None = None) -> None:
         click.echo("peers (network addresses; no names: the network does not say who is who):")
     for peer in peers:
         click.echo(f"{peer['address']:<22} {peer['node_id'][:16]}")
+
+
+def print_requests(requests: Iterable[Doc]) -> None:
+    rows = list(requests)
+    if not rows:
+        hint("no requests (strangers can ask only while `mesh requests on`)")
+    for request in rows:
+        click.echo(f"{when(request['sent_at'])}  {request['id']}")
+        click.echo(f"    fingerprint {request['fingerprint']}")
+        click.echo(f"    says: {one_line(request['text'])}")
 
 
 def print_daemon_event(event: Doc) -> None:

@@ -17,6 +17,14 @@ async def main() -> None:
     print(f"alice {alice.id[:16]}... listens on {alice.address[0]}:{alice.address[1]}")
     print(f"bob   {bob.id[:16]}... listens on {bob.address[0]}:{bob.address[1]}")
     try:
+        # Both add each other first (as after scanning each other's QR codes): the key
+        # agreement runs over the mesh, and only contacts can find each other's mailbox.
+        await alice.add_contact(bob.id, "bob")
+        await bob.add_contact(alice.id, "alice")
+        for _ in range(500):
+            if alice.contact_ready(bob.id):
+                break
+            await asyncio.sleep(0.01)
         start = time.perf_counter()
         receipt = await alice.send(bob.id, "hello bob")
         sent_ms = (time.perf_counter() - start) * 1000

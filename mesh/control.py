@@ -30,6 +30,7 @@ from mesh.home import (
     check_ttl,
     control_path,
     open_home,
+    passphrase_for,
     queue_message,
     require_home,
     resolve_recipient,
@@ -246,6 +247,22 @@ async def send_text(
         on_queued(message.id)
         async with short_lived_node(home, net, passphrase, PEER_WAIT) as node:
             return await deliver_queued(node, message)
+
+
+async def send_request(home: Path, peer_id: str, text: str) -> int:
+    """Send a stranger's request through the daemon, or a short-lived node; returns the
+    replicas that took it (NoRequestsError if they do not accept requests)."""
+    require_home(home)
+    target = await connect_or_lock(home)
+    if isinstance(target, ControlClient):
+        async with target:
+            doc = await target.request("request", id=peer_id, text=text)
+        return int(doc.get("replicas", 0))
+    with target:
+        with open_home(home) as store:
+            passphrase = passphrase_for(store, None)
+        async with short_lived_node(home, NetConfig(), passphrase, PEER_WAIT) as node:
+            return await node.send_request(peer_id, text)
 
 
 async def tell_contact_added(home: Path, peer_id: str) -> bool:

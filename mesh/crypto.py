@@ -326,6 +326,13 @@ def box_keypair() -> tuple[bytes, bytes]:
     return bytes(public), bytes(secret)
 
 
+def box_seed_keypair(seed: bytes) -> tuple[bytes, bytes]:
+    """The X25519 key pair of a 32-byte seed (crypto_box_seed_keypair): only for the
+    simulator, which draws every key from its seed so that a run can be repeated."""
+    public, secret = nacl.bindings.crypto_box_seed_keypair(seed)
+    return bytes(public), bytes(secret)
+
+
 def unseal_with(public: bytes, secret: bytes, ciphertext: bytes) -> bytes | None:
     """Open a crypto_box_seal ciphertext with an X25519 key pair; None if it does not open."""
     try:
@@ -354,3 +361,14 @@ def pair_secret(my_public: bytes, my_secret: bytes, their_public: bytes) -> byte
         return bytes(tx) + bytes(rx)
     except (nacl.exceptions.CryptoError, TypeError, ValueError):
         raise MalformedError("no shared secret with this key") from None
+
+
+def ed25519_secret_scalar(seed: bytes) -> tuple[bytes, bytes]:
+    """RFC 8032 section 5.1.5: the secret scalar (clamped, reduced mod l) and the nonce
+    prefix of an Ed25519 seed."""
+    expanded = _sha512(seed)
+    clamped = bytearray(expanded[:32])
+    clamped[0] &= 248
+    clamped[31] &= 127
+    clamped[31] |= 64
+    return scalar_reduce(bytes(clamped) + bytes(32)), expanded[32:]

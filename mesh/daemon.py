@@ -93,6 +93,7 @@ class Daemon:
             "status": self._op_status,
             "send": self._op_send,
             "add_contact": self._op_add_contact,
+            "request": self._op_request,
             "fetch": self._op_fetch,
             "inbox": self._op_inbox,
             "outbox": self._op_outbox,
@@ -215,6 +216,12 @@ class Daemon:
         is `peer` (as for `read`): `id` is the request's own, echoed in the answer."""
         peer_id = _text_arg(request, "peer")
         return {"ready": await self.node.add_contact(peer_id)}
+
+    async def _op_request(self, request: Event, writer: asyncio.StreamWriter) -> Event:
+        """`mesh requests send`: a stranger's request, stamped and stored."""
+        peer_id = _text_arg(request, "id")
+        text = _text_arg(request, "text")
+        return {"replicas": await self.node.send_request(peer_id, text)}
 
     async def _join(self, peers: list[Address]) -> None:
         """Peers named by a command (--peer): ping them; if we had none, wait for one."""

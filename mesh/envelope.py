@@ -87,6 +87,7 @@ class MessageKind(StrEnum):
     RECEIPT = "receipt"  # delivery receipt
     READ = "read"  # read receipt, sent only to contacts who opted in: docs/protocol.md
     KEYS = "keys"  # a contact's mailbox root and prekeys (mesh.keyring.Bundle)
+    REQUEST = "request"  # a stranger's first message: their bundle and a short text
 
 
 class OwnerOp(StrEnum):
@@ -97,7 +98,7 @@ class OwnerOp(StrEnum):
 
 
 # What callers may pass: a member, or its value spelled out.
-KindName = MessageKind | Literal["text", "receipt", "read", "keys"]
+KindName = MessageKind | Literal["text", "receipt", "read", "keys", "request"]
 OwnerOpName = OwnerOp | Literal["delete", "listen"]
 
 MESSAGE_VERSION = 1
@@ -193,6 +194,33 @@ def record_id_for(ciphertext: bytes) -> bytes:
     return hashlib.blake2b(ciphertext, digest_size=RECORD_ID_SIZE).digest()
 
 
+MAX_REQUEST_TEXT = 1024  # bytes of UTF-8 in a request (a bundle rides along)
+
+
+def request_body(bundle: bytes, text: str) -> bytes:
+    """Body of a "request": the stranger's bundle (so accepting needs no round trip)
+    and a short text."""
+    data = text.encode("utf-8")
+    if not 1 <= len(data) <= MAX_REQUEST_TEXT:
+        raise MessageTooLargeError(f"a request says 1 to {MAX_REQUEST_TEXT} bytes")
+    return _pack([bundle, data])
+
+
+def parse_request_body(body: bytes) -> tuple[bytes, bytes]:
+    """(bundle, UTF-8 text) of a request; MalformedError unless exactly well formed."""
+    bundle, text = _fields(_unpack(body, "request"), 2, "request")
+    if type(bundle) is not bytes or type(text) is not bytes:
+        raise MalformedError("request: fields are not bytes")
+    if not 1 <= len(text) <= MAX_REQUEST_TEXT:
+        raise MalformedError("request: text length out of range")
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedError("request: text is not UTF-8") from None
+    parse_bundle(bundle)
+    return bundle, text
+
+
 def receipt_body(message_ids: Sequence[bytes]) -> bytes:
     """Body of a "receipt" message acknowledging 1 to MAX_RECEIPT_IDS message ids."""
     return _pack_id_list(message_ids, MESSAGE_ID_SIZE, MAX_RECEIPT_IDS, "receipt")
@@ -243,6 +271,8 @@ def _check_body(kind: str, body: bytes) -> None:
             raise MalformedError("text message: not UTF-8") from None
     elif kind == MessageKind.KEYS:
         parse_bundle(body)
+    elif kind == MessageKind.REQUEST:
+        parse_request_body(body)
     else:
         parse_receipt_body(body)
 

@@ -68,6 +68,10 @@ class UnknownContactError(LocalError):
     pass
 
 
+class NoRequestsError(LocalError):
+    """The person does not accept requests from people who have not added them."""
+
+
 class IdentityExistsError(LocalError):
     pass
 

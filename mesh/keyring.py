@@ -20,6 +20,7 @@ Three kinds of keys, all from libsodium (docs/protocol.md, "Contacts and mailbox
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,9 +142,13 @@ class MailboxRoot:
         return "MailboxRoot(<secret>)"
 
     @classmethod
-    def generate(cls) -> MailboxRoot:
-        scalar = crypto.random_scalar()
-        return cls(scalar, crypto.random_bytes(32), crypto.scalar_public(scalar))
+    def generate(cls, rand: Callable[[int], bytes] | None = None) -> MailboxRoot:
+        """A new random root (`rand`: the simulator's seeded bytes instead of the OS's)."""
+        if rand is None:
+            scalar, prefix = crypto.random_scalar(), crypto.random_bytes(32)
+        else:
+            scalar, prefix = crypto.scalar_reduce(rand(64)), rand(32)
+        return cls(scalar, prefix, crypto.scalar_public(scalar))
 
     def to_bytes(self) -> bytes:
         packed: bytes = msgpack.packb([1, self.scalar, self.prefix], use_bin_type=True)
@@ -232,3 +237,33 @@ def parse_bundle(data: bytes) -> Bundle:
     except MalformedError:
         raise MalformedError("keys: root is not a usable point") from None
     return Bundle(root, length, first, tuple(prekeys), reply)
+
+
+# -- the requests mailbox (issue 15): what a stranger can compute from an ID ------------------
+# Only read while its owner turned requests on. Its key of day `e` is the identity key
+# blinded for that day (Tor's key blinding of the identity key itself, as onion services do):
+# anyone with the ID computes it, only the owner can sign a listen or delete there.
+
+_REQUESTS_LABEL = b"mesh/requests/v1\x00"
+_REQUESTS_PREFIX_LABEL = b"mesh/requests-prefix/v1\x00"
+
+
+def requests_factor(verify_key: bytes, epoch: int) -> bytes:
+    period = _period(EPOCH_SECONDS, epoch)
+    return crypto.scalar_reduce(crypto.hash_wide(_REQUESTS_LABEL, verify_key + period))
+
+
+def requests_key(verify_key: bytes, epoch: int) -> bytes:
+    """The DHT key of someone's requests mailbox on day `epoch` (from their ID)."""
+    blinded = crypto.blind_public(verify_key, requests_factor(verify_key, epoch))
+    return mailbox_key_for(blinded)
+
+
+def requests_signer(seed: bytes, verify_key: bytes, epoch: int) -> BlindedSigner:
+    """The owner's signer for its requests mailbox of day `epoch` (the identity's RFC 8032
+    secret scalar, blinded; its nonce prefix derived per day)."""
+    scalar, prefix = crypto.ed25519_secret_scalar(seed)
+    factor = requests_factor(verify_key, epoch)
+    day_prefix = crypto.derive_key(prefix, _REQUESTS_PREFIX_LABEL + _period(EPOCH_SECONDS, epoch))
+    blinded = crypto.blind_public(verify_key, factor)
+    return BlindedSigner(crypto.blind_scalar(scalar, factor), day_prefix, blinded)

@@ -15,7 +15,7 @@ survives restarts and is covered by the store's encryption) and caches what is c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mesh import crypto, envelope
 from mesh.bounded import BoundedLru
@@ -71,19 +71,29 @@ class Mailboxes:
         "_keys_of_peer",
         "_own_epoch",
         "_prekeys",
+        "_rand",
         "epoch_len",
         "identity",
         "root",
         "store",
     )
 
-    def __init__(self, identity: Identity, store: Store, epoch_len: int = EPOCH_SECONDS) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        epoch_len: int = EPOCH_SECONDS,
+        rand: Callable[[int], bytes] | None = None,
+    ) -> None:
+        """`rand`: where new keys' randomness comes from; None is the OS (libsodium).
+        The simulator passes its seeded generator so that a run repeats exactly."""
         self.identity = identity
         self.store = store
         self.epoch_len = epoch_len
+        self._rand = rand
         saved = store.keyring_get(ROOT)
         if saved is None:
-            self.root = MailboxRoot.generate()
+            self.root = MailboxRoot.generate(rand)
             store.keyring_put(ROOT, self.root.to_bytes())
         else:
             self.root = MailboxRoot.from_bytes(saved)
@@ -147,7 +157,10 @@ class Mailboxes:
             return False
         rows = []
         for epoch in range(max(current, newest + 1), current + PREKEY_HORIZON + 1):
-            public, secret = crypto.box_keypair()
+            if self._rand is None:
+                public, secret = crypto.box_keypair()
+            else:
+                public, secret = crypto.box_seed_keypair(self._rand(32))
             rows.append((epoch, public, secret))
             self._prekeys[epoch] = (public, secret)
         self.store.prekeys_add(rows)
@@ -275,9 +288,10 @@ def exchange_bundles(a: Mailboxes, b: Mailboxes, now: float) -> None:
     """Make two homes contacts whose key agreement is complete, without the network: each
     gets the other's bundle, as if they had agreed before. For the simulator and the
     benchmarks (their preparation, not what they measure); a real add is Node.add_contact."""
+    a.store.agreement_add(b.identity.id, now)
+    b.store.agreement_add(a.identity.id, now)
     for me, them in ((a, b), (b, a)):
         peer_id = them.identity.id
-        me.store.agreement_add(peer_id, now)
         bundle = parse_bundle(them.bundle(now, reply=False))
         me.store.agreement_keys(
             peer_id,

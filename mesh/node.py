@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mesh import envelope, keyring
+from mesh import envelope, keyring, stamps
 from mesh import home as homes
 from mesh.agreements import Agreements
 from mesh.dht.routing import Peer
@@ -41,7 +41,8 @@ from mesh.identity import Identity, PublicIdentity
 from mesh.mailboxes import FETCHED_AT, LEGACY, Mailboxes
 from mesh.netkey import NetworkKey
 from mesh.outbox import Outbox
-from mesh.store import MessageStatus, Store
+from mesh.requests import Requests
+from mesh.store import MessageStatus, Request, Store
 from mesh.tasks import TaskSet
 from mesh.wire import Address
 
@@ -97,6 +98,9 @@ class NodeOptions:
     # Our mailbox key changes every epoch (mesh.keyring); the length is announced to
     # contacts in our bundle. Tests and the simulator shorten it; a day ships.
     epoch_seconds: int = keyring.EPOCH_SECONDS
+    # The stamp cost (bits of work) our door asks of strangers' requests (issue 15):
+    # 13 is ~1 s on a laptop. Only used while requests are on.
+    request_cost: int = stamps.DEFAULT_COST
 
 
 def parse_address(value: Address | str) -> Address:
@@ -148,6 +152,18 @@ class Node:
         self.agreements = Agreements(
             identity, store, dht, self.mailboxes, self.outbox, wall, self.counters
         )
+        self._requests = Requests(
+            identity,
+            store,
+            dht,
+            self.mailboxes,
+            self.agreements,
+            self.outbox,
+            wall,
+            self.counters,
+            options.request_cost,
+        )
+        self.counters["blocked_dropped"] = 0
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
@@ -190,6 +206,7 @@ class Node:
         wall: Callable[[], float] = time.time,
         network_key: NetworkKey | bytes | None = None,
         node_id: bytes | None = None,
+        requests: bool | None = None,
     ) -> Node:
         """Open (or create) the identity of `home`, bind, join the DHT.
 
@@ -200,6 +217,8 @@ class Node:
         mDNS names only members can compute (docs/protocol.md); None is the open mesh.
         The DHT node id is new at every start (nothing stable identifies a device);
         `node_id` fixes it instead (the simulator and the bench draw it from their seed).
+        `requests` turns strangers' message requests on or off for this home (saved;
+        None keeps the home's setting, off for a new one): see mesh.requests.
         """
         key = as_network_key(network_key)
         store = home if isinstance(home, Store) else homes.open_store(home, passphrase)
@@ -210,6 +229,8 @@ class Node:
             storage.load(wall())
             dht = DhtServer(node_id, config, storage, wall, network_key=key)
             node = cls(identity, store, dht, options or NodeOptions(), wall)
+            if requests is not None:
+                node._requests.set_on(requests)
             await dht.listen(host, port, bind)
         except BaseException:
             store.close()
@@ -543,6 +564,10 @@ class Node:
             self.mailboxes.forget_prekeys(started)
         with contextlib.suppress(MeshError):
             await self.agreements.check_pending()
+        if self._requests.on:
+            with contextlib.suppress(MeshError):
+                await self._requests.open_door()
+                await self._requests.check()
         if self.store.get_setting(LEGACY) is not None:
             new += await self._drain_legacy(via)
         return new
@@ -590,9 +615,16 @@ class Node:
             prekeys = self.mailboxes.prekeys_for(key)
             message = envelope.open_record(self.identity, record, now, prekeys)
         except RemoteProtocolError:
+            # Junk (or a record for a prekey long deleted): deleted from our mailbox,
+            # and never repaired onto replicas that lack it.
             self.counters["bad_records"] += 1
+            self.dht.client.unrepairable.put(record.id, None)
+            self.outbox.read(record.id, key)
             return None
         self.outbox.read(record.id, key)
+        if self.store.is_blocked(message.sender):
+            self.counters["blocked_dropped"] += 1  # nothing kept, shown or acknowledged
+            return None
         self.store.note_heard(message.sender, now)
         if message.kind == envelope.MessageKind.KEYS:
             self._tasks.spawn(self.agreements.on_keys(message))
@@ -616,9 +648,42 @@ class Node:
         self.counters["received"] += 1
         self.counters[f"received_{via}"] += 1
         self._queue.put_nowait(message)
-        if self.options.receipts and message.sender != self.id:
+        if self.options.receipts and message.sender != self.id and self._wants_receipt(message):
             self.outbox.acknowledge(message)
         return message
+
+    def _wants_receipt(self, message: Message) -> bool:
+        """Receipts go to contacts only (their agreement is complete) who did not have
+        them turned off (`mesh contacts receipts NAME off`)."""
+        agreement = self.store.agreement(message.sender)
+        return (
+            agreement is not None and agreement.ready and self.store.receipts_wanted(message.sender)
+        )
+
+    # -- strangers (issue 15) ---------------------------------------------------------
+
+    async def send_request(self, to: str, text: str) -> int:
+        """Ask someone who has not added us to become a contact (they must have requests
+        on); returns how many replicas took it. Minting the stamp takes ~1 s."""
+        return await self._requests.send(PublicIdentity.from_id(to).id, text)
+
+    def requests(self) -> list[Request]:
+        """Strangers' requests waiting for accept, block or delete."""
+        return self._requests.pending()
+
+    def set_requests(self, on: bool) -> None:
+        """Turn strangers' requests on or off for this home (off: nothing computable
+        from our ID is published, fetched or answered)."""
+        self._requests.set_on(on)
+
+    async def accept_request(self, peer_id: str) -> None:
+        await self._requests.accept(PublicIdentity.from_id(peer_id).id)
+
+    def block(self, peer_id: str) -> None:
+        self._requests.block(peer_id)
+
+    def unblock(self, peer_id: str) -> bool:
+        return self.store.unblock(PublicIdentity.from_id(peer_id).id)
 
     # -- background -----------------------------------------------------------------
 

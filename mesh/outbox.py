@@ -34,11 +34,13 @@ from mesh.tasks import TaskSet
 
 OnStatus = Callable[[bytes, MessageStatus, "int | None"], None]
 DELETE_BATCH = 256  # record ids per delete request (envelope.MAX_DELETE_IDS)
+RECEIPT_BATCH = 0.05  # seconds a receipt waits for more messages of the same sender
 
 
 class Outbox:
     __slots__ = (
         "_delete_scheduled",
+        "_to_acknowledge",
         "_to_delete",
         "counters",
         "delete_delay",
@@ -69,6 +71,7 @@ class Outbox:
         self.on_status = on_status
         self.tasks = TaskSet()
         self._to_delete: dict[bytes, list[bytes]] = {}
+        self._to_acknowledge: dict[str, list[bytes]] = {}
         self._delete_scheduled = False
 
     async def finish(self, grace: float) -> None:
@@ -154,13 +157,20 @@ class Outbox:
     # -- receipts ---------------------------------------------------------------------------
 
     def acknowledge(self, message: Message) -> None:
-        """Send the sender a receipt for `message`, in the background."""
-        self.tasks.spawn(self._send_receipt(message))
+        """Send the sender a receipt for `message`, in the background, batched: the
+        messages of one sender that arrive within RECEIPT_BATCH seconds (a fetch after
+        an absence) share one receipt of up to 64 ids."""
+        waiting = self._to_acknowledge.setdefault(message.sender, [])
+        waiting.append(message.id)
+        if len(waiting) == 1:
+            self.tasks.spawn(self._send_receipts(message.sender))
 
-    async def _send_receipt(self, message: Message) -> None:
-        await self.send_to_contact(
-            message.sender, MessageKind.RECEIPT, envelope.receipt_body([message.id]), DEFAULT_TTL
-        )
+    async def _send_receipts(self, peer_id: str) -> None:
+        await asyncio.sleep(RECEIPT_BATCH)
+        ids = self._to_acknowledge.pop(peer_id, [])
+        for start in range(0, len(ids), envelope.MAX_RECEIPT_IDS):
+            body = envelope.receipt_body(ids[start : start + envelope.MAX_RECEIPT_IDS])
+            await self.send_to_contact(peer_id, MessageKind.RECEIPT, body, DEFAULT_TTL)
 
     async def send_to_contact(self, peer_id: str, kind: MessageKind, body: bytes, ttl: int) -> None:
         """Queue something (not a text: a receipt, a bundle) for a contact and store it

@@ -64,6 +64,7 @@ from mesh.store_rows import (
     MessageStatus,
     OutboxItem,
     PeerRow,
+    Request,
     StatusName,
     Tombstone,
     check_direction,
@@ -87,6 +88,7 @@ __all__ = [
     "MessageStatus",
     "OutboxItem",
     "PeerRow",
+    "Request",
     "StatusName",
     "Store",
     "Tombstone",
@@ -680,6 +682,75 @@ class Store:
             (peer_id,),
         )
         return None if row is None else (int(row[0]), bytes(row[1]))
+
+    # -- strangers: requests and blocks (issue 15) --------------------------------------
+
+    def request_put(self, request: Request) -> bool:
+        """Keep a stranger's request (their latest one replaces an earlier one); False if
+        this very request (same message id) was kept already."""
+        row = self._one("SELECT msg_id FROM requests WHERE peer_id = ?", (request.peer_id,))
+        if row is not None and bytes(row[0]) == request.msg_id:
+            return False
+        self._execute(
+            "INSERT INTO requests (peer_id, msg_id, text, bundle, sent_at, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (peer_id) DO UPDATE SET "
+            "msg_id = excluded.msg_id, text = excluded.text, bundle = excluded.bundle, "
+            "sent_at = excluded.sent_at, received_at = excluded.received_at",
+            (
+                request.peer_id,
+                request.msg_id,
+                request.text,
+                request.bundle,
+                request.sent_at,
+                request.received_at,
+            ),
+        )
+        return True
+
+    def requests(self) -> list[Request]:
+        sql = (
+            "SELECT peer_id, msg_id, text, bundle, sent_at, received_at FROM requests "
+            "ORDER BY received_at, peer_id"
+        )
+        return [
+            Request(str(p), bytes(m), bytes(t), bytes(b), s, r)
+            for p, m, t, b, s, r in self._all(sql)
+        ]
+
+    def request_get(self, peer_id: str) -> Request | None:
+        return next((r for r in self.requests() if r.peer_id == peer_id), None)
+
+    def request_remove(self, peer_id: str) -> bool:
+        return self._execute("DELETE FROM requests WHERE peer_id = ?", (peer_id,)).rowcount > 0
+
+    def block(self, peer_id: str, now: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO blocked (peer_id, blocked_at) VALUES (?, ?) "
+                "ON CONFLICT (peer_id) DO NOTHING",
+                (peer_id, now),
+            )
+            conn.execute("DELETE FROM requests WHERE peer_id = ?", (peer_id,))
+
+    def unblock(self, peer_id: str) -> bool:
+        return self._execute("DELETE FROM blocked WHERE peer_id = ?", (peer_id,)).rowcount > 0
+
+    def blocked(self) -> set[str]:
+        return {str(row[0]) for row in self._all("SELECT peer_id FROM blocked")}
+
+    def is_blocked(self, peer_id: str) -> bool:
+        return self._one("SELECT 1 FROM blocked WHERE peer_id = ?", (peer_id,)) is not None
+
+    def receipts_wanted(self, peer_id: str) -> bool:
+        """Delivery receipts go to a contact unless every name saved for it turned them off."""
+        rows = self._all("SELECT receipts FROM contacts WHERE peer_id = ?", (peer_id,))
+        return not rows or any(bool(r[0]) for r in rows)
+
+    def set_receipts(self, name: str, on: bool) -> bool:
+        cursor = self._execute(
+            "UPDATE contacts SET receipts = ? WHERE name = ?", (int(on), name.strip())
+        )
+        return cursor.rowcount > 0
 
     # -- held records and tombstones (for mesh.dht.storage) -----------------------------
 

@@ -131,6 +131,13 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT peer_id, created_at FROM outbox;
     INSERT INTO settings (key, value) SELECT 'legacy_mailbox', '1'
         WHERE EXISTS (SELECT 1 FROM identity);
+    -- issue 15: strangers' requests (kept apart from messages), blocked IDs, and the
+    -- per-contact switch for delivery receipts
+    CREATE TABLE requests (peer_id TEXT PRIMARY KEY, msg_id BLOB NOT NULL,
+                           text BLOB NOT NULL, bundle BLOB NOT NULL,
+                           sent_at REAL NOT NULL, received_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE blocked (peer_id TEXT PRIMARY KEY, blocked_at REAL NOT NULL) WITHOUT ROWID;
+    ALTER TABLE contacts ADD COLUMN receipts INTEGER NOT NULL DEFAULT 1;
     """,
 )
 EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
@@ -183,6 +190,18 @@ class OutboxItem:
     body: bytes | None = None
     ttl: int | None = None
     epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A stranger's first message, kept apart until the owner accepts, blocks or deletes."""
+
+    peer_id: str
+    msg_id: bytes
+    text: bytes
+    bundle: bytes
+    sent_at: float
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,11 @@ async def handle(node: Node, command: dict[str, Any]) -> bool:
             emit(event="sent", replicas=receipt.replicas)
         except MeshError as exc:
             emit(event="send_failed", error=str(exc))
+    elif cmd == "add":  # a real key agreement, over the namespaces' LAN
+        ready = await node.add_contact(str(command["id"]))
+        emit(event="added", ready=ready)
+    elif cmd == "ready":
+        emit(event="contact", ready=node.contact_ready(str(command["id"])))
     elif cmd == "stats":
         discovery = node.discovery.statistics() if node.discovery is not None else {}
         emit(event="stats", discovery=discovery, node=node.statistics())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from mesh import Node
 from mesh.dht.server import DhtConfig
 from mesh.identity import Identity
+from mesh.keyring import Signer
+from mesh.mailboxes import Mailboxes, exchange_bundles
 from mesh.node import NodeOptions
 from mesh.store import Store
 
@@ -22,8 +25,15 @@ def loopback_host(i: int) -> str:
 
 
 async def start_network(
-    n: int, seed: int = 1, config: DhtConfig | None = None, options: NodeOptions | None = None
+    n: int,
+    seed: int = 1,
+    config: DhtConfig | None = None,
+    options: NodeOptions | None = None,
+    contacts: bool = True,
 ) -> list[Node]:
+    """`n` nodes on loopback; with `contacts`, every two of them are contacts whose key
+    agreement is complete (prepared without the network, as if done before the test:
+    tests/test_contacts.py exercises the agreement itself)."""
     rng = random.Random(seed)
     nodes: list[Node] = []
     for i in range(n):
@@ -31,18 +41,37 @@ async def start_network(
         nodes.append(
             await Node.start(host=loopback_host(i), bootstrap=boot, config=config, options=options)
         )
+    if contacts:
+        prepare_contacts(nodes)
     return nodes
+
+
+def prepare_contacts(nodes: list[Node], others: list[Node] | None = None) -> None:
+    """Complete agreements between every two of `nodes` (or each of `nodes` with each of
+    `others`) without the network (mesh.mailboxes.exchange_bundles)."""
+    now = time.time()
+    pairs = (
+        [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1 :]]
+        if others is None
+        else [(a, b) for a in nodes for b in others if a is not b]
+    )
+    for a, b in pairs:
+        exchange_bundles(a.mailboxes, b.mailboxes, now)
 
 
 async def stop_all(nodes: list[Node]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
-def offline_identity() -> tuple[Identity, Store]:
-    """An identity that exists (someone can write to it) but has no running node yet."""
+def offline_identity(contacts: Iterable[Node] = ()) -> tuple[Identity, Store]:
+    """An identity that exists (someone can write to it) but has no running node yet;
+    its agreement with each of `contacts` is complete (prepared, see prepare_contacts)."""
     identity = Identity.generate()
     store = Store(None)
     store.set_identity_blob(identity.to_bytes())
+    boxes = Mailboxes(identity, store)
+    for node in contacts:
+        exchange_bundles(boxes, node.mailboxes, time.time())
     return identity, store
 
 
@@ -75,3 +104,10 @@ async def befriend(a: Node, b: Node, timeout: float = 10.0) -> None:
 async def befriend_all(pairs: list[tuple[Node, Node]], timeout: float = 10.0) -> None:
     for a, b in pairs:
         await befriend(a, b, timeout)
+
+
+def mailbox_of(identity: Identity, store: Store) -> tuple[bytes, Signer]:
+    """An offline identity's mailbox key of today and the signer of its owner requests."""
+    boxes = Mailboxes(identity, store)
+    signer = boxes.own_signer(boxes.epoch(time.time()))
+    return signer.mailbox_key, signer

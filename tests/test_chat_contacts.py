@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_chat import SIZE, line_with, no_passphrase, plain, type_text, until, with_mark
@@ -49,12 +50,20 @@ def own_id(home: Path) -> str:
 
 
 async def test_adding_in_the_chat_waits_for_them_then_messages_flow(
-    homes: tuple[Path, Path],
+    homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ann, ben = homes
     ann_id, ben_id = own_id(ann), own_id(ben)
     link = await find_or_start(ann, [], no_passphrase)
     app = ChatApp(ann, link)
+    notices: list[str] = []
+    shown = app.notify
+
+    def notify(message: str, **options: Any) -> None:
+        notices.append(message)
+        shown(message, **options)
+
+    monkeypatch.setattr(app, "notify", notify)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.ready, "the chat to load")
         await until(pilot, lambda: app.state.peers >= 1, "ann's node to know ben's")
@@ -78,6 +87,11 @@ async def test_adding_in_the_chat_waits_for_them_then_messages_flow(
         )
         title = app.query_one("#chat-title", Static)
         assert "Waiting for ben to add you too" in plain(title)
+        await until(
+            pilot,
+            lambda: any(n.startswith("Waiting for ben to add you too") for n in notices),
+            "the daemon's answer: not ready yet",
+        )
         await type_text(pilot, "written before you added me")
         await pilot.press("enter")
         line = await until(
@@ -92,6 +106,7 @@ async def test_adding_in_the_chat_waits_for_them_then_messages_flow(
         assert "ann has added you too" in added.stdout
         await until(pilot, lambda: shown_for(app, "ben") == ["ben"], "the waiting note to go")
         await until(pilot, lambda: "Waiting for" not in plain(title), "the header to change")
+        assert "ben has added you: you can message each other." in notices
         await until(
             pilot,
             lambda: "written before you added me" in texts(ben),

@@ -17,7 +17,7 @@ from mesh.node import NodeOptions
 
 
 async def test_two_contacts_message_both_ways_after_both_add() -> None:
-    nodes = await start_network(8, seed=3)
+    nodes = await start_network(8, seed=3, contacts=False)
     try:
         a, b = nodes[0], nodes[5]
         await befriend(a, b)
@@ -32,7 +32,7 @@ async def test_two_contacts_message_both_ways_after_both_add() -> None:
 
 
 async def test_one_way_add_queues_until_the_other_adds() -> None:
-    nodes = await start_network(8, seed=4)
+    nodes = await start_network(8, seed=4, contacts=False)
     try:
         a, b = nodes[1], nodes[6]
         assert await bounded(a.add_contact(b.id)) is False
@@ -47,7 +47,7 @@ async def test_one_way_add_queues_until_the_other_adds() -> None:
 
 
 async def test_forward_secrecy_the_seed_alone_no_longer_opens_a_captured_record() -> None:
-    nodes = await start_network(6, seed=5)
+    nodes = await start_network(6, seed=5, contacts=False)
     clock = [time.time()]
     options = NodeOptions(epoch_seconds=60)
     b = await Node.start(bootstrap=[nodes[2].address], options=options, wall=lambda: clock[0])
@@ -132,7 +132,7 @@ async def test_across_midnight_and_a_week_offline_everything_within_ttl_arrives(
 
 
 async def test_a_note_to_self_needs_no_agreement() -> None:
-    nodes = await start_network(5, seed=8)
+    nodes = await start_network(5, seed=8, contacts=False)
     try:
         a = nodes[2]
         receipt = await bounded(a.send(a.id, "remember the water"))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from netutil import bounded, loopback_host, start_network, stop_all, wait_until
+from netutil import bounded, loopback_host, prepare_contacts, start_network, stop_all, wait_until
 
 from mesh import envelope, wire
 from mesh.dht.liveness import Liveness
@@ -175,6 +175,7 @@ async def test_only_the_closest_replicas_push_a_new_record(
     quiet = NodeOptions(poll_interval=1e9, live_poll_interval=1e9, receipts=False)
     nodes = await start_virtual_nodes(net, 40, quiet)
     recipient = nodes[-1]
+    prepare_contacts([nodes[0]], [recipient])
     pushes: list[bytes] = []
     real = Replica.answer
 
@@ -189,8 +190,10 @@ async def test_only_the_closest_replicas_push_a_new_record(
     try:
         # start() subscribed already; subscribing again makes sure every replica the
         # sender will find has our listen (the pushes counted are the replicas' choice).
-        key = recipient.identity.public.mailbox_key
-        assert await bounded(recipient.dht.subscribe(key, recipient._listen_request)) > 0
+        epoch = recipient.mailboxes.epoch(recipient.wall())
+        key = recipient.mailboxes.own_key(epoch)
+        request = recipient._listen_request(epoch)
+        assert await bounded(recipient.dht.subscribe(key, request)) > 0
         stream = recipient.messages()
         await bounded(nodes[0].send(recipient.id, "hello"))
         message = await bounded(anext(stream), 10)

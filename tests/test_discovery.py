@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netutil import prepare_contacts
 from zeroconf import IPVersion
 from zeroconf._dns import DNSPointer
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
@@ -47,14 +48,23 @@ def network() -> str:
     return f"test-{secrets.token_hex(4)}"
 
 
+ALIVE: list[Node] = []  # every node a test has running: each new one is their contact
+
+
 @contextlib.asynccontextmanager
 async def nodes(*specs: dict[str, Any]) -> AsyncIterator[list[Node]]:
     started: list[Node] = []
     try:
         for spec in specs:
-            started.append(await Node.start(**spec))
+            node = await Node.start(**spec)
+            if ALIVE:
+                prepare_contacts([node], ALIVE)  # agreed before (tests/netutil.py)
+            started.append(node)
+            ALIVE.append(node)
         yield started
     finally:
+        for node in started:
+            ALIVE.remove(node)
         await asyncio.gather(*(n.stop() for n in started))
 
 

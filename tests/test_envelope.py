@@ -40,6 +40,7 @@ from mesh.envelope import (
     parse_receipt_body,
     receipt_body,
     record_id_for,
+    request_body,
     seal_message,
     sign_owner_request,
     verify_owner_request,
@@ -55,6 +56,8 @@ from mesh.errors import (
     RefusedError,
 )
 from mesh.identity import Identity, PublicIdentity
+from mesh.mailboxes import Mailboxes
+from mesh.store import Store
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True)
 
@@ -367,9 +370,12 @@ def test_seal_overhead_is_libsodiums() -> None:
 
 
 def test_only_known_kinds_are_sealed() -> None:
+    bundle = Mailboxes(ALICE, Store(None)).bundle(NOW, reply=False)
+    bodies = {"text": b"x", "keys": bundle, "request": request_body(bundle, "hello")}
     for kind in KINDS:
-        body = b"x" if kind == "text" else receipt_body([bytes(16)])
-        seal_message(ALICE, BOB.public, kind, body, NOW)
+        body = bodies.get(kind) or receipt_body([bytes(16)])
+        _message, record = seal_message(ALICE, BOB.public, kind, body, NOW)
+        assert open_record(BOB, record, NOW).kind == kind
     with pytest.raises(ValueError):
         seal_message(ALICE, BOB.public, "file", b"x", NOW)
 

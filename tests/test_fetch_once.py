@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netutil import bounded, start_network, stop_all
+from netutil import bounded, prepare_contacts, start_network, stop_all
 
 from mesh import Node
 
 
 async def test_fetch_after_start_returns_what_start_found(tmp_path: Path) -> None:
     home = tmp_path / "r"
+    nodes = await start_network(6, seed=18)
     away = await Node.start(home=home, host="127.0.0.1")
+    prepare_contacts([away], nodes)
     recipient_id = away.id
     await away.stop()
-    nodes = await start_network(6, seed=18)
     try:
         await bounded(nodes[0].send(recipient_id, "while you were away"))
         back = await Node.start(home=home, host="127.0.0.1", bootstrap=[nodes[3].address])

@@ -26,7 +26,15 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netutil import bounded, loopback_host, offline_identity, start_network, stop_all, wait_until
+from netutil import (
+    bounded,
+    loopback_host,
+    mailbox_of,
+    offline_identity,
+    start_network,
+    stop_all,
+    wait_until,
+)
 
 from mesh import Node, envelope, wire
 from mesh.dht import replica as replica_module
@@ -441,7 +449,7 @@ async def test_10000_hostile_datagrams_neither_crash_stall_nor_bloat_a_node(watc
     nodes = await start_network(20, seed=4, options=QUIET)
     target = nodes[0]
     widen_receive_buffer(target)
-    owner, owner_store = offline_identity()
+    owner, owner_store = offline_identity([target])
     rng = random.Random(4)
     attacker = await Attacker.open(weird_answers(rng, lambda: attacker.address[1]))
     try:
@@ -542,7 +550,7 @@ async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_send
     target = nodes[0]
     for node in nodes:
         widen_receive_buffer(node)
-    owner, owner_store = offline_identity()
+    owner, owner_store = offline_identity([target])
     attacker: Attacker | None = None
     recipient: Node | None = None
     try:
@@ -557,7 +565,7 @@ async def test_2000_fake_node_ids_from_one_socket_neither_stall_nor_eclipse_send
         )
         cap = target.dht.config.max_per_ip
         assert 1 <= max(per_table) <= cap
-        replicas = await bounded(target.dht.lookup(owner.public.mailbox_key))
+        replicas = await bounded(target.dht.lookup(mailbox_of(owner, owner_store)[0]))
         assert sum(c.ip == ATTACKER_HOST for c in replicas) <= cap  # no eclipse from one IP
         for node in nodes:  # live long-lived contacts were neither evicted nor moved
             assert honest[node.dht.node_id] <= {c.id for c in node.dht.table.contacts()}
@@ -659,7 +667,8 @@ class Mailbox:
         self.storage = self.target.dht.storage
         self.owner, self.owner_store = offline_identity()
         self.mallory = Identity.generate()
-        self.key, self.now = self.owner.public.mailbox_key, self.target.wall()
+        self.key, self.owner_signer = mailbox_of(self.owner, self.owner_store)
+        self.now = self.target.wall()
         _, self.record = envelope.seal_message(
             self.mallory, self.owner.public, "text", b"hello", self.now, 3600
         )
@@ -712,17 +721,17 @@ async def test_forged_tampered_and_stale_owner_requests_are_refused_and_counted(
     payload = envelope.delete_payload([record.id])
     forged = forge(box.mallory, "delete", key, payload, now)  # signed by a non-owner
     assert await box.owner_op("delete", forged) == wire.ERR_REFUSED
-    tampered = forge(box.owner, "delete", key, payload, now)
+    tampered = forge(box.owner_signer, "delete", key, payload, now)
     tampered[4] = envelope.delete_payload([bytes(16)])  # the signature no longer matches
     assert await box.owner_op("delete", tampered) == wire.ERR_REFUSED
-    stale = forge(box.owner, "delete", key, payload, now - 7200)
+    stale = forge(box.owner_signer, "delete", key, payload, now - 7200)
     assert await box.owner_op("delete", stale) == wire.ERR_REFUSED
     forged_listen = forge(box.mallory, "listen", key, envelope.listen_payload(60), now)
     assert await box.owner_op("listen", forged_listen) == wire.ERR_REFUSED
     assert box.target.statistics()["dropped_refused"] == refused + 4
     assert box.storage.has(key, record.id) and key not in box.target.dht.listeners
 
-    genuine = forge(box.owner, "delete", key, payload, now)
+    genuine = forge(box.owner_signer, "delete", key, payload, now)
     assert await box.owner_op("delete", genuine) == wire.OK
     assert not box.storage.has(key, record.id)
     assert await box.store(record.to_obj()) == PutResult.TOMBSTONED  # no resurrection
@@ -746,9 +755,11 @@ async def test_records_sealed_to_someone_else_are_counted_and_never_shown(
         _, pushed = envelope.seal_message(
             box.mallory, box.mallory.public, "text", b"y", box.now, 60
         )
+        # A push from an address we did not subscribe at is refused before it is opened
+        # (issue 15): only the replicas we sent a listen to may push.
         reply = await box.attacker.ask(recipient, "push", [box.key, pushed.to_obj()])
-        assert reply.method_or_status == wire.OK and recipient.inbox() == []
-        assert recipient.counters["bad_records"] == 2
+        assert reply.method_or_status == wire.ERR_REFUSED and recipient.inbox() == []
+        assert recipient.counters["bad_records"] == 1
         reply = await box.attacker.ask(recipient, "push", [bytes(20), pushed.to_obj()])
         assert reply.method_or_status == wire.ERR_REFUSED  # not subscribed to that key
         watch.check(max_records=50)
@@ -988,8 +999,8 @@ def forging_replica(node_id: bytes, forged: dict[bytes, list[Any]]) -> Callable[
 
 async def test_forged_records_from_a_replica_cannot_hide_a_real_message(watch: Watch) -> None:
     nodes = await start_network(6, seed=60, options=QUIET)
-    owner, owner_store = offline_identity()
-    key = owner.public.mailbox_key
+    owner, owner_store = offline_identity(nodes[:1])
+    key, _signer = mailbox_of(owner, owner_store)
     forged: dict[bytes, list[Any]] = {}
     closest = key[:19] + bytes([key[19] ^ 1])
     attacker = await Attacker.open(forging_replica(closest, forged))

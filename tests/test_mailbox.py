@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
-from netutil import bounded, loopback_host, offline_identity, start_network, stop_all, wait_until
+from netutil import (
+    bounded,
+    loopback_host,
+    mailbox_of,
+    offline_identity,
+    start_network,
+    stop_all,
+    wait_until,
+)
 
 from mesh import Node, envelope
 from mesh.dht.server import DhtServer
@@ -35,8 +43,8 @@ async def test_300_peers_20_senders_fetch_complete_in_100_trials() -> None:
     nodes = await start_network(300, seed=300, options=QUIET)
     try:
         for trial in range(100):
-            offline = offline_identity()
             senders = rng.sample(nodes, 20)
+            offline = offline_identity(senders)
             for i, sender in enumerate(senders):
                 await bounded(sender.send(offline[0].id, f"t{trial} m{i}"))
             got = await fetch_as(offline, rng.choice(nodes).address, loopback_host(400))
@@ -50,7 +58,7 @@ async def test_killing_peers_loses_no_acknowledged_record(fraction: float, seed:
     rng = random.Random(seed)
     nodes = await start_network(100, seed=seed, options=QUIET)
     try:
-        recipients = [offline_identity() for _ in range(4)]
+        recipients = [offline_identity(nodes) for _ in range(4)]
         acked: dict[str, set[str]] = {r[0].id: set() for r in recipients}
         for i in range(40):
             recipient = recipients[i % 4][0]
@@ -69,10 +77,10 @@ async def test_killing_peers_loses_no_acknowledged_record(fraction: float, seed:
 
 async def test_owner_delete_is_final_and_forgeries_are_refused() -> None:
     nodes = await start_network(30, seed=5, options=QUIET)
-    owner, owner_store = offline_identity()
+    owner, owner_store = offline_identity(nodes[:1])
     try:
         receipt = await bounded(nodes[0].send(owner.id, "delete me"))
-        key = owner.public.mailbox_key
+        key, signer = mailbox_of(owner, owner_store)
         holders = [n for n in nodes if n.dht.storage.has(key, receipt.record_id)]
         assert len(holders) >= 10
 
@@ -98,7 +106,7 @@ async def test_owner_delete_is_final_and_forgeries_are_refused() -> None:
 
         record = holders[0].dht.storage.get(key, [receipt.record_id], nodes[0].wall())[0]
         request = envelope.sign_owner_request(
-            owner, "delete", envelope.delete_payload([receipt.record_id]), nodes[0].wall()
+            signer, "delete", envelope.delete_payload([receipt.record_id]), nodes[0].wall()
         )
         assert await bounded(nodes[2].dht.delete(request)) >= 10
         assert not any(n.dht.storage.has(key, receipt.record_id) for n in nodes)
@@ -176,10 +184,10 @@ async def test_expired_record_is_never_returned() -> None:
 
 async def test_newcomer_closest_to_a_key_receives_its_records() -> None:
     nodes = await start_network(40, seed=8, options=QUIET)
-    owner, owner_store = offline_identity()
+    owner, owner_store = offline_identity(nodes[:1])
     newcomer = None
     try:
-        key = owner.public.mailbox_key
+        key, _signer = mailbox_of(owner, owner_store)
         receipt = await bounded(nodes[0].send(owner.id, "for the newcomer"))
         closest_id = bytes([key[0]]) + key[1:19] + bytes([key[19] ^ 1])
         newcomer = DhtServer(node_id=closest_id)
@@ -217,10 +225,10 @@ async def test_held_records_survive_a_replica_restart(tmp_path: object) -> None:
     home = Path(str(tmp_path)) / "replica"
     replica = await Node.start(home=home, host=loopback_host(0))
     other = await Node.start(host=loopback_host(1), bootstrap=[replica.address])
-    owner, owner_store = offline_identity()
+    owner, owner_store = offline_identity([other])
     try:
         receipt = await bounded(other.send(owner.id, "keep me"))
-        key = owner.public.mailbox_key
+        key, _signer = mailbox_of(owner, owner_store)
         assert replica.dht.storage.has(key, receipt.record_id)
         await replica.stop()
         replica = await Node.start(home=home, host=loopback_host(0))

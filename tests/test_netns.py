@@ -214,12 +214,31 @@ async def check_discovery_and_delivery(peers: list[Peer]) -> None:
         wait = {"cmd": "wait_heard", "count": HOSTS - 1, "timeout": 15}
         answer = await peer.ask(wait, "heard", 20)  # by mDNS itself, not only DHT pings
         assert answer["count"] == HOSTS - 1, f"{peer.name} heard {answer['count']} peers"
+    await befriend_all(peers)
     for i, sender in enumerate(peers):
         receiver = peers[(i + 1) % HOSTS]
         send = {"cmd": "send", "to": receiver.id, "text": f"hello {i}"}
         assert (await sender.ask(send, "sent", 20))["replicas"] >= 1
     for i in range(HOSTS):
         await peers[(i + 1) % HOSTS].expect(is_message(f"hello {i}"), 15)
+
+
+async def befriend_all(peers: list[Peer]) -> None:
+    """Every two hosts add each other (the key agreement runs over the LAN) and wait,
+    bounded, until both ends are ready."""
+    for i, a in enumerate(peers):
+        for b in peers[i + 1 :]:
+            await a.ask({"cmd": "add", "id": b.id}, "added", 20)
+            await b.ask({"cmd": "add", "id": a.id}, "added", 20)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    for a in peers:
+        for b in peers:
+            while a is not b:
+                if (await a.ask({"cmd": "ready", "id": b.id}, "contact", 10))["ready"]:
+                    break
+                assert loop.time() < deadline, f"{a.name} never got {b.name}'s keys"
+                await asyncio.sleep(0.2)
 
 
 async def check_partition_heals(peers: list[Peer], cut_host: str) -> None:

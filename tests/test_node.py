@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from netutil import bounded, start_network, stop_all, wait_until
+from netutil import bounded, prepare_contacts, start_network, stop_all, wait_until
 
 from mesh import Node
 from mesh.errors import InvalidIdError, MeshError, UnreachableError
@@ -15,11 +15,11 @@ from mesh.errors import InvalidIdError, MeshError, UnreachableError
 
 async def test_offline_recipient_fetches_all_five_once(tmp_path: Path) -> None:
     home = tmp_path / "recipient"
+    nodes = await start_network(10, seed=2)
     recipient = await Node.start(home=home, host="127.0.0.1")
+    prepare_contacts([recipient], nodes)  # contacts who agreed before it went away
     recipient_id = recipient.id
     await recipient.stop()
-
-    nodes = await start_network(10, seed=2)
     try:
         for i, sender in enumerate(nodes[:5]):
             receipt = await bounded(sender.send(recipient_id, f"message {i}"))
@@ -80,6 +80,7 @@ async def test_malformed_id_is_a_clear_mesh_error() -> None:
 async def test_lonely_node_reports_unreachable_and_keeps_message_queued() -> None:
     nodes = await start_network(2)
     alone = await Node.start(host="127.0.0.3")
+    prepare_contacts([alone], nodes)
     try:
         with pytest.raises(UnreachableError):
             await bounded(alone.send(nodes[0].id, "later"))

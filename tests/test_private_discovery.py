@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from netutil import prepare_contacts
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -30,6 +31,7 @@ async def nodes(*specs: dict[str, Any]) -> AsyncIterator[list[Node]]:
     try:
         for spec in specs:
             started.append(await Node.start(mdns=True, network_name="square", **spec))
+        prepare_contacts(started)  # contacts who agreed before (tests/netutil.py)
         yield started
     finally:
         await asyncio.gather(*(n.stop() for n in started))

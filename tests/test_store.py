@@ -197,8 +197,8 @@ def test_mark_read_and_unread_counts(store: Store) -> None:
 
 def test_delete_expired_messages(store: Store) -> None:
     store.add_message(mid(1), "in", "a", "text", b"", NOW, NOW + 10, "received")
-    store.queue_outgoing(mid(2), "a", "text", b"", NOW, NOW + 10, KEY, b"rec2")
-    store.queue_outgoing(mid(3), "a", "text", b"", NOW, NOW + 99, KEY, b"rec3")
+    store.queue_outgoing(mid(2), "a", "text", b"", NOW, NOW + 10, (KEY, b"rec2", 1))
+    store.queue_outgoing(mid(3), "a", "text", b"", NOW, NOW + 99, (KEY, b"rec3", 1))
     assert store.delete_expired_messages(NOW + 9) == []
     # The undelivered outgoing one stays as a "failed" stub (tests/test_store_v2.py).
     assert sorted(store.delete_expired_messages(NOW + 10)) == [mid(1)]
@@ -231,16 +231,24 @@ def test_outbox_lifecycle(store: Store) -> None:
 
 
 def test_queue_outgoing_writes_message_and_outbox(store: Store) -> None:
-    assert store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, KEY, b"sealed") is True
+    assert (
+        store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, (KEY, b"sealed", 1)) is True
+    )
     row = store.get_message(mid(1), "out")
     assert row is not None and row.status == "queued" and row.body == b"hi"
-    assert store.outbox_pending() == [store_module.OutboxItem(mid(1), KEY, b"sealed", 0, NOW, None)]
+    ttl = round(LATER - NOW)
+    item = store_module.OutboxItem(
+        mid(1), KEY, b"sealed", 0, NOW, None, "bob", "text", b"hi", ttl, 1
+    )
+    assert store.outbox_pending() == [item]
 
 
 def test_queue_outgoing_twice_does_not_duplicate(store: Store) -> None:
-    store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, KEY, b"sealed")
+    store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, (KEY, b"sealed", 1))
     store.outbox_remove(mid(1))  # stored in the DHT meanwhile
-    assert store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, KEY, b"sealed") is False
+    assert (
+        store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, (KEY, b"sealed", 1)) is False
+    )
     assert len(store.list_messages()) == 1
     assert store.outbox_pending() == []
 
@@ -248,10 +256,10 @@ def test_queue_outgoing_twice_does_not_duplicate(store: Store) -> None:
 def test_queue_outgoing_is_atomic(store: Store) -> None:
     # record NOT NULL makes the second insert of the transaction fail
     with pytest.raises(StoreError, match="refused a write"):
-        store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, KEY, None)  # type: ignore[arg-type]
+        store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, (KEY, None, 1))  # type: ignore[arg-type]
     assert store.get_message(mid(1), "out") is None
     assert store.outbox_pending() == []
-    assert store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, KEY, b"ok") is True
+    assert store.queue_outgoing(mid(1), "bob", "text", b"hi", NOW, LATER, (KEY, b"ok", 1)) is True
 
 
 # -- held records and tombstones --------------------------------------------------------
@@ -331,7 +339,7 @@ def fill(s: Store) -> None:
     s.set_setting("network", "lan")
     s.add_contact("bob", "id-bob", 60, now=NOW)
     add_in(s, 1)
-    s.queue_outgoing(mid(2), "bob", "text", b"hi", NOW, LATER, KEY, b"sealed")
+    s.queue_outgoing(mid(2), "bob", "text", b"hi", NOW, LATER, (KEY, b"sealed", 1))
     s.held_put(KEY, mid(3), 2_000_000_000, b"packed")
     s.tombstone_put(KEY, mid(4), 2_000_000_000)
     s.peer_seen(b"n" * 20, "127.0.0.5", 7000, NOW)

@@ -30,7 +30,7 @@ def test_a_schema_1_home_opens_and_migrates(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store(path) as store:
-        assert int(store._one("PRAGMA user_version")[0]) == len(MIGRATIONS) == 2
+        assert int(store._one("PRAGMA user_version")[0]) == len(MIGRATIONS)
         bob = store.get_contact("bob")
         assert bob is not None and bob.ttl == 60
         assert not bob.verified and not bob.read_receipts
@@ -43,11 +43,11 @@ def test_a_schema_1_home_opens_and_migrates(tmp_path: Path) -> None:
 
 def test_undelivered_messages_expire_to_stubs(tmp_path: Path) -> None:
     with Store(tmp_path / "mesh.db") as store:
-        store.queue_outgoing(mid(1), "a", "text", b"never out", NOW, NOW + 10, KEY, b"r1")
-        store.queue_outgoing(mid(2), "a", "text", b"stored only", NOW, NOW + 10, KEY, b"r2")
+        store.queue_outgoing(mid(1), "a", "text", b"never out", NOW, NOW + 10, (KEY, b"r1", 1))
+        store.queue_outgoing(mid(2), "a", "text", b"stored only", NOW, NOW + 10, (KEY, b"r2", 1))
         store.set_message_status(mid(2), "out", "stored", 3)
         store.outbox_remove(mid(2))
-        store.queue_outgoing(mid(3), "a", "text", b"arrived", NOW, NOW + 10, KEY, b"r3")
+        store.queue_outgoing(mid(3), "a", "text", b"arrived", NOW, NOW + 10, (KEY, b"r3", 1))
         store.set_message_status(mid(3), "out", "delivered")
         assert store.delete_expired_messages(NOW + 10) == [mid(3)]  # delivered: gone
         rows = {m.msg_id: m for m in store.list_messages(direction="out")}
@@ -62,7 +62,7 @@ def test_undelivered_messages_expire_to_stubs(tmp_path: Path) -> None:
 
 def test_read_statuses_only_move_forward(tmp_path: Path) -> None:
     with Store(tmp_path / "mesh.db") as store:
-        store.queue_outgoing(mid(1), "a", "text", b"x", NOW, NOW + 99, KEY, b"r1")
+        store.queue_outgoing(mid(1), "a", "text", b"x", NOW, NOW + 99, (KEY, b"r1", 1))
         assert store.set_message_status(mid(1), "out", "delivered")
         assert store.set_message_status(mid(1), "out", "read")
         assert not store.set_message_status(mid(1), "out", "delivered")

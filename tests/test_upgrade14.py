@@ -73,7 +73,7 @@ def test_a_schema_2_home_migrates_to_agreements(
 async def test_an_upgraded_home_drains_the_old_mailbox_once_then_talks_the_new_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nodes = await start_network(6, seed=9)
+    nodes = await start_network(6, seed=9, contacts=False)
     try:
         bob = nodes[3]
         home = tmp_path / "alice"

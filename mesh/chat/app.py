@@ -49,6 +49,7 @@ from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
+from mesh.safe_text import visible
 from mesh.store import Contact, MessageRow, Store
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,8 @@ class ChatApp(App[None]):
         if self.current in now_ready:
             self.show_title(self.current)
         for peer_id in now_ready:
-            self.notify(f"{self.name_of(peer_id)} has added you: you can message each other.")
+            name = visible(self.name_of(peer_id))
+            self.notify(f"{name} has added you: you can message each other.")
 
     def contact_name(self, peer_id: str) -> str | None:
         for entry in self.entries:
@@ -355,7 +357,7 @@ class ChatApp(App[None]):
         """The name, and the fingerprint to compare with their "My ID" screen; whether
         they have added us yet."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
-        text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
+        text = Text(f"Chat with {visible(self.name_of(peer_id))}", style="bold")
         if self.is_verified(peer_id):
             text.append(f"  {VERIFIED_MARK} verified\n", style="bold green")
         else:
@@ -437,7 +439,7 @@ class ChatApp(App[None]):
         if row is not None:
             await self.show_row(row)
         if result.get("waiting") is True:
-            name = self.name_of(peer_id)
+            name = visible(self.name_of(peer_id))
             self.notify(
                 f"Queued: {name} has not added you yet. It goes as soon as they add you too.",
                 severity="warning",
@@ -470,9 +472,9 @@ class ChatApp(App[None]):
     async def start_agreement(self, peer_id: str) -> None:
         """Have the node start the key agreement with a contact just added (as `mesh
         contacts add` does), and say whether they had added us already."""
-        name = self.name_of(peer_id)
+        name = visible(self.name_of(peer_id))
         try:
-            answer = await self.link.request("add_contact", id=peer_id)
+            answer = await self.link.request("add_contact", peer=peer_id)
         except MeshError as exc:
             # The agreement row is saved: the next node for this home starts it.
             self.notify(f"{name} is saved; {exc}", severity="warning", timeout=10)

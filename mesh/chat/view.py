@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import segno
 from rich.text import Text
 
+from mesh.safe_text import visible
 from mesh.store import Contact, MessageRow
 
 # One mark per delivery status of a message you sent, and the words the legend uses.
@@ -66,7 +67,7 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     """Two lines: who and when (with the delivery mark for your own), then the text."""
     mine = row.direction == "out"
     text = Text()
-    text.append("You" if mine else their_name, style="bold blue" if mine else "bold green")
+    text.append("You" if mine else visible(their_name), style="bold blue" if mine else "bold green")
     text.append(f"  {format_time(row.sent_at, now)}", style="dim")
     if mine:
         text.append("  ")
@@ -76,7 +77,8 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     if not row.body and row.status in ("failed", "expired"):
         text.append(WIPED_TEXT, style="dim italic")
         return text
-    text.append(row.body.decode("utf-8", "replace"))  # plain text: never markup
+    # Plain text, never markup; controls and bidi overrides shown as escapes (issue 15).
+    text.append(visible(row.body.decode("utf-8", "replace")))
     return text
 
 
@@ -119,7 +121,7 @@ def contact_entries(
 
 
 def entry_text(entry: Entry) -> Text:
-    text = Text(entry.label, style="bold" if entry.unread else "")
+    text = Text(visible(entry.label), style="bold" if entry.unread else "")
     if entry.verified:
         text.append(f" {VERIFIED_MARK}", style="bold green")
     if entry.unread:
@@ -129,13 +131,13 @@ def entry_text(entry: Entry) -> Text:
 
 def waiting_text(name: str) -> Text:
     """Under a contact who has not added you yet: nothing reaches them until they do."""
-    return Text(f"waiting for {name} to add you", style="italic")
+    return Text(f"waiting for {visible(name)} to add you", style="italic")
 
 
 def waiting_title(name: str) -> Text:
     """The conversation header's line for a contact who has not added you yet."""
     return Text(
-        f"Waiting for {name} to add you too. Until they do, your messages wait here: "
+        f"Waiting for {visible(name)} to add you too. Until they do, your messages wait here: "
         "nobody who only knows your ID can reach you. Give them yours (Ctrl+O).",
         style="bold yellow",
     )

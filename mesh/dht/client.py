@@ -25,6 +25,8 @@ from mesh.errors import MeshError, NetworkError, RemoteProtocolError, Unreachabl
 from mesh.tasks import TaskSet
 from mesh.wire import Address
 
+PUSH_SOURCES_MAX = 256  # addresses remembered per subscribed key (a bound, see Replica)
+
 ACCEPTED = {PutResult.STORED, PutResult.DUPLICATE, PutResult.TOMBSTONED}
 FULL_PAGE_REPLICAS = 2  # replicas asked for records in the first fetch round; others send ids
 REPLICA_SET_FRESH = 30.0  # seconds a put reuses the replica set a lookup found
@@ -109,6 +111,7 @@ class Client:
         "rpc",
         "storage",
         "tasks",
+        "unrepairable",
         "wall",
     )
 
@@ -128,6 +131,10 @@ class Client:
         self.storage = storage
         self.tasks = tasks
         self.wall = wall
+        # Records the owner could not open (junk, a stranger's refused request): a fetch
+        # never repairs them onto replicas that lack them (the owner marks them before
+        # the repair task runs, right after the fetch returns).
+        self.unrepairable: BoundedLru[bytes, None] = BoundedLru(4096)
         self.quorum = quorum
         self.listen_duration = listen_duration
         # key -> (loop time found, replicas): see put()
@@ -238,7 +245,8 @@ class Client:
         self, key: bytes, held_by: dict[Peer, set[bytes]], have: dict[bytes, Record]
     ) -> None:
         now = self.wall()
-        live = {rid: r for rid, r in have.items() if r.expires_at > now}
+        bad = self.unrepairable
+        live = {rid: r for rid, r in have.items() if r.expires_at > now and rid not in bad}
         futures = []
         for peer, ids in held_by.items():
             missing = [live[rid] for rid in live.keys() - ids]
@@ -280,6 +288,11 @@ class Client:
         if eager is None:
             eager = {p.id for p in targets[:PUSHERS]}
         obj = make_request(self.listen_duration).to_obj()
+        sources = self.replica.push_sources.get(key) or set()
+        if len(sources) > PUSH_SOURCES_MAX:
+            sources = set()  # replicas of long ago: start again from this subscription
+        sources.update(p.address for p in targets)
+        self.replica.push_sources.put(key, sources)
         calls = [self.rpc.call(p, "listen", [obj, p.id in eager]) for p in targets]
         tally = Tally(calls, self.quorum, self.rpc.grace)
         await tally.wait()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
-from mesh import envelope, wire
+from mesh import envelope, stamps, wire
+from mesh.bounded import BoundedLru
 from mesh.dht.liveness import Liveness
 from mesh.dht.rpc import Rpc
 from mesh.dht.storage import PutResult, RecordStorage
@@ -33,6 +34,7 @@ class Replica:
         "liveness",
         "on_push",
         "own_keys",
+        "push_sources",
         "rpc",
         "storage",
         "wall",
@@ -54,6 +56,8 @@ class Replica:
         # key -> listener address -> (until, eager); see push()
         self.listeners: dict[bytes, dict[Address, tuple[float, bool]]] = {}
         self.own_keys: set[bytes] = set()
+        # key -> the addresses we asked to push it to us (Client.subscribe)
+        self.push_sources: BoundedLru[bytes, set[Address]] = BoundedLru(64)
         self.on_push: Callable[[bytes, Record], None] | None = None
 
     def answer(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
@@ -74,7 +78,7 @@ class Replica:
             case wire.Listen(owner_request, eager):
                 return self._listen(owner_request, eager, addr)
             case wire.Push(key, record):
-                return self.pushed(key, record)
+                return self.pushed(key, record, addr)
             case wire.Get(key, ids):
                 return page_of(self.storage.get(key, ids, self.wall()), wire.PAGE_BUDGET)
             case wire.Delete(owner_request):
@@ -86,6 +90,8 @@ class Replica:
         """Keep `record` under `key` if its format is right; push it if it is new."""
         try:
             envelope.check_record_format(record, now)
+            if record.stamp:  # a stranger's request: work bound to this record and key
+                stamps.verify(key, record.id, record.stamp, stamps.MIN_REPLICA_COST)
         except RemoteProtocolError:
             self.storage.counters["refused_format"] += 1
             return PutResult.REFUSED_FORMAT
@@ -147,10 +153,13 @@ class Replica:
             raise RefusedError("wrong owner request kind")
         envelope.verify_owner_request(request, self.wall())
 
-    def pushed(self, key: bytes, record: Record) -> None:
-        """A replica pushed a new record of a key we listen on."""
+    def pushed(self, key: bytes, record: Record, addr: Address | None = None) -> None:
+        """A replica pushed a new record of a key we listen on: only one we subscribed at
+        may (anyone else's push is refused: issue 15)."""
         if key not in self.own_keys or self.on_push is None:
             raise RefusedError("not subscribed to this key")
+        if addr is not None and addr not in self.push_sources.get(key, ()):
+            raise RefusedError("not a replica we subscribed at")
         envelope.check_record_format(record, self.wall())
         self.on_push(key, record)
 

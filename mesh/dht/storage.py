@@ -41,6 +41,11 @@ class StorageLimits:
     bytes_per_source: int = 16 << 20
     total_bytes: int = 64 << 20
     tombstones_per_key: int = 1024
+    # Unstamped records one source (IP) may hold under one key: one device cannot fill a
+    # mailbox (issue 15). Stamped records pay with work instead. A replica handing over
+    # or repairing a key sends from its own IP: above this, a newcomer keeps the first
+    # ones and the other replicas the rest (docs/threat-model.md, "Storage spammer").
+    unstamped_per_source_key: int = 64
 
 
 class _Held:
@@ -60,6 +65,7 @@ class RecordStorage:
         self._tombstones: dict[bytes, dict[bytes, int]] = {}
         self._key_bytes: dict[bytes, int] = {}
         self._source_bytes: dict[str, int] = {}
+        self._source_key: dict[tuple[str, bytes], int] = {}  # unstamped records
         self._expiry: list[tuple[int, bytes, bytes]] = []  # lazy-deletion heap
         self.total_bytes = 0
         self.counters: dict[str, int] = {r.name.lower(): 0 for r in PutResult}
@@ -126,12 +132,19 @@ class RecordStorage:
             return PutResult.REFUSED_QUOTA
         if self._source_bytes.get(source, 0) + size > limits.bytes_per_source:
             return PutResult.REFUSED_QUOTA
+        if not record.stamp and (
+            self._source_key.get((source, key), 0) >= limits.unstamped_per_source_key
+        ):
+            return PutResult.REFUSED_QUOTA
         return PutResult.STORED
 
     def _insert(self, key: bytes, held: _Held) -> None:
         self._records.setdefault(key, {})[held.record.id] = held
         self._key_bytes[key] = self._key_bytes.get(key, 0) + held.size
         self._source_bytes[held.source] = self._source_bytes.get(held.source, 0) + held.size
+        if not held.record.stamp:
+            pair = (held.source, key)
+            self._source_key[pair] = self._source_key.get(pair, 0) + 1
         self.total_bytes += held.size
         heapq.heappush(self._expiry, (held.record.expires_at, key, held.record.id))
 
@@ -147,6 +160,13 @@ class RecordStorage:
         self._key_bytes[key] = self._key_bytes.get(key, 0) - h.size
         if self._key_bytes[key] <= 0:
             del self._key_bytes[key]
+        if not h.record.stamp:
+            pair = (h.source, key)
+            left = self._source_key.get(pair, 0) - 1
+            if left > 0:
+                self._source_key[pair] = left
+            else:
+                self._source_key.pop(pair, None)
         remaining = self._source_bytes.get(h.source, 0) - h.size
         if remaining > 0:
             self._source_bytes[h.source] = remaining

@@ -24,6 +24,7 @@ from typing import Any
 
 from mesh.errors import MeshError
 from mesh.identity import Identity
+from mesh.mailboxes import Mailboxes, exchange_bundles
 from mesh.netkey import NetworkKey
 from mesh.node import VIAS, Node
 from mesh.sim.clock import run_virtual
@@ -98,6 +99,7 @@ class Simulation:
             self.bind = self.network.bind
             self.wall = lambda: SIM_EPOCH + self.loop.time()
         self.peers = [self._make_peer(slot) for slot in range(self.plan.slots)]
+        self._agree_contacts()
         self.sent: list[Sent] = []
         self.skipped = 0
         self.counts: dict[str, int] = {}
@@ -113,6 +115,30 @@ class Simulation:
         host = real_host(slot) if self.scenario.real else sim_host(slot)
         port = 0 if self.scenario.real else PORT
         return Peer(slot, host, identity, store, port, sends=TaskSet(on_error=self._task_failed))
+
+    def _agree_contacts(self) -> None:
+        """Every sender and recipient of the plan are contacts whose key agreement is
+        complete before the run (mesh.mailboxes.exchange_bundles): the run measures the
+        steady state of contacts' rotating mailboxes, not introductions."""
+        length = self.scenario.node_options.epoch_seconds
+        boxes: dict[int, Mailboxes] = {}
+
+        def of(slot: int) -> Mailboxes:
+            if slot not in boxes:
+                peer = self.peers[slot]
+                boxes[slot] = Mailboxes(peer.identity, peer.store, length, self.rng.randbytes)
+            return boxes[slot]
+
+        pairs = {
+            (min(e.peer, e.other), max(e.peer, e.other))
+            for e in self.plan.events
+            if e.kind == "send" and e.peer != e.other
+        }
+        for slot in range(len(self.peers)):  # every peer's keys from the seed
+            of(slot)
+        now = self.wall()
+        for a, b in sorted(pairs):
+            exchange_bundles(of(a), of(b), now)
 
     # -- the run ----------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
 from mesh.errors import LocalError, MeshError
 from mesh.identity import Identity
+from mesh.mailboxes import Mailboxes, exchange_bundles
 from mesh.netkey import NetworkKey
 from mesh.node import Node, NodeOptions, Receipt
 from mesh.store import Store
@@ -200,8 +201,10 @@ class MeshNet:
         self.replicas.append(server)
         return server
 
-    async def start_node(self, identity: Identity, options: NodeOptions, host: str) -> Node:
-        store = prepared_store(identity)
+    async def start_node(
+        self, identity: Identity, options: NodeOptions, host: str, store: Store | None = None
+    ) -> Node:
+        store = store or prepared_store(identity)
         seeds = self.seeds() if self.replicas or self.nodes else []
         node_id = self.rng.randbytes(20)  # seeded: a reproducible topology
         return await Node.start(
@@ -249,10 +252,17 @@ class MeshNet:
         identity = Identity.from_seed(self.rng.randbytes(32))
         return await self.start_node(identity, SENDER_OPTIONS, host)
 
-    async def start_recipient(self, identity: Identity) -> Node:
-        node = await self.start_node(identity, RECIPIENT_OPTIONS, self.address())
+    async def start_recipient(self, identity: Identity, store: Store | None = None) -> Node:
+        node = await self.start_node(identity, RECIPIENT_OPTIONS, self.address(), store)
         self.extras.append(node)
         return node
+
+    def befriend(self, boxes: Mailboxes) -> None:
+        """The senders and this recipient are contacts whose key agreement is complete
+        (preparation, not measured: mesh.mailboxes.exchange_bundles)."""
+        now = time.time()
+        for sender in self.senders:
+            exchange_bundles(boxes, sender.mailboxes, now)
 
     def datagrams(self) -> int:
         dhts = self.servers + [n.dht for n in self.extras]
@@ -359,13 +369,17 @@ async def cold_fetch(net: MeshNet, key: bytes, wanted: set[bytes], samples: Samp
 
 async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     identity = Identity.from_seed(net.rng.randbytes(32))
+    store = prepared_store(identity)
+    boxes = Mailboxes(identity, store, rand=net.rng.randbytes)
+    net.befriend(boxes)
+    key = boxes.own_key(boxes.epoch(time.time()))  # its mailbox of the day
     receipts = await send_mailbox(net, identity, samples)
     await net.wait_quiet()
     if net.replicas:
         wanted = {r.record_id for r in receipts}
-        await cold_fetch(net, identity.mailbox_key, wanted, samples)
+        await cold_fetch(net, key, wanted, samples)
     started = time.perf_counter()
-    recipient = await net.start_recipient(identity)
+    recipient = await net.start_recipient(identity, store)
     samples.start_ms.append(elapsed_ms(started))
     arrivals = Arrivals(recipient)
     caught_up = await arrivals.wait_for({r.message_id for r in receipts})
@@ -376,18 +390,20 @@ async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     await net.wait_quiet()
     with net.profiler.phase("fetch_warm"):
         started = time.perf_counter()
-        records = await recipient.dht.fetch(identity.mailbox_key)
+        records = await recipient.dht.fetch(key)
         samples.fetch_ms.append(elapsed_ms(started))
     samples.fetch_ok.append({r.record_id for r in receipts} <= {r.id for r in records})
-    samples.open_ms.append(open_all(identity, records))
+    samples.open_ms.append(open_all(identity, records, recipient.mailboxes.prekeys_for(key)))
 
 
-def open_all(identity: Identity, records: list[Record]) -> float:
+def open_all(
+    identity: Identity, records: list[Record], prekeys: list[tuple[bytes, bytes]] | None
+) -> float:
     """Milliseconds to open (decrypt and verify) every record: `node.fetch`'s crypto."""
     now = time.time()
     started = time.perf_counter()
     for record in records:
-        envelope.open_record(identity, record, now)
+        envelope.open_record(identity, record, now, prekeys)
     return elapsed_ms(started)
 
 
@@ -408,6 +424,7 @@ async def push_trial(net: MeshNet, recipient: Node, arrivals: Arrivals, samples:
 async def run_trials(net: MeshNet, trials: int) -> Samples:
     samples = Samples(*([] for _ in dataclasses.fields(Samples)))
     online = await net.start_recipient(Identity.from_seed(net.rng.randbytes(32)))
+    net.befriend(online.mailboxes)
     arrivals = Arrivals(online)
     await net.wait_quiet()
     for _ in range(trials):

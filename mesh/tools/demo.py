@@ -67,6 +67,8 @@ class Demo:
             since = time.perf_counter()
             await self.start_all()
             await self.discover(since)
+            await self.befriend("ann", "ben")
+            await self.befriend("cat", "dan")
             await self.online_message()
             await self.offline_message()
         finally:
@@ -102,6 +104,27 @@ class Demo:
         self.say(
             f"all {len(NAMES)} peers found each other by mDNS on 127.0.0.1-4, "
             f"{elapsed_ms(since)} after the first one started"
+        )
+
+    async def befriend(self, first: str, second: str) -> None:
+        """Both add each other (as after scanning each other's QR codes): the key
+        agreement runs over the mesh; only then can they reach each other's mailbox."""
+        since = time.perf_counter()
+        a, b = self.nodes[first], self.nodes[second]
+        await a.add_contact(b.id, second)
+        self.say(
+            f"[cyan]{first}[/cyan] adds [cyan]{second}[/cyan]: waiting for {second} to add back"
+        )
+        await b.add_contact(a.id, first)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STEP_TIMEOUT
+        while not (a.contact_ready(b.id) and b.contact_ready(a.id)):
+            if loop.time() > deadline:
+                raise DemoError(f"{first} and {second} did not complete their key agreement")
+            await asyncio.sleep(0.01)
+        self.say(
+            f"[cyan]{second}[/cyan] adds [cyan]{first}[/cyan]: contacts, keys agreed in "
+            f"{elapsed_ms(since)} (their mailboxes now change every day; no one else can find them)"
         )
 
     # -- messages -----------------------------------------------------------------------
