@@ -257,6 +257,7 @@ def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
 def contacts_list(home: Path, as_json: bool) -> None:
     """List your contacts."""
     with open_home(home) as store:
+        own = store.get_setting("public_id")
         rows = [
             {
                 "name": c.name,
@@ -266,7 +267,9 @@ def contacts_list(home: Path, as_json: bool) -> None:
                 "verified": c.verified,
                 "verified_at": c.verified_at,
                 "read_receipts": c.read_receipts,
-                "agreed": (a := store.agreement(c.peer_id)) is not None and a.ready,
+                # A note to self needs no agreement: it goes to our own mailbox.
+                "agreed": c.peer_id == own
+                or ((a := store.agreement(c.peer_id)) is not None and a.ready),
             }
             for c in store.list_contacts()
         ]

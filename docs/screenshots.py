@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from mesh.chat import ChatApp, DaemonLink, find_or_start
-from mesh.home import init_home
-from mesh.store import Store
+from mesh.home import init_home, open_home
+from mesh.identity import Identity
 
 IMG = Path(__file__).resolve().parent / "img"
 SIZE = (100, 34)
@@ -40,16 +42,34 @@ async def daemon(home: Path, host: str, *peers: str) -> DaemonLink:
     return await find_or_start(home, args, lambda: None)
 
 
-def befriend(homes: dict[str, Path], ids: dict[str, str], pairs: list[tuple[str, str]]) -> None:
+async def befriend(
+    links: dict[str, DaemonLink],
+    homes: dict[str, Path],
+    ids: dict[str, str],
+    pairs: list[tuple[str, str]],
+) -> None:
+    """Both add each other, as `mesh contacts add` does (save, then ask the daemon to
+    start the key agreement); wait until both ends are ready."""
     for a, b in pairs:
-        with Store(homes[a] / "mesh.db") as store:
-            store.add_contact(b, ids[b])
-        with Store(homes[b] / "mesh.db") as store:
-            store.add_contact(a, ids[a])
+        for me, them in ((a, b), (b, a)):
+            with open_home(homes[me]) as store:
+                store.add_contact(them, ids[them])
+                store.agreement_add(ids[them], time.time())
+            await links[me].request("add_contact", peer=ids[them])
+        await wait_for("the key agreement", lambda a=a, b=b: agreed(homes, ids, a, b))  # type: ignore[misc]
+
+
+def agreed(homes: dict[str, Path], ids: dict[str, str], a: str, b: str) -> bool:
+    for me, them in ((a, b), (b, a)):
+        with open_home(homes[me]) as store:
+            agreement = store.agreement(ids[them])
+        if agreement is None or not agreement.ready:
+            return False
+    return True
 
 
 def delivered(home: Path) -> bool:
-    with Store(home / "mesh.db") as store:
+    with open_home(home) as store:
         rows = store.list_messages(direction="out")
     return all(r.status == "delivered" for r in rows if r.kind == "text")
 
@@ -80,12 +100,12 @@ async def main() -> None:
         names = ["Amina", "Ben", "Chloe"]
         homes = {n: Path(tmp) / n.lower() for n in names}
         ids = {n: init_home(homes[n], n, None).id for n in names}
-        befriend(homes, ids, [("Amina", "Ben"), ("Amina", "Chloe")])
         links = {"Ben": await daemon(homes["Ben"], "127.0.0.61")}
         try:
             ben_address = str((await links["Ben"].request("status"))["address"])
             links["Amina"] = await daemon(homes["Amina"], "127.0.0.62", ben_address)
             links["Chloe"] = await daemon(homes["Chloe"], "127.0.0.63", ben_address)
+            await befriend(links, homes, ids, [("Amina", "Ben"), ("Amina", "Chloe")])
             await conversation(links, homes)
             await links.pop("Chloe").stop_daemon()  # Chloe goes offline: mail waits for her
             text = "Are you safe? Ben is with me."
@@ -115,6 +135,15 @@ async def screenshots(home: Path, link: DaemonLink, ids: dict[str, str]) -> None
         await pilot.press("escape")
         await app.open_conversation(ids["Chloe"])
         await shoot(app, pilot, "chat-waiting")
+        # Dana is added here, but has not added Amina yet: one-way.
+        await pilot.press("ctrl+n")
+        for key in "Dana":
+            await pilot.press(key)
+        await pilot.press("enter")
+        app.screen.query_one("#peer-id", Input).value = Identity.generate().id
+        await pilot.press("enter")
+        await wait_for("Dana's waiting note", lambda: any(e.waiting for e in app.entries))
+        await shoot(app, pilot, "contact-waiting")
 
 
 if __name__ == "__main__":

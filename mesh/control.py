@@ -273,7 +273,7 @@ async def tell_contact_added(home: Path, peer_id: str) -> bool:
         return False
     async with client:
         with contextlib.suppress(MeshError):
-            doc = await client.request("add_contact", id=peer_id)
+            doc = await client.request("add_contact", peer=peer_id)
             return doc.get("ready") is True
     return False
 

@@ -212,8 +212,9 @@ class Daemon:
         return result.to_json()
 
     async def _op_add_contact(self, request: Event, writer: asyncio.StreamWriter) -> Event:
-        """A contact was saved (`mesh contacts add`): start the key agreement now."""
-        peer_id = _text_arg(request, "id")
+        """A contact was saved (`mesh contacts add`): start the key agreement now. The ID
+        is `peer` (as for `read`): `id` is the request's own, echoed in the answer."""
+        peer_id = _text_arg(request, "peer")
         return {"ready": await self.node.add_contact(peer_id)}
 
     async def _op_request(self, request: Event, writer: asyncio.StreamWriter) -> Event:

@@ -13,7 +13,7 @@ import pytest
 import segno
 from click.testing import CliRunner
 from rich.text import Text
-from test_cli_support import Daemons, add_contact, make_home, texts
+from test_cli_support import Daemons, add_contact, befriend, make_home, texts
 from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input, Label, ListView, Static
@@ -51,10 +51,9 @@ class Pair:
     def __init__(self, root: Path, daemons: Daemons) -> None:
         self.ann, self.ben = root / "ann", root / "ben"
         self.ann_id, self.ben_id = make_home(self.ann, "Ann"), make_home(self.ben, "Ben")
-        add_contact(self.ann, "ben", self.ben_id)
-        add_contact(self.ben, "ann", self.ann_id)
         self.ben_up = daemons.up(self.ben, "127.0.0.71")
         self.ann_up = daemons.up(self.ann, "127.0.0.72", self.ben_up.address)
+        befriend(self.ann, self.ben)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +97,17 @@ def line_with(app: ChatApp, text: str) -> MessageLine | None:
     return None
 
 
+async def with_mark(pilot: Pilot[Any], app: ChatApp, text: str, status: str) -> MessageLine:
+    """The line of a message you sent, once it shows `status`."""
+
+    def marked() -> MessageLine | None:
+        line = line_with(app, text)
+        return line if line is not None and line.row.status == status else None
+
+    found: MessageLine = await until(pilot, marked, f"the {status} mark on {text!r}")
+    return found
+
+
 def unread(home: Path) -> dict[str, int]:
     with vault.open_store(home) as store:
         return store.unread_counts()
@@ -127,15 +137,7 @@ async def test_typed_message_is_delivered_to_the_other_home(pair: Pair) -> None:
         await pilot.press("enter")
         assert compose.value == ""
         await until(pilot, lambda: "hello ben, are you there?" in texts(pair.ben), "delivery")
-        line = await until(
-            pilot,
-            lambda: (
-                (found := line_with(app, "hello ben, are you there?"))
-                and found.row.status == "delivered"
-                and found
-            ),
-            "the delivered mark",
-        )
+        line = await with_mark(pilot, app, "hello ben, are you there?", "delivered")
         assert "● delivered" in plain(line)
         assert plain(line).startswith("You ")
         assert len(app.query(MessageLine)) == len(texts(pair.ann, "out")) + len(texts(pair.ann))

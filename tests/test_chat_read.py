@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_chat import SIZE, line_with, no_passphrase, plain, unread, until
+from test_chat import SIZE, no_passphrase, plain, unread, until, with_mark
 from test_cli_support import (
     Daemons,
     add_contact,
+    befriend,
     make_home,
     mesh,
     status_of,
@@ -30,15 +31,14 @@ class Pair:
     def __init__(self, root: Path, daemons: Daemons) -> None:
         self.ann, self.ben = root / "ann", root / "ben"
         self.ann_id, self.ben_id = make_home(self.ann, "Ann"), make_home(self.ben, "Ben")
-        add_contact(self.ann, "ben", self.ben_id)
-        add_contact(self.ann, "cleo", make_home(root / "cleo", "Cleo"))
-        add_contact(self.ben, "ann", self.ann_id)
+        add_contact(self.ann, "cleo", make_home(root / "cleo", "Cleo"))  # never runs a node
+        self.ben_up = daemons.up(self.ben, "127.0.0.83")
+        self.ann_up = daemons.up(self.ann, "127.0.0.84", self.ben_up.address)
+        befriend(self.ann, self.ben)
         with vault.open_store(self.ann) as store:
             store.set_contact_flags("ben", verified_at=1.0, read_receipts=True)
         with vault.open_store(self.ben) as store:
             store.set_contact_flags("ann", read_receipts=True)
-        self.ben_up = daemons.up(self.ben, "127.0.0.83")
-        self.ann_up = daemons.up(self.ann, "127.0.0.84", self.ben_up.address)
 
 
 @pytest.fixture
@@ -76,11 +76,5 @@ async def test_verified_mark_read_state_and_read_receipts(pair: Pair) -> None:
         assert mesh(pair.ann, "send", "ben", "yes, at home").returncode == 0
         wait_until(lambda: "yes, at home" in texts(pair.ben), "ben to receive")
         assert "yes, at home" in mesh(pair.ben, "read", "ann").stdout  # through ben's daemon
-        line = await until(
-            pilot,
-            lambda: (
-                (found := line_with(app, "yes, at home")) and found.row.status == "read" and found
-            ),
-            "the read mark",
-        )
+        line = await with_mark(pilot, app, "yes, at home", "read")
         assert "✔ read" in plain(line)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from netutil import wait_until
 from test_cli_support import Daemons, add_contact, clean_env, make_home, mesh, messages
 
 from mesh import vault
@@ -277,6 +278,13 @@ async def test_control_client_watch(root: Path) -> None:
     assert client is not None and requests is not None
     try:
         async with asyncio.timeout(20):
+            # Both add each other: ann with the library, ben through its daemon (as the
+            # chat's add-contact form does); ann's bundle waits for ben, who finds it.
+            ann.store.add_contact("ben", ben.id)
+            assert await ann.add_contact(ben.id) is False
+            ben.store.add_contact("ann", ann.id)
+            assert (await requests.request("add_contact", peer=ann.id))["ready"] is True
+            assert await wait_until(lambda: ann.contact_ready(ben.id), 10)
             events = await client.watch()
             await ann.send(ben.id, "hi ben")
             message = await next_event(events, "message")

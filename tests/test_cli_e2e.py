@@ -13,10 +13,11 @@ import pytest
 from test_cli_support import (
     Daemons,
     Watcher,
+    befriend,
     control,
-    friends,
     mesh,
     messages,
+    new_homes,
     read_line,
     spawn,
     status_of,
@@ -46,7 +47,11 @@ def inbox_texts(home: Path, *args: str) -> list[str]:
 
 
 def test_queued_message_is_delivered_by_mesh_up(root: Path, daemons: Daemons) -> None:
-    ann, ben = friends(root, "ann", "ben")
+    ann, ben = new_homes(root, "ann", "ben")
+    ben_up = daemons.up(ben, "127.0.0.2")
+    ann_up = daemons.up(ann, "127.0.0.1", ben_up.address)
+    befriend(ann, ben)
+    assert ann_up.stop() == 0 and ben_up.stop() == 0  # ann is alone from now on
     alone = mesh(ann, "send", "ben", "sent while alone", *SHORT_LIVED)
     assert alone.returncode == 3, alone.stderr
     assert alone.stdout.startswith("queued ")
@@ -80,11 +85,12 @@ def test_queued_message_is_delivered_by_mesh_up(root: Path, daemons: Daemons) ->
 
 
 def test_three_daemons_push_offline_delivery_and_watch(root: Path, daemons: Daemons) -> None:
-    ann, ben, cat = friends(root, "ann", "ben", "cat")
+    ann, ben, cat = new_homes(root, "ann", "ben", "cat")
     ann_up = daemons.up(ann, "127.0.0.1")
     ben_up = daemons.up(ben, "127.0.0.2", ann_up.address)
     cat_up = daemons.up(cat, "127.0.0.3", ann_up.address)
     wait_until(lambda: cat_up.peers() >= 2 and ben_up.peers() >= 2, "the three to meet")
+    befriend(cat, ben)  # ann only relays
 
     ben_watch, cat_watch = Watcher(ben), Watcher(cat)
     sent = mesh(cat, "send", "ben", "hello ben")  # through cat's daemon
@@ -117,8 +123,11 @@ def test_three_daemons_push_offline_delivery_and_watch(root: Path, daemons: Daem
 def test_sigkill_during_send_loses_nothing_and_never_duplicates(
     root: Path, daemons: Daemons
 ) -> None:
-    ann, ben = friends(root, "ann", "ben")
+    ann, ben = new_homes(root, "ann", "ben")
     ben_up = daemons.up(ben, "127.0.0.2")
+    ann_up = daemons.up(ann, "127.0.0.1", ben_up.address)
+    befriend(ann, ben)
+    assert ann_up.stop() == 0  # ann sends with short-lived nodes from now on
     # Killed right after it reports the message queued (committed, no network yet);
     # while it waits on a peer that never answers (network I/O in progress); and a
     # little later, at whatever point of delivery it has reached.
@@ -177,12 +186,15 @@ def _queued_id(home: Path, text: str) -> str:
 
 
 def test_disappearing_messages(root: Path, daemons: Daemons) -> None:
-    ann, ben = friends(root, "ann", "ben")
-    ben_id = json.loads(mesh(ben, "id", "--json").stdout)["id"]
-    assert mesh(ann, "contacts", "add", "ben-secret", ben_id, "--ttl", "7").returncode == 0
+    ann, ben = new_homes(root, "ann", "ben")
     ben_up = daemons.up(ben, "127.0.0.2")
     ann_up = daemons.up(ann, "127.0.0.1", ben_up.address)
     wait_until(lambda: ann_up.peers() >= 1, "ann to know ben")
+    befriend(ann, ben)
+    ben_id = json.loads(mesh(ben, "id", "--json").stdout)["id"]
+    secret = mesh(ann, "contacts", "add", "ben-secret", ben_id, "--ttl", "7")
+    assert secret.returncode == 0, secret.stderr
+    assert "ben-secret has added you too" in secret.stdout  # one agreement per ID
 
     assert mesh(ann, "send", "ben-secret", "burn after reading").returncode == 0
     assert mesh(ann, "send", "ben", "gone in 6 s", "--ttl", "6").returncode == 0

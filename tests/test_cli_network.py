@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from test_cli_support import (
     Daemons,
-    friends,
+    befriend,
     make_home,
     mesh,
+    new_homes,
     status_of,
     texts,
     wait_until,
@@ -93,11 +94,17 @@ def test_joining_while_mesh_runs_is_refused(tmp_path: Path) -> None:
 def test_daemons_of_a_private_mesh_deliver_and_an_open_one_stays_out(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    ann, ben, cat = friends(tmp_path, "ann", "ben", "cat")
+    ann, ben, cat = new_homes(tmp_path, "ann", "ben", "cat")
+    # Ben and cat became contacts on the open mesh, before ben joined ann's.
+    ben_up = daemons.up(ben, "127.0.0.32")
+    cat_up = daemons.up(cat, "127.0.0.33", ben_up.address)
+    befriend(ben, cat)
+    assert cat_up.stop() == 0 and ben_up.stop() == 0
     invite = json.loads(mesh(ann, "network", "create", "square", "--json").stdout)["invite"]
     assert mesh(ben, "network", "join", invite).returncode == 0
     ben_up = daemons.up(ben, "127.0.0.32")
     daemons.up(ann, "127.0.0.31", ben_up.address)
+    befriend(ann, ben)  # inside the private mesh
     cat_up = daemons.up(cat, "127.0.0.33", ben_up.address)  # the open mesh, told ben's address
     sent = mesh(ann, "send", "ben", "bring water")
     assert sent.returncode == 0, sent.stderr
@@ -106,3 +113,4 @@ def test_daemons_of_a_private_mesh_deliver_and_an_open_one_stays_out(
     assert cat_up.peers() == 0  # ben never answered it: it cannot even tell ben is there
     queued = mesh(cat, "send", "ben", "let me in")
     assert queued.returncode == 3, queued.stderr
+    assert "no peer is reachable" in queued.stderr  # not for want of an agreement

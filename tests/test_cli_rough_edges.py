@@ -21,9 +21,11 @@ from test_cli_support import (
     RUN_TIMEOUT,
     Daemons,
     add_contact,
+    befriend,
     clean_env,
     make_home,
     messages,
+    new_homes,
     status_of,
     wait_until,
 )
@@ -157,14 +159,12 @@ def test_parse_host_port_accepts_literals_only() -> None:
 
 
 def test_peers_inbox_read_and_read_receipts(tmp_path: Path, daemons: Daemons) -> None:
-    ann, ben = tmp_path / "ann", tmp_path / "ben"
-    ann_id, ben_id = make_home(ann, "Ann"), make_home(ben, "Ben")
-    add_contact(ann, "ben", ben_id)
-    add_contact(ben, "ann", ann_id)
+    ann, ben = new_homes(tmp_path, "ann", "ben")
     carol = make_home(tmp_path / "carol", "Carol")
-    add_contact(ann, "carol", carol)
+    add_contact(ann, "carol", carol)  # never runs a node
     ben_up = daemons.up(ben, "127.0.0.61")
     daemons.up(ann, "127.0.0.62", ben_up.address)
+    befriend(ann, ben)
     assert run(ben, "send", "ann", "first").returncode == 0
     wait_until(lambda: status_of(ben, "first") == "delivered", "the delivery receipt")
 
@@ -310,7 +310,12 @@ def test_contacts_warn_and_verify(home: Path, bob: str) -> None:
         c["name"]: c for c in json.loads(run(home, "contacts", "list", "--json").stdout)["contacts"]
     }
     assert rows["bob"]["verified"] and not rows["bobby"]["verified"]
+    assert rows["me"]["agreed"] and not rows["bob"]["agreed"]  # bob never added Ann
     listing = run(home, "contacts", "list").stdout.splitlines()
+    assert any(
+        line.startswith("bob ") and "waiting for them to add you" in line for line in listing
+    )
+    assert not any(line.startswith("me ") and "waiting" in line for line in listing)
     assert any(line.startswith("bob ") and " verified " in line for line in listing)
     assert any(line.startswith("bobby") and "unverified" in line for line in listing)
     one_error_line(run(home, "contacts", "verify", "nobody"), 1, "no contact named 'nobody'")

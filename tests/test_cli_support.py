@@ -100,15 +100,51 @@ def add_contact(home: Path, name: str, peer_id: str, ttl: int | None = None) -> 
         store.add_contact(name, peer_id, ttl)
 
 
-def friends(root: Path, *names: str) -> list[Path]:
-    """Homes for `names`, each with every other one as a contact."""
+def new_homes(root: Path, *names: str) -> list[Path]:
+    """A home for each of `names` (no contacts yet: see `befriend`)."""
     homes = [root / name for name in names]
-    ids = [make_home(home, name) for home, name in zip(homes, names, strict=True)]
-    for home in homes:
-        for name, peer_id in zip(names, ids, strict=True):
-            if home.name != name:
-                add_contact(home, name, peer_id)
+    for home, name in zip(homes, names, strict=True):
+        make_home(home, name)
     return homes
+
+
+def own_id(home: Path, env: dict[str, str] | None = None) -> str:
+    done = mesh(home, "id", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["id"])
+
+
+def agreed(home: Path, name: str, env: dict[str, str] | None = None) -> bool:
+    """Does `mesh contacts list --json` of `home` show the agreement with `name` ready?"""
+    done = mesh(home, "contacts", "list", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return any(c["name"] == name and c["agreed"] for c in json.loads(done.stdout)["contacts"])
+
+
+def befriend(
+    a: Path,
+    b: Path,
+    names: tuple[str, str] | None = None,
+    envs: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+) -> None:
+    """`a` and `b` add each other with `mesh contacts add`, as two people would, while
+    their daemons run; then wait until both see the key agreement ready. `names`: how `b`
+    saves `a` and how `a` saves `b` (default: the homes' directory names)."""
+    name_a, name_b = names or (a.name, b.name)
+    env_a, env_b = envs
+    for home in (a, b):
+        wait_until(lambda h=home: control(h, "status")["peers"] >= 1, f"{home.name}'s daemon")
+    id_a, id_b = own_id(a, env_a), own_id(b, env_b)
+    first = mesh(a, "contacts", "add", name_b, id_b, env=env_a)
+    assert first.returncode == 0, first.stderr
+    assert f"waiting for {name_b} to add you too" in first.stderr, first.stderr
+    second = mesh(b, "contacts", "add", name_a, id_a, env=env_b)
+    assert second.returncode == 0, second.stderr
+    assert f"{name_a} has added you too" in second.stdout, (second.stdout, second.stderr)
+    wait_until(
+        lambda: agreed(a, name_b, env_a) and agreed(b, name_a, env_b),
+        f"{a.name} and {b.name} to complete the key agreement",
+    )
 
 
 def messages(home: Path, direction: str) -> list[MessageRow]:

@@ -15,6 +15,7 @@ from test_cli_support import (
     MESH,
     REPO,
     RUN_TIMEOUT,
+    befriend,
     clean_env,
     mesh,
     read_line,
@@ -24,7 +25,7 @@ from test_cli_support import (
 )
 
 from mesh import vault
-from mesh.home import init_home, open_home
+from mesh.home import init_home
 
 TEXTS = ["meet at the north gate", "bring water and the banner"]
 NAMES = ["Zaynab", "Omar"]
@@ -85,16 +86,14 @@ def test_seized_homes_hold_no_text_name_or_address(
 ) -> None:
     root = tmp_path_factory.mktemp("z")
     ann, ben = root / "ann", root / "ben"
-    ann_id = init_home(ann, None, PASSPHRASES[0]).id
-    ben_id = init_home(ben, None, PASSPHRASES[1]).id
-    with open_home(ann) as store:
-        store.add_contact(NAMES[0], ben_id)
-    with open_home(ben) as store:
-        store.add_contact(NAMES[1], ann_id)
+    init_home(ann, None, PASSPHRASES[0])
+    init_home(ben, None, PASSPHRASES[1])
     ben_up = Up(ben, HOSTS[1], PASSPHRASES[1])
     ups.append(ben_up)
     ann_up = Up(ann, HOSTS[0], PASSPHRASES[0], ben_up.address)
     ups.append(ann_up)
+    envs = (clean_env(MESH_PASSPHRASE=PASSPHRASES[0]), clean_env(MESH_PASSPHRASE=PASSPHRASES[1]))
+    befriend(ann, ben, names=(NAMES[1], NAMES[0]), envs=envs)  # ann saves ben as NAMES[0]
     for home, to, text, secret in ((ann, NAMES[0], TEXTS[0], 0), (ben, NAMES[1], TEXTS[1], 1)):
         sent = mesh(home, "send", to, text, env=clean_env(MESH_PASSPHRASE=PASSPHRASES[secret]))
         assert sent.returncode == 0, sent.stderr

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -139,6 +140,8 @@ class AddContactScreen(ModalScreen[str | None]):
             return
         try:
             self.store.add_contact(name, public.id)
+            # As `mesh contacts add`: the agreement is durable even if no node starts it now.
+            self.store.agreement_add(public.id, time.time())
         except LocalError as exc:
             self.query_one("#name-check", Static).update(Text(_sentence(str(exc)), "bold red"))
             return
