@@ -219,7 +219,7 @@ class Daemon:
 
     async def _op_request(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         """`mesh requests send`: a stranger's request, stamped and stored."""
-        peer_id = _text_arg(request, "id")
+        peer_id = _text_arg(request, "peer")
         text = _text_arg(request, "text")
         return {"replicas": await self.node.send_request(peer_id, text)}
 
