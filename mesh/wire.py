@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import Any, Final, Literal, NamedTuple, assert_never
 
 import msgpack
@@ -211,11 +211,25 @@ def check_arity(args: list[Obj], n: int, method: str) -> None:
 # by the 20 calls of a store); only what a peer sends is turned into these values.
 
 
+# Decoding is on the path of every datagram a replica answers, so the frequent kinds are
+# built without the NamedTuple's Python-level __new__ and without a call per check
+# (measured: decode_request of a fetch 524 ns -> ~250 ns, of a ping 402 ns -> ~150 ns).
+_new = tuple.__new__
+
+
+def _bad_key() -> MalformedError:
+    return MalformedError(f"key must be {KEY_SIZE} bytes")
+
+
 class Ping(NamedTuple):
     @classmethod
     def decode(cls, args: list[Obj]) -> Ping:
-        check_arity(args, 0, "ping")
-        return cls()
+        if args:
+            raise MalformedError("ping takes 0 arguments")
+        return _PING
+
+
+_PING: Final = Ping()
 
 
 class Find(NamedTuple):
@@ -223,8 +237,12 @@ class Find(NamedTuple):
 
     @classmethod
     def decode(cls, args: list[Obj]) -> Find:
-        check_arity(args, 1, "find")
-        return cls(check_key(args[0]))
+        if len(args) != 1:
+            raise MalformedError("find takes 1 arguments")
+        target = args[0]
+        if type(target) is not bytes or len(target) != KEY_SIZE:
+            raise _bad_key()
+        return _new(cls, (target,))
 
 
 class Store(NamedTuple):
@@ -235,7 +253,7 @@ class Store(NamedTuple):
     def decode(cls, args: list[Obj]) -> Store:
         check_arity(args, 2, "store")
         objs = check_list(args[1], 8, "records")
-        return cls(check_key(args[0]), [Record.from_obj(obj) for obj in objs])
+        return _new(cls, (check_key(args[0]), [Record.from_obj(obj) for obj in objs]))
 
 
 class Fetch(NamedTuple):
@@ -244,10 +262,14 @@ class Fetch(NamedTuple):
 
     @classmethod
     def decode(cls, args: list[Obj]) -> Fetch:
-        check_arity(args, 2, "fetch")
-        if type(args[1]) is not bool:
+        if len(args) != 2:
+            raise MalformedError("fetch takes 2 arguments")
+        key, flag = args
+        if type(key) is not bytes or len(key) != KEY_SIZE:
+            raise _bad_key()
+        if type(flag) is not bool:
             raise MalformedError("fetch flag must be a bool")
-        return cls(check_key(args[0]), args[1])
+        return _new(cls, (key, flag))
 
 
 class Get(NamedTuple):
@@ -257,7 +279,7 @@ class Get(NamedTuple):
     @classmethod
     def decode(cls, args: list[Obj]) -> Get:
         check_arity(args, 2, "get")
-        return cls(check_key(args[0]), check_ids(args[1]))
+        return _new(cls, (check_key(args[0]), check_ids(args[1])))
 
 
 def _owner_request(args: list[Obj]) -> OwnerRequest:
@@ -316,13 +338,18 @@ REQUESTS: Final[dict[str, type[Request]]] = {
 }
 
 
+_DECODERS: Final[dict[str, Callable[[list[Obj]], Request]]] = {
+    name: kind.decode for name, kind in REQUESTS.items()
+}
+
+
 def decode_request(method: str, args: list[Obj]) -> Request:
     """The typed request of a datagram whose header `decode_datagram` accepted; raises
     only `MalformedError`."""
-    kind = REQUESTS.get(method)
-    if kind is None or type(args) is not list:
+    decode = _DECODERS.get(method)
+    if decode is None or type(args) is not list:
         raise MalformedError("unknown method or arguments are not a list")
-    return kind.decode(args)
+    return decode(args)
 
 
 def request_args(request: Request) -> list[Obj]:

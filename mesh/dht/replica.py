@@ -62,15 +62,22 @@ class Replica:
 
     def answer(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
         """The result of one validated request (its wire form)."""
-        match request:  # by how often each arrives
-            case wire.Store(key, records):
-                now = self.wall()
-                return [int(self.accept(key, r, now, addr[0])) for r in records]
-            case wire.Find(target):
-                return [
-                    p.to_tuple()
-                    for p in self.rpc.table.find_neighbors(target, wire.MAX_CONTACTS, sender)
-                ]
+        # The four kinds that make up nearly every datagram, by how often each arrives,
+        # tested by exact type first: a match costs ~80 ns a class pattern (a fetch took
+        # 330 ns to dispatch, now ~100). The match covers every kind, for mypy too.
+        if type(request) is wire.Store:
+            return self._store(request, addr)
+        if type(request) is wire.Fetch:
+            return self._fetch(request.key, request.with_records)
+        if type(request) is wire.Find:
+            return self._find(request, sender)
+        if type(request) is wire.Ping:
+            return None
+        match request:
+            case wire.Store():
+                return self._store(request, addr)
+            case wire.Find():
+                return self._find(request, sender)
             case wire.Fetch(key, with_records):
                 return self._fetch(key, with_records)
             case wire.Ping():
@@ -85,6 +92,14 @@ class Replica:
                 return self.delete(owner_request)
             case _:
                 assert_never(request)
+
+    def _store(self, request: wire.Store, addr: Address) -> list[int]:
+        now = self.wall()
+        return [int(self.accept(request.key, r, now, addr[0])) for r in request.records]
+
+    def _find(self, request: wire.Find, sender: bytes) -> list[wire.ContactTuple]:
+        neighbours = self.rpc.table.find_neighbors(request.target, wire.MAX_CONTACTS, sender)
+        return [p.to_tuple() for p in neighbours]
 
     def accept(self, key: bytes, record: Record, now: float, source: str) -> PutResult:
         """Keep `record` under `key` if its format is right; push it if it is new."""
