@@ -1,10 +1,12 @@
 """How the `mesh` command prints things: plain lines for people, one JSON document for
-scripts. Nothing here talks to the network or the store."""
+scripts. Nothing here talks to the network or the store.
+
+Every text a peer could have written (bodies, names) goes through mesh.safe_text before it
+is printed: `neutralise` for people, `json_text` (escaped, exact) for scripts."""
 
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -12,13 +14,15 @@ from typing import Any
 
 import click
 
+from mesh.safe_text import json_text, neutralise
+from mesh.safe_text import one_line as one_line  # re-exported: the commands use render.one_line
 from mesh.store import MessageStatus
 
 Doc = dict[str, Any]
 
 
 def print_json(doc: object) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    click.echo(json_text(doc))
 
 
 def hint(text: str) -> None:
@@ -48,19 +52,15 @@ def when(timestamp: float | None) -> str:
 def who(message: Doc) -> str:
     contact = message.get("contact")
     if isinstance(contact, str):
-        return contact
-    return str(message.get("peer", ""))[:16] + "..."
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
+        return one_line(contact)
+    return neutralise(str(message.get("peer", ""))[:16]) + "..."
 
 
 def print_identity(doc: Doc) -> None:
     click.echo(doc["id"])
     click.echo(f"fingerprint: {doc['fingerprint']}")
     if doc.get("name"):
-        click.echo(f"name: {doc['name']}")
+        click.echo(f"name: {one_line(doc['name'])}")
 
 
 def qr_text(code: Any) -> str:
@@ -71,7 +71,7 @@ def qr_text(code: Any) -> str:
 
 
 def print_contacts(contacts: Iterable[Doc]) -> None:
-    rows = list(contacts)
+    rows = [{**c, "name": one_line(c["name"])} for c in contacts]
     if not rows:
         hint("no contacts yet: add one with `mesh contacts add NAME ID`")
     width = max((len(c["name"]) for c in rows), default=0)
@@ -130,7 +130,7 @@ def ago(seconds: float) -> str:
 def print_peers(doc: Doc, now: float | None = None) -> None:
     """Contacts first (when each was last heard from), then the routing table."""
     now = time.time() if now is None else now
-    contacts = doc.get("contacts", [])
+    contacts = [{**c, "name": one_line(c["name"])} for c in doc.get("contacts", [])]
     if contacts:
         click.echo("contacts (last heard from, by a message or a receipt):")
     width = max((len(c["name"]) for c in contacts), default=0)

@@ -46,6 +46,7 @@ from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home
 from mesh.identity import PublicIdentity
+from mesh.safe_text import one_line
 from mesh.store import MessageRow, Store
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ class ChatApp(App[None]):
             self.show_state(NodeState(running=False))
             self.ready = True
             return
-        self.sub_title = f"you are {self.own.get('name') or short_id(str(self.own['id']))}"
+        own = self.own.get("name") or short_id(str(self.own["id"]))
+        self.sub_title = f"you are {one_line(str(own))}"
         self.show_state(NodeState(True, int(self.own.get("peers", 0)), self.queued_count()))
         await self.refresh_contacts()
         first = self.open_with or (self.entries[0].peer_id if self.entries else None)
@@ -220,8 +222,8 @@ class ChatApp(App[None]):
             await self.show_row(row)
             await self.mark_read(row.peer_id)
         else:
-            name = str(message.get("contact") or short_id(row.peer_id))
-            self.notify(f"New message from {name}")
+            name = one_line(str(message.get("contact") or short_id(row.peer_id)))
+            self.notify(f"New message from {name}", markup=False)
         await self.refresh_contacts()
 
     async def status_changed(self, message_id: str) -> None:
@@ -370,7 +372,7 @@ class ChatApp(App[None]):
         try:
             check_text(text)
         except LocalError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
+            self.notify(one_line(str(exc)), severity="error", timeout=10, markup=False)
             return
         event.input.value = ""
         self.run_worker(self.send(self.current, text), group="send")
@@ -381,7 +383,7 @@ class ChatApp(App[None]):
         try:
             result = await self.link.request("send", to=peer_id, text=text, ttl=None)
         except MeshError as exc:
-            self.notify(f"Not sent: {exc}", severity="error", timeout=15)
+            self.notify(one_line(f"Not sent: {exc}"), severity="error", timeout=15, markup=False)
             compose = self.query_one("#compose", Input)
             if not compose.value:
                 compose.value = text  # give the text back, so nothing typed is lost

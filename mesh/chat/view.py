@@ -1,6 +1,9 @@
 """What the chat shows, as pure functions: delivery marks, times, message lines, the
 contact list, the status line and the QR code. No widgets, no I/O, no clock (callers
-pass `now`)."""
+pass `now`).
+
+What a peer could have written (bodies, names) is shown through mesh.safe_text: its
+control characters as visible escapes, never as markup."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 import segno
 from rich.text import Text
 
+from mesh.safe_text import one_line, pieces
 from mesh.store import Contact, MessageRow
 
 # One mark per delivery status of a message you sent, and the words the legend uses.
@@ -43,6 +47,7 @@ WIPED_TEXT = "(text deleted at expiry)"
 VERIFIED_MARK = "✓"
 QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
+ESCAPE_STYLE = "reverse"  # how a neutralised control character stands out from typed text
 
 
 def legend() -> Text:
@@ -66,7 +71,9 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     """Two lines: who and when (with the delivery mark for your own), then the text."""
     mine = row.direction == "out"
     text = Text()
-    text.append("You" if mine else their_name, style="bold blue" if mine else "bold green")
+    text.append(
+        "You" if mine else one_line(their_name), style="bold blue" if mine else "bold green"
+    )
     text.append(f"  {format_time(row.sent_at, now)}", style="dim")
     if mine:
         text.append("  ")
@@ -76,8 +83,17 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     if not row.body and row.status in ("failed", "expired"):
         text.append(WIPED_TEXT, style="dim italic")
         return text
-    text.append(row.body.decode("utf-8", "replace"))  # plain text: never markup
+    text.append_text(peer_text(row.body.decode("utf-8", "replace")))
     return text
+
+
+def peer_text(text: str) -> Text:
+    """Text from a peer as plain text (never markup), its control characters as visible
+    escapes in ESCAPE_STYLE (mesh.safe_text)."""
+    shown = Text()
+    for piece, escaped in pieces(text):
+        shown.append(piece, style=ESCAPE_STYLE if escaped else "")
+    return shown
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,8 @@ def contact_entries(
 ) -> list[Entry]:
     """Your contacts, then everyone else who wrote to you (so no message is hidden)."""
     entries = [
-        Entry(c.name, c.peer_id, unread.get(c.peer_id, 0), True, c.verified) for c in contacts
+        Entry(one_line(c.name), c.peer_id, unread.get(c.peer_id, 0), True, c.verified)
+        for c in contacts
     ]
     known = {c.peer_id for c in entries}
     for sender in dict.fromkeys(senders):
