@@ -20,6 +20,7 @@
     │   ├── BadSignatureError      signature does not verify
     │   ├── NotForUsError          sealed to someone else, or addressed to someone else
     │   ├── ExpiredError           past its absolute expiry
+│   ├── BadStampError          a proof-of-work stamp refused (carries a reason)
     │   └── RefusedError           a peer refused a request (quota, format, auth)
     ├── NetworkError               nobody answered
     │   ├── RpcTimeout             one peer did not answer a call, even after the retry
@@ -127,6 +128,14 @@ class NotForUsError(RemoteProtocolError):
 
 class ExpiredError(RemoteProtocolError):
     pass
+
+
+class BadStampError(RemoteProtocolError):
+    """A stamp (mesh.stamps) that does not prove the work asked for this record now."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"stamp refused ({reason}): {detail}")
+        self.reason = reason  # one of mesh.stamps.REASONS: for counting drops
 
 
 class RefusedError(RemoteProtocolError):
