@@ -233,22 +233,23 @@ def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
         contact = store.add_contact(name, public.id, ttl)
         if not yours:
             store.agreement_add(public.id, time.time())
-    click.echo(f"added {contact.name}: {public.id}")
+    shown = render.one_line(contact.name)
+    click.echo(f"added {shown}: {public.id}")
     if not yours:
         ready = asyncio.run(control.tell_contact_added(home, public.id))
         if ready:
-            click.echo(f"{contact.name} has added you too: you can message each other")
+            click.echo(f"{shown} has added you too: you can message each other")
         else:
             render.hint(
-                f"waiting for {contact.name} to add you too: until then your messages to "
-                f"{contact.name} are queued (nobody else can reach your mailbox)"
+                f"waiting for {shown} to add you too: until then your messages to "
+                f"{shown} are queued (nobody else can reach your mailbox)"
             )
     click.echo(f"fingerprint: {public.fingerprint}")
     if yours:
         render.hint("warning: this is your own ID; messages to it come back to you")
     if others:
-        render.hint(f"warning: this ID is already saved as {', '.join(others)}")
-    render.hint(f"compare the fingerprint in person, then: mesh contacts verify {contact.name}")
+        render.hint(f"warning: this ID is already saved as {render.one_line(', '.join(others))}")
+    render.hint(f"compare the fingerprint in person, then: mesh contacts verify {shown}")
 
 
 @contacts.command(name="list")
@@ -287,7 +288,7 @@ def contacts_remove(home: Path, name: str) -> None:
     with open_home(home) as store:
         if not store.remove_contact(name):
             raise UnknownContactError(f"no contact named {name.strip()!r}")
-    click.echo(f"removed {name.strip()}")
+    click.echo(f"removed {render.one_line(name)}")
 
 
 # -- the node -------------------------------------------------------------------------------
@@ -419,7 +420,7 @@ def message_text(text: str | None, text_file: Path | None) -> str:
     if text_file is None and text is None:
         raise click.UsageError("missing TEXT (or - to read it from stdin, or --file PATH)")
     if text_file is None and text != "-":
-        return str(text)
+        return utf8_text(str(text))
     if text_file is None or str(text_file) == "-":
         if sys.stdin.isatty():
             render.hint("type the message, then Ctrl-D")
@@ -434,6 +435,19 @@ def message_text(text: str | None, text_file: Path | None) -> str:
     except UnicodeDecodeError:
         raise CliError("the message is not UTF-8 text") from None
     return decoded[:-1] if decoded.endswith("\n") else decoded
+
+
+def utf8_text(text: str) -> str:
+    """`text` if it encodes as UTF-8; a CliError for a lone surrogate (an argument that
+    was not UTF-8, surrogate-escaped by Python, or one built so by a caller of `cli`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CliError(
+            f"the message is not valid UTF-8 text (a lone surrogate at character "
+            f"{exc.start + 1}): retype it, or send a UTF-8 file with --file"
+        ) from None
+    return text
 
 
 def _queued(message_id: bytes) -> None:

@@ -30,7 +30,7 @@ def verify(home: Path, name: str) -> None:
             raise UnknownContactError(f"no contact named {name.strip()!r}")
         store.set_contact_flags(contact.name, verified_at=time.time())
     fingerprint = PublicIdentity.from_id(contact.peer_id).fingerprint
-    click.echo(f"verified {contact.name} (fingerprint {fingerprint})")
+    click.echo(f"verified {render.one_line(contact.name)} (fingerprint {fingerprint})")
 
 
 @click.command(name="receipts")
@@ -59,7 +59,7 @@ def receipts(home: Path, name: str, setting: str, delivery: bool) -> None:
         else:
             store.set_contact_flags(contact.name, read_receipts=setting == "on")
     what = "delivery" if delivery else "read"
-    click.echo(f"{what} receipts to {contact.name}: {setting}")
+    click.echo(f"{what} receipts to {render.one_line(contact.name)}: {setting}")
 
 
 @click.command(name="read")
@@ -79,7 +79,7 @@ def read(home: Path, name: str, as_json: bool) -> None:
         render.print_json({"messages": messages, "read_receipts": queued})
         return
     if not messages:
-        render.hint(f"no unread messages from {name.strip()}")
+        render.hint(f"no unread messages from {render.one_line(name)}")
         return
     render.print_inbox(messages)
     if queued:

@@ -1,10 +1,12 @@
 """How the `mesh` command prints things: plain lines for people, one JSON document for
-scripts. Nothing here talks to the network or the store."""
+scripts. Nothing here talks to the network or the store.
+
+Every text a peer could have written (bodies, names) goes through mesh.safe_text before it
+is printed: `neutralise` for people, `json_text` (escaped, exact) for scripts."""
 
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -12,14 +14,15 @@ from typing import Any
 
 import click
 
-from mesh.safe_text import visible
+from mesh.safe_text import json_text, neutralise
+from mesh.safe_text import one_line as one_line  # re-exported: the commands use render.one_line
 from mesh.store import MessageStatus
 
 Doc = dict[str, Any]
 
 
 def print_json(doc: object) -> None:
-    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    click.echo(json_text(doc))
 
 
 def hint(text: str) -> None:
@@ -49,20 +52,15 @@ def when(timestamp: float | None) -> str:
 def who(message: Doc) -> str:
     contact = message.get("contact")
     if isinstance(contact, str):
-        return visible(contact)
-    return visible(str(message.get("peer", ""))[:16]) + "..."
-
-
-def one_line(text: str) -> str:
-    """Peer text on one line, every control and bidi character shown as an escape."""
-    return visible(" ".join(text.split()))
+        return one_line(contact)
+    return neutralise(str(message.get("peer", ""))[:16]) + "..."
 
 
 def print_identity(doc: Doc) -> None:
     click.echo(doc["id"])
     click.echo(f"fingerprint: {doc['fingerprint']}")
     if doc.get("name"):
-        click.echo(f"name: {doc['name']}")
+        click.echo(f"name: {one_line(doc['name'])}")
 
 
 def qr_text(code: Any) -> str:
@@ -73,7 +71,7 @@ def qr_text(code: Any) -> str:
 
 
 def print_contacts(contacts: Iterable[Doc]) -> None:
-    rows = list(contacts)
+    rows = [{**c, "name": one_line(c["name"])} for c in contacts]
     if not rows:
         hint("no contacts yet: add one with `mesh contacts add NAME ID`")
     width = max((len(c["name"]) for c in rows), default=0)
@@ -87,7 +85,7 @@ def print_contacts(contacts: Iterable[Doc]) -> None:
         if contact.get("agreed") is False:
             notes.append("waiting for them to add you")
         extra = f"  ({'; '.join(notes)})" if notes else ""
-        name = visible(contact["name"])
+        name = neutralise(contact["name"])
         click.echo(f"{name:<{width}}  {mark}  {contact['id']}{extra}")
 
 
@@ -135,7 +133,7 @@ def ago(seconds: float) -> str:
 def print_peers(doc: Doc, now: float | None = None) -> None:
     """Contacts first (when each was last heard from), then the routing table."""
     now = time.time() if now is None else now
-    contacts = doc.get("contacts", [])
+    contacts = [{**c, "name": one_line(c["name"])} for c in doc.get("contacts", [])]
     if contacts:
         click.echo("contacts (last heard from, by a message or a receipt):")
     width = max((len(c["name"]) for c in contacts), default=0)
@@ -144,7 +142,7 @@ def print_peers(doc: Doc, now: float | None = None) -> None:
         heard = "never heard from" if last is None else f"heard from {ago(now - last)}"
         active = "  active" if contact.get("recent") else ""
         verified = "" if contact.get("verified") else "  (unverified)"
-        click.echo(f"  {visible(contact['name']):<{width}}  {heard}{active}{verified}")
+        click.echo(f"  {neutralise(contact['name']):<{width}}  {heard}{active}{verified}")
     peers = doc.get("peers", [])
     if not doc.get("live"):
         hint("no daemon runs for this home (`mesh up`); peers it saw last time:")

@@ -15,9 +15,12 @@ from test_cli_support import make_home, mesh
 from mesh import vault
 from mesh.identity import Identity
 from mesh.mailboxes import Mailboxes
-from mesh.safe_text import BIDI_CONTROLS, visible
+from mesh.safe_text import neutralise as visible
 from mesh.store import Request, Store
 
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 HOSTILE = "\x1b[2J\x1b]0;pwned\x07 \u202eevil\u202c \x9b31m fake \u2066verified\u2069 end"
 
 

@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, Static
 from mesh.chat.view import fingerprint_lines, qr_text
 from mesh.errors import InvalidIdError, LocalError
 from mesh.identity import PublicIdentity
+from mesh.safe_text import one_line
 from mesh.store import Store
 
 # Not scoped: the rules style the screens themselves, not only their children.
@@ -169,9 +170,9 @@ class MyIdScreen(ModalScreen[None]):
         self.own_name = name
 
     def compose(self) -> ComposeResult:
-        title = f"My ID ({self.own_name})" if self.own_name else "My ID"
+        title = f"My ID ({one_line(self.own_name)})" if self.own_name else "My ID"
         with VerticalScroll(classes="dialog"):
-            yield Label(title, classes="dialog-title")
+            yield Label(Text(title), classes="dialog-title")  # a name is never markup
             with Horizontal(classes="qr-row"):
                 yield Static(qr_text(self.own_id), classes="qr", id="qr")
                 with Vertical(classes="qr-side"):

@@ -1,17 +1,20 @@
 """What the chat shows, as pure functions: delivery marks, times, message lines, the
 contact list, the status line and the QR code. No widgets, no I/O, no clock (callers
-pass `now`)."""
+pass `now`).
+
+What a peer could have written (bodies, names) is shown through mesh.safe_text: its
+control characters as visible escapes, never as markup."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import segno
 from rich.text import Text
 
-from mesh.safe_text import visible
+from mesh.safe_text import neutralise, one_line, pieces
 from mesh.store import Contact, MessageRow
 
 # One mark per delivery status of a message you sent, and the words the legend uses.
@@ -44,6 +47,7 @@ WIPED_TEXT = "(text deleted at expiry)"
 VERIFIED_MARK = "✓"
 QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
+ESCAPE_STYLE = "reverse"  # how a neutralised control character stands out from typed text
 
 
 def legend() -> Text:
@@ -67,7 +71,9 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     """Two lines: who and when (with the delivery mark for your own), then the text."""
     mine = row.direction == "out"
     text = Text()
-    text.append("You" if mine else visible(their_name), style="bold blue" if mine else "bold green")
+    text.append(
+        "You" if mine else one_line(their_name), style="bold blue" if mine else "bold green"
+    )
     text.append(f"  {format_time(row.sent_at, now)}", style="dim")
     if mine:
         text.append("  ")
@@ -77,9 +83,17 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     if not row.body and row.status in ("failed", "expired"):
         text.append(WIPED_TEXT, style="dim italic")
         return text
-    # Plain text, never markup; controls and bidi overrides shown as escapes (issue 15).
-    text.append(visible(row.body.decode("utf-8", "replace")))
+    text.append_text(peer_text(row.body.decode("utf-8", "replace")))
     return text
+
+
+def peer_text(text: str) -> Text:
+    """Text from a peer as plain text (never markup), its control characters as visible
+    escapes in ESCAPE_STYLE (mesh.safe_text)."""
+    shown = Text()
+    for piece, escaped in pieces(text):
+        shown.append(piece, style=ESCAPE_STYLE if escaped else "")
+    return shown
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,6 @@ class Entry:
     unread: int
     known: bool  # False: someone who wrote to you but is not in your contacts
     verified: bool = False  # you compared fingerprints (`mesh contacts verify`)
-    waiting: bool = False  # you added them, they have not added you yet (no agreement)
 
 
 def short_id(peer_id: str) -> str:
@@ -99,15 +112,11 @@ def short_id(peer_id: str) -> str:
 
 
 def contact_entries(
-    contacts: Iterable[Contact],
-    unread: Mapping[str, int],
-    senders: Iterable[str],
-    waiting: Container[str] = (),
+    contacts: Iterable[Contact], unread: Mapping[str, int], senders: Iterable[str]
 ) -> list[Entry]:
-    """Your contacts, then everyone else who wrote to you (so no message is hidden).
-    `waiting`: the IDs of contacts who have not added you yet."""
+    """Your contacts, then everyone else who wrote to you (so no message is hidden)."""
     entries = [
-        Entry(c.name, c.peer_id, unread.get(c.peer_id, 0), True, c.verified, c.peer_id in waiting)
+        Entry(one_line(c.name), c.peer_id, unread.get(c.peer_id, 0), True, c.verified)
         for c in contacts
     ]
     known = {c.peer_id for c in entries}
@@ -121,26 +130,12 @@ def contact_entries(
 
 
 def entry_text(entry: Entry) -> Text:
-    text = Text(visible(entry.label), style="bold" if entry.unread else "")
+    text = Text(neutralise(entry.label), style="bold" if entry.unread else "")
     if entry.verified:
         text.append(f" {VERIFIED_MARK}", style="bold green")
     if entry.unread:
         text.append(f"  {entry.unread} new", style="bold black on yellow")
     return text
-
-
-def waiting_text(name: str) -> Text:
-    """Under a contact who has not added you yet: nothing reaches them until they do."""
-    return Text(f"waiting for {visible(name)} to add you", style="italic")
-
-
-def waiting_title(name: str) -> Text:
-    """The conversation header's line for a contact who has not added you yet."""
-    return Text(
-        f"Waiting for {visible(name)} to add you too. Until they do, your messages wait here: "
-        "nobody who only knows your ID can reach you. Give them yours (Ctrl+O).",
-        style="bold yellow",
-    )
 
 
 @dataclass(frozen=True)
