@@ -132,3 +132,44 @@ def test_the_chat_shows_a_hostile_message_and_name_as_text() -> None:
     shown = out.getvalue()
     assert forbidden(shown) == []
     assert "\\x1b[2J" in shown and "[bold]" in shown  # markup in a name stays literal
+
+
+async def test_the_chat_requests_view_shows_accepts_and_blocks(home: Path) -> None:
+    """Textual pilot: the requests dialog shows each request inert; Accept makes a
+    contact (agreement ready, text in the inbox), Block drops the next one."""
+    from textual.app import App
+    from textual.widgets import Static
+
+    from mesh.chat.screens import RequestsScreen
+    from mesh.home import unlock_identity
+
+    first = stranger_request(home, HOSTILE)
+    second = stranger_request(home, "spam")
+    store = vault.open_store(home)
+    identity = unlock_identity(store, None)
+    results: list[list[str]] = []
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(RequestsScreen(store, identity), results.append)
+
+    try:
+        app = Host()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            shown = str(app.screen.query_one("#requests-list", Static).render())
+            assert forbidden(shown) == [] and "\\x1b[2J" in shown
+            assert {first, second} <= set(shown.replace("> ", "").split())
+            order = [r.peer_id for r in store.requests()]
+            await pilot.click("#accept")
+            await pilot.click("#block")
+            await pilot.click("#close")
+            await pilot.pause()
+        assert results == [[order[0]]]
+        assert store.requests() == []
+        agreement = store.agreement(order[0])
+        assert agreement is not None and agreement.ready
+        assert store.is_blocked(order[1])
+        assert [m.peer_id for m in store.list_messages(direction="in")] == [order[0]]
+    finally:
+        store.close()

@@ -29,7 +29,7 @@ from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, St
 
 from mesh import vault
 from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
-from mesh.chat.screens import AddContactScreen, MyIdScreen, WipeScreen
+from mesh.chat.screens import AddContactScreen, MyIdScreen, RequestsScreen, WipeScreen
 from mesh.chat.view import (
     VERIFIED_MARK,
     Entry,
@@ -44,7 +44,7 @@ from mesh.chat.view import (
 from mesh.control import Event
 from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
-from mesh.home import check_text, open_home
+from mesh.home import check_text, open_home, unlock_identity
 from mesh.identity import PublicIdentity
 from mesh.safe_text import one_line
 from mesh.store import MessageRow, Store
@@ -117,6 +117,7 @@ class ChatApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "add_contact", "Add contact", priority=True),
         Binding("ctrl+o", "my_id", "My ID and QR code", priority=True),
+        Binding("ctrl+r", "requests", "Requests", priority=True),
         Binding("ctrl+x", "wipe", "Wipe", priority=True),
         Binding("pageup", "scroll_messages(-1)", "Older", show=False),
         Binding("pagedown", "scroll_messages(1)", "Newer", show=False),
@@ -397,7 +398,7 @@ class ChatApp(App[None]):
         """The dialogs' shortcuts work from the chat itself, not over an open dialog."""
         if action == "wipe":
             return len(self.screen_stack) == 1
-        if action in ("add_contact", "my_id"):
+        if action in ("add_contact", "my_id", "requests"):
             return len(self.screen_stack) == 1 and bool(self.own)
         return True
 
@@ -429,6 +430,16 @@ class ChatApp(App[None]):
             vault.wipe(self.home)  # the key first; kills the daemon; then the files
             self.wiped = True
             self.exit()
+
+    def action_requests(self) -> None:
+        identity = unlock_identity(self.store, None)  # inside the unlocked store
+        self.push_screen(RequestsScreen(self.store, identity), self._requests_done)
+
+    async def _requests_done(self, accepted: list[str] | None) -> None:
+        for peer_id in accepted or []:
+            with contextlib.suppress(MeshError):
+                await self.link.request("add_contact", peer=peer_id)  # their keys go now
+        await self.refresh_contacts()
 
     def action_my_id(self) -> None:
         own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])

@@ -1,5 +1,5 @@
-"""The chat's two dialogs: adding a contact by pasting an ID, and showing your own ID
-(as a QR code and text) with your fingerprint."""
+"""The chat's dialogs: adding a contact by pasting an ID, showing your own ID (as a QR
+code and text) with your fingerprint, strangers' requests, the panic wipe."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from mesh.chat.view import fingerprint_lines, qr_text
 from mesh.errors import InvalidIdError, LocalError
-from mesh.identity import PublicIdentity
+from mesh.identity import Identity, PublicIdentity
+from mesh.requests import accept_in_store
 from mesh.safe_text import one_line
 from mesh.store import Store
 
@@ -228,3 +229,80 @@ class WipeScreen(ModalScreen[bool]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class RequestsScreen(ModalScreen[list[str]]):
+    """Strangers' requests (issue 15): each one's ID, fingerprint and text, shown inert;
+    Accept makes them a contact, Block drops them and anything they send, Delete forgets
+    the request. Dismissed with the IDs accepted (the app starts their agreement)."""
+
+    DEFAULT_CSS = DIALOG_CSS + "RequestsScreen { align: center middle; }"
+    SCOPED_CSS = False
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, store: Store, identity: Identity) -> None:
+        super().__init__()
+        self.store = store
+        self.identity = identity
+        self.accepted: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog"):
+            yield Label("Requests from people you have not added", classes="dialog-title")
+            yield Static(id="requests-list")
+            with Horizontal(classes="buttons"):
+                yield Button("Accept", variant="success", id="accept")
+                yield Button("Block", variant="error", id="block")
+                yield Button("Delete", id="delete")
+                yield Button("Close", variant="primary", id="close")
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def current(self) -> str | None:
+        requests = self.store.requests()
+        return requests[0].peer_id if requests else None
+
+    def show(self) -> None:
+        requests = self.store.requests()
+        if not requests:
+            text = Text(
+                "No requests. Strangers can ask only while requests are on (`mesh requests on`).",
+                style="dim",
+            )
+        else:
+            text = Text()
+            for i, r in enumerate(requests):
+                style = "bold" if i == 0 else ""
+                text.append(f"{'> ' if i == 0 else '  '}{r.peer_id}\n", style=style)
+                fingerprint = PublicIdentity.from_id(r.peer_id).fingerprint
+                text.append(f"    fingerprint {fingerprint}\n", style="dim")
+                text.append(f"    {one_line(r.text.decode('utf-8', 'replace'))}\n")
+            text.append("\nThe first one (>) is the one the buttons act on.", style="dim")
+        self.query_one("#requests-list", Static).update(text)
+
+    @on(Button.Pressed, "#accept")
+    def accept(self) -> None:
+        peer_id = self.current()
+        if peer_id is not None:
+            accept_in_store(self.store, self.identity, peer_id, time.time())
+            self.accepted.append(peer_id)
+        self.show()
+
+    @on(Button.Pressed, "#block")
+    def block(self) -> None:
+        peer_id = self.current()
+        if peer_id is not None:
+            self.store.block(peer_id, time.time())
+        self.show()
+
+    @on(Button.Pressed, "#delete")
+    def delete(self) -> None:
+        peer_id = self.current()
+        if peer_id is not None:
+            self.store.request_remove(peer_id)
+        self.show()
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(self.accepted)
