@@ -267,7 +267,12 @@ def check_text(text: str) -> bytes:
     """The UTF-8 body of a text message, or a LocalError that states the rule."""
     if not text.strip():
         raise EmptyMessageError("nothing to send: the message is empty")
-    body = text.encode("utf-8")
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (from a socket, a widget, argv)
+        raise LocalError(
+            f"the message is not valid UTF-8 text (a lone surrogate at character {exc.start + 1})"
+        ) from None
     if len(body) > MAX_TEXT_BYTES:
         raise MessageTooLargeError(
             f"this message is too long: {len(body)} bytes, the limit is {MAX_TEXT_BYTES} "
