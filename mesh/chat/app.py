@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +25,7 @@ from textual import on
 from textual.app import App, AutopilotCallbackType, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, Static
 
 from mesh import vault
@@ -40,6 +41,8 @@ from mesh.chat.view import (
     message_text,
     short_id,
     status_line,
+    waiting_text,
+    waiting_title,
 )
 from mesh.control import Event
 from mesh.envelope import MessageKind
@@ -47,12 +50,13 @@ from mesh.errors import LocalError, MeshError
 from mesh.home import check_text, open_home, unlock_identity
 from mesh.identity import PublicIdentity
 from mesh.safe_text import one_line
-from mesh.store import MessageRow, Store
+from mesh.store import Contact, MessageRow, Store
 
 log = logging.getLogger(__name__)
 
 SHOWN_MESSAGES = 500  # newest messages of a conversation put on screen
 SENDERS_SCANNED = 1000  # newest received messages scanned for senders not in contacts
+AGREEMENT_POLL = 1.0  # seconds between looks at the store while a contact has not added us
 
 WELCOME = (
     "Welcome to mesh chat.\n\n"
@@ -67,6 +71,7 @@ CSS = """
 #contacts-title, #chat-title { text-style: bold; background: $boost; padding: 0 1; }
 #contacts { height: 1fr; }
 #contacts > ListItem { padding: 0 1; }
+#contacts .waiting { color: $warning; width: 100%; }
 #contacts-hint { color: $text-muted; padding: 0 1; height: auto; }
 #chat-pane { width: 1fr; }
 #chat-title { height: auto; }
@@ -99,7 +104,10 @@ class MessageLine(Static):
 
 class ContactItem(ListItem):
     def __init__(self, entry: Entry) -> None:
-        super().__init__(Label(entry_text(entry)))
+        labels = [Label(entry_text(entry))]
+        if entry.waiting:
+            labels.append(Label(waiting_text(entry.label), classes="waiting"))
+        super().__init__(*labels)
         self.entry = entry
 
 
@@ -148,6 +156,7 @@ class ChatApp(App[None]):
         # one change at a time, or a message could be shown twice.
         self._conversation_lock = asyncio.Lock()
         self._contacts_lock = asyncio.Lock()
+        self._agreement_timer: Timer | None = None
 
     # -- layout ---------------------------------------------------------------------
 
@@ -184,9 +193,12 @@ class ChatApp(App[None]):
         for notice in self.notices:
             self.notify(notice, timeout=10)
         self.run_worker(self.follow(events), name="watch", group="watch")
+        self._agreement_timer = self.set_interval(AGREEMENT_POLL, self.check_agreements)
         self.ready = True
 
     async def on_unmount(self) -> None:
+        if self._agreement_timer is not None:
+            self._agreement_timer.stop()
         await self.link.close()
         self.store.close()
 
@@ -270,12 +282,41 @@ class ChatApp(App[None]):
         unread = self.store.unread_counts()
         if self.current is not None:
             unread.pop(self.current, None)  # being read right now
-        self.entries = contact_entries(self.store.list_contacts(), unread, reversed(senders))
-        contacts = self.query_one("#contacts", ListView)
-        await contacts.clear()
-        await contacts.extend(ContactItem(entry) for entry in self.entries)
+        contacts = self.store.list_contacts()
+        waiting = self.waiting_ids(contacts)
+        self.entries = contact_entries(contacts, unread, reversed(senders), waiting)
+        shown = self.query_one("#contacts", ListView)
+        await shown.clear()
+        await shown.extend(ContactItem(entry) for entry in self.entries)
         chosen = [i for i, e in enumerate(self.entries) if e.peer_id == self.current]
-        contacts.index = chosen[0] if chosen else None
+        shown.index = chosen[0] if chosen else None
+
+    def waiting_ids(self, contacts: Iterable[Contact] | None = None) -> set[str]:
+        """Contacts who have not added us yet: no key agreement, nothing reaches them."""
+        saved = self.store.list_contacts() if contacts is None else contacts
+        ready = {a.peer_id for a in self.store.agreements() if a.ready}
+        return {c.peer_id for c in saved} - ready - {self.own.get("id")}
+
+    def is_waiting(self, peer_id: str) -> bool:
+        return any(e.waiting for e in self.entries if e.peer_id == peer_id and e.known)
+
+    async def check_agreements(self) -> None:
+        """While a contact has not added us, look whether they did (their keys came)."""
+        before = {e.peer_id for e in self.entries if e.waiting}
+        if not before:
+            return
+        try:
+            now_ready = before - self.waiting_ids()
+        except MeshError:
+            return  # the store busy: next time
+        if not now_ready:
+            return
+        await self.refresh_contacts()
+        if self.current in now_ready:
+            self.show_title(self.current)
+        for peer_id in now_ready:
+            name = one_line(self.name_of(peer_id))
+            self.notify(f"{name} has added you: you can message each other.", markup=False)
 
     def contact_name(self, peer_id: str) -> str | None:
         for entry in self.entries:
@@ -305,14 +346,18 @@ class ChatApp(App[None]):
             self.query_one("#chat-title", Static).update(Text("No conversation open", "bold"))
             await box.mount(Static(WELCOME, id="welcome"))
             return
-        self.query_one("#chat-title", Static).update(self.title_text(peer_id))
+        self.show_title(peer_id)
         rows = self.store.list_messages(peer_id=peer_id, limit=SHOWN_MESSAGES)
         lines = [self._line(row) for row in rows if row.kind == MessageKind.TEXT]
         await box.mount_all(lines)
         box.scroll_end(animate=False)
 
+    def show_title(self, peer_id: str) -> None:
+        self.query_one("#chat-title", Static).update(self.title_text(peer_id))
+
     def title_text(self, peer_id: str) -> Text:
-        """The name, and the fingerprint to compare with their "My ID" screen."""
+        """The name, and the fingerprint to compare with their "My ID" screen; whether
+        they have added us yet."""
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
         text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
         if self.is_verified(peer_id):
@@ -320,6 +365,9 @@ class ChatApp(App[None]):
         else:
             text.append("  not verified: compare fingerprints in person\n", style="yellow")
         text.append(f"Their fingerprint: {fingerprint}", "not bold")  # wraps between groups
+        if self.is_waiting(peer_id):
+            text.append("\n")
+            text.append_text(waiting_title(self.name_of(peer_id)))
         return text
 
     def is_verified(self, peer_id: str) -> bool:
@@ -392,6 +440,14 @@ class ChatApp(App[None]):
         row = self._row(result.get("message_id"), "out")
         if row is not None:
             await self.show_row(row)
+        if result.get("waiting") is True:
+            name = one_line(self.name_of(peer_id))
+            self.notify(
+                f"Queued: {name} has not added you yet. It goes as soon as they add you too.",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
         self.show_state(NodeState(self.state.running, self.state.peers, self.queued_count()))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -414,6 +470,32 @@ class ChatApp(App[None]):
             return
         await self.refresh_contacts()
         await self.open_conversation(peer_id)
+        self.run_worker(self.start_agreement(peer_id), group="agree")
+
+    async def start_agreement(self, peer_id: str) -> None:
+        """Have the node start the key agreement with a contact just added (as `mesh
+        contacts add` does), and say whether they had added us already."""
+        name = one_line(self.name_of(peer_id))
+        try:
+            answer = await self.link.request("add_contact", peer=peer_id)
+        except MeshError as exc:
+            # The agreement row is saved: the next node for this home starts it.
+            self.notify(
+                one_line(f"{name} is saved; {exc}"), severity="warning", timeout=10, markup=False
+            )
+            return
+        await self.refresh_contacts()
+        if self.current == peer_id:
+            self.show_title(peer_id)
+        if answer.get("ready") is True:
+            self.notify(f"{name} has added you too: you can message each other.", markup=False)
+        else:
+            self.notify(
+                f"Waiting for {name} to add you too. Give them your ID (Ctrl+O); "
+                "your messages wait until then.",
+                timeout=10,
+                markup=False,
+            )
 
     def action_scroll_messages(self, direction: int) -> None:
         box = self.query_one("#messages", VerticalScroll)

@@ -8,7 +8,7 @@ control characters as visible escapes, never as markup."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 import segno
@@ -105,6 +105,7 @@ class Entry:
     unread: int
     known: bool  # False: someone who wrote to you but is not in your contacts
     verified: bool = False  # you compared fingerprints (`mesh contacts verify`)
+    waiting: bool = False  # you added them, they have not added you yet (no agreement)
 
 
 def short_id(peer_id: str) -> str:
@@ -112,11 +113,22 @@ def short_id(peer_id: str) -> str:
 
 
 def contact_entries(
-    contacts: Iterable[Contact], unread: Mapping[str, int], senders: Iterable[str]
+    contacts: Iterable[Contact],
+    unread: Mapping[str, int],
+    senders: Iterable[str],
+    waiting: Container[str] = (),
 ) -> list[Entry]:
-    """Your contacts, then everyone else who wrote to you (so no message is hidden)."""
+    """Your contacts, then everyone else who wrote to you (so no message is hidden).
+    `waiting`: the IDs of contacts who have not added you yet."""
     entries = [
-        Entry(one_line(c.name), c.peer_id, unread.get(c.peer_id, 0), True, c.verified)
+        Entry(
+            one_line(c.name),
+            c.peer_id,
+            unread.get(c.peer_id, 0),
+            True,
+            c.verified,
+            c.peer_id in waiting,
+        )
         for c in contacts
     ]
     known = {c.peer_id for c in entries}
@@ -136,6 +148,20 @@ def entry_text(entry: Entry) -> Text:
     if entry.unread:
         text.append(f"  {entry.unread} new", style="bold black on yellow")
     return text
+
+
+def waiting_text(name: str) -> Text:
+    """Under a contact who has not added you yet: nothing reaches them until they do."""
+    return Text(f"waiting for {one_line(name)} to add you", style="italic")
+
+
+def waiting_title(name: str) -> Text:
+    """The conversation header's line for a contact who has not added you yet."""
+    return Text(
+        f"Waiting for {one_line(name)} to add you too. Until they do, your messages wait "
+        "here: nobody who only knows your ID can reach you. Give them yours (Ctrl+O).",
+        style="bold yellow",
+    )
 
 
 @dataclass(frozen=True)
