@@ -256,7 +256,7 @@ async def send_request(home: Path, peer_id: str, text: str) -> int:
     target = await connect_or_lock(home)
     if isinstance(target, ControlClient):
         async with target:
-            doc = await target.request("request", id=peer_id, text=text)
+            doc = await target.request("request", peer=peer_id, text=text)
         return int(doc.get("replicas", 0))
     with target:
         with open_home(home) as store:
