@@ -321,6 +321,7 @@ async def test_a_replica_pushes_if_ranked_eager_by_the_subscriber_or_close_by_it
         got: dict[int, list[bytes]] = {0: [], 1: []}
         for i, listener in enumerate(listeners):
             listener.own_keys.add(key)
+            listener.replica.push_sources.put(key, {replica.address})  # as subscribe() does
             listener.on_push = lambda _k, r, i=i: got[i].append(r.id)  # type: ignore[misc]
             request = envelope.sign_owner_request(
                 owner, "listen", envelope.listen_payload(60), time.time()

@@ -57,8 +57,9 @@ async def nodes(*specs: dict[str, Any]) -> AsyncIterator[list[Node]]:
     try:
         for spec in specs:
             node = await Node.start(**spec)
-            if ALIVE:
-                prepare_contacts([node], ALIVE)  # agreed before (tests/netutil.py)
+            running = [n for n in ALIVE if not n._stopped]
+            if running:
+                prepare_contacts([node], running)  # agreed before (tests/netutil.py)
             started.append(node)
             ALIVE.append(node)
         yield started

@@ -45,7 +45,7 @@ class StorageLimits:
     # mailbox (issue 15). Stamped records pay with work instead. A replica handing over
     # or repairing a key sends from its own IP: above this, a newcomer keeps the first
     # ones and the other replicas the rest (docs/threat-model.md, "Storage spammer").
-    unstamped_per_source_key: int = 64
+    unstamped_per_source_key: int = 128
 
 
 class _Held:
