@@ -124,6 +124,8 @@ class ControlClient:
     async def request(self, op: str, **args: Any) -> Event:
         """Send one request and return its result; raises the daemon's error as the
         matching MeshError subclass."""
+        if "id" in args:  # it would replace the request's own id: no answer would match
+            raise ValueError("'id' names the request itself; pass an ID as 'peer'")
         self._next_id += 1
         request_id = self._next_id
         self._writer.write(encode_line({"id": request_id, "op": op, **args}))

@@ -218,7 +218,8 @@ class Daemon:
         return {"ready": await self.node.add_contact(peer_id)}
 
     async def _op_request(self, request: Event, writer: asyncio.StreamWriter) -> Event:
-        """`mesh requests send`: a stranger's request, stamped and stored."""
+        """`mesh requests send`: a stranger's request, stamped and stored. The ID is
+        `peer`, as for `add_contact`."""
         peer_id = _text_arg(request, "peer")
         text = _text_arg(request, "text")
         return {"replicas": await self.node.send_request(peer_id, text)}

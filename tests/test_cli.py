@@ -24,7 +24,7 @@ from mesh.control import ControlClient, encode_line
 from mesh.daemon import Daemon
 from mesh.envelope import MAX_TEXT_BYTES
 from mesh.errors import UnknownContactError
-from mesh.identity import is_valid_id
+from mesh.identity import Identity, is_valid_id
 from mesh.node import Node
 from mesh.runner import NetConfig, start_node
 
@@ -224,6 +224,7 @@ def test_second_daemon_and_sigkill(root: Path, daemons: Daemons) -> None:
 def test_control_socket_answers_bad_requests(root: Path, daemons: Daemons) -> None:
     home = root / "e"
     me = make_home(home, "eve")
+    stranger = Identity.generate().id
     daemons.up(home, "127.0.0.6")
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(10)
@@ -235,6 +236,9 @@ def test_control_socket_answers_bad_requests(root: Path, daemons: Daemons) -> No
             b'{"id": 7, "op": "launch"}\n',
             b'{"id": 8, "op": "status"}\n',
             b'{"id": 9, "op": "send", "to": 5}\n',
+            # Ops that take an ID call it `peer`: the request's own `id` is echoed back.
+            b'{"id": 10, "op": "add_contact", "peer": "%s"}\n' % stranger.encode(),
+            b'{"id": 11, "op": "request", "peer": "%s", "text": "hi"}\n' % stranger.encode(),
         ]:
             conn.sendall(line)
             answers.append(json.loads(reader.readline()))
@@ -242,6 +246,11 @@ def test_control_socket_answers_bad_requests(root: Path, daemons: Daemons) -> No
     assert answers[1]["id"] == 7 and "unknown op" in answers[1]["error"]["message"]
     assert answers[2]["id"] == 8 and answers[2]["ok"] and answers[2]["result"]["id"] == me
     assert answers[3]["ok"] is False and "'to'" in answers[3]["error"]["message"]
+    assert answers[4]["id"] == 10 and answers[4]["result"] == {"ready": False}
+    # Answered, its arguments accepted (no peer here to take it: another error is fine).
+    assert answers[5]["id"] == 11 and answers[5].get("error", {}).get("type") != (
+        "ControlRequestError"
+    ), answers[5]
     # The daemon is still serving after all of that.
     assert json.loads(mesh(home, "peers", "--json").stdout)["live"] is True
 
