@@ -191,16 +191,151 @@ def derive_key(master: bytes, label: bytes, size: int = 32) -> bytes:
     return digest
 
 
-def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
-    ciphertext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, aad, nonce, key
+# PyNaCl's nacl.bindings wrappers check their arguments with several calls and allocate
+# per call: 6-7 us per XChaCha20-Poly1305 at datagram sizes, where libsodium itself takes
+# ~1 us, and a private mesh seals and opens every datagram. So the AEAD calls libsodium
+# through PyNaCl's own cffi module (the same library, the same function) after checking
+# the sizes here; where that module is absent (another PyNaCl), nacl.bindings does it.
+# tests/test_crypto_aead.py checks both paths agree and fails if the fast one goes away.
+_KEY_SIZE = 32
+try:
+    import nacl._sodium as _sodium  # type: ignore[import-not-found]
+
+    _ffi, _lib = _sodium.ffi, _sodium.lib
+
+    _FAST = all(
+        hasattr(_lib, name)
+        for name in (
+            "crypto_aead_xchacha20poly1305_ietf_encrypt",
+            "crypto_aead_xchacha20poly1305_ietf_decrypt",
+            "randombytes",
+        )
     )
-    return ciphertext
+except ImportError:  # pragma: no cover - another PyNaCl layout
+    _FAST = False
+
+
+def aead_fast() -> bool:
+    """Whether the AEAD calls libsodium directly (see above)."""
+    return _FAST
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    if not _FAST:
+        return _aead_encrypt_bindings(key, nonce, plaintext, aad)
+    if (
+        type(key) is not bytes
+        or len(key) != _KEY_SIZE
+        or type(nonce) is not bytes
+        or len(nonce) != AEAD_NONCE_SIZE
+        or type(plaintext) is not bytes
+        or type(aad) is not bytes
+    ):
+        raise MalformedError("aead_encrypt: a 32-byte key, a 24-byte nonce and bytes")
+    out = _ffi.new("unsigned char[]", len(plaintext) + AEAD_TAG_SIZE)
+    size = _ffi.new("unsigned long long *")
+    extra = aad if aad else _ffi.NULL
+    _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out, size, plaintext, len(plaintext), extra, len(aad), _ffi.NULL, nonce, key
+    )
+    result: bytes = _ffi.buffer(out, size[0])[:]
+    return result
 
 
 def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes | None:
     """The plaintext, or None if the tag does not verify (no exception: this runs on every
     datagram of a private mesh, and most forged ones are cheapest refused this way)."""
+    if not _FAST:
+        return _aead_decrypt_bindings(key, nonce, ciphertext, aad)
+    if (
+        type(key) is not bytes
+        or len(key) != _KEY_SIZE
+        or type(nonce) is not bytes
+        or len(nonce) != AEAD_NONCE_SIZE
+        or type(ciphertext) is not bytes
+        or type(aad) is not bytes
+        or len(ciphertext) < AEAD_TAG_SIZE
+    ):
+        return None
+    out = _ffi.new("unsigned char[]", max(1, len(ciphertext) - AEAD_TAG_SIZE))
+    size = _ffi.new("unsigned long long *")
+    extra = aad if aad else _ffi.NULL
+    failed = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, size, _ffi.NULL, ciphertext, len(ciphertext), extra, len(aad), nonce, key
+    )
+    if failed:
+        return None
+    result: bytes = _ffi.buffer(out, size[0])[:]
+    return result
+
+
+def aead_seal(key: bytes, plaintext: bytes) -> bytes:
+    """nonce (24 random bytes) || XChaCha20-Poly1305(key, nonce, plaintext), no AAD:
+    aead_encrypt with a fresh random nonce, built in one buffer (the per-datagram path of
+    a private mesh). The nonce comes from libsodium's randombytes."""
+    if not _FAST:
+        nonce = secrets.token_bytes(AEAD_NONCE_SIZE)
+        return nonce + _aead_encrypt_bindings(key, nonce, plaintext, b"")
+    if type(key) is not bytes or len(key) != _KEY_SIZE or type(plaintext) is not bytes:
+        raise MalformedError("aead_seal: a 32-byte key and bytes")
+    size = AEAD_NONCE_SIZE + len(plaintext) + AEAD_TAG_SIZE
+    out = _ffi.new("unsigned char[]", size)
+    _lib.randombytes(out, AEAD_NONCE_SIZE)
+    _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out + AEAD_NONCE_SIZE,
+        _ffi.NULL,
+        plaintext,
+        len(plaintext),
+        _ffi.NULL,
+        0,
+        _ffi.NULL,
+        out,
+        key,
+    )
+    result: bytes = _ffi.buffer(out, size)[:]
+    return result
+
+
+def aead_open(key: bytes, sealed: bytes) -> bytes | None:
+    """The plaintext of what aead_seal made, or None (too short, forged, another key)."""
+    if len(sealed) < AEAD_NONCE_SIZE + AEAD_TAG_SIZE:
+        return None
+    if not _FAST:
+        nonce = sealed[:AEAD_NONCE_SIZE]
+        return _aead_decrypt_bindings(key, nonce, sealed[AEAD_NONCE_SIZE:], b"")
+    if type(key) is not bytes or len(key) != _KEY_SIZE or type(sealed) is not bytes:
+        return None
+    size = len(sealed) - AEAD_NONCE_SIZE - AEAD_TAG_SIZE
+    out = _ffi.new("unsigned char[]", max(1, size))
+    data = _ffi.from_buffer(sealed)
+    failed = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out,
+        _ffi.NULL,
+        _ffi.NULL,
+        data + AEAD_NONCE_SIZE,
+        len(sealed) - AEAD_NONCE_SIZE,
+        _ffi.NULL,
+        0,
+        data,
+        key,
+    )
+    if failed:
+        return None
+    result: bytes = _ffi.buffer(out, size)[:]
+    return result
+
+
+def _aead_encrypt_bindings(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    try:
+        ciphertext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plaintext, aad, nonce, key
+        )
+    except (ValueError, TypeError, nacl.exceptions.CryptoError):
+        raise MalformedError("aead_encrypt: a 32-byte key, a 24-byte nonce and bytes") from None
+    return ciphertext
+
+
+def _aead_decrypt_bindings(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
     try:
         plaintext: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
             ciphertext, aad, nonce, key

@@ -28,7 +28,6 @@ import binascii
 import hashlib
 import os
 import struct
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -151,36 +150,59 @@ def _invite_bytes(text: str) -> bytes:
 
 class ReplayGuard:
     """Refuses a datagram whose timestamp is outside [now - window, now + window] or whose
-    nonce was seen within the window. Bounded: past `limit` nonces the oldest is dropped
-    and anything not newer than it is refused from then on (the floor)."""
+    nonce was seen within the window.
+
+    A replay carries its original timestamp (it is inside the authenticated plaintext), so
+    nonces are kept in sets per slice of timestamps (a quarter of the window) and a check
+    looks only in its own slice; a slice goes as a whole once all of it is stale. What is
+    kept is the nonce's first 8 bytes as an int (random: an honest collision is 2^-64 per
+    pair), ~100 bytes per datagram. Bounded: past `limit` nonces the oldest slice is
+    dropped and any timestamp below its end is refused from then on (the floor)."""
 
     def __init__(self, window: float = REPLAY_WINDOW, limit: int = MAX_REMEMBERED) -> None:
         self.window = window
         self.limit = limit
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._slice = window / 4
+        self._slices: dict[int, set[int]] = {}
+        self._count = 0
         self._floor = float("-inf")
 
     def check(self, nonce: bytes, timestamp: float, now: float) -> str | None:
         """None if fresh (and remembered now), else the drop reason."""
         if abs(timestamp - now) > self.window:
             return "stale"
-        if timestamp <= self._floor or nonce in self._seen:
+        if timestamp <= self._floor:
             return "replayed"
-        seen = self._seen
-        horizon = now - self.window
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon:
-                break
-            del seen[oldest]
-        seen[nonce] = timestamp
-        if len(seen) > self.limit:
-            _, dropped = seen.popitem(last=False)
-            self._floor = max(self._floor, dropped)
+        index = int(timestamp // self._slice)
+        seen = self._slices.get(index)
+        short = int.from_bytes(nonce[:8], "little")
+        if seen is None:
+            self._prune(now)
+            seen = self._slices[index] = set()
+        elif short in seen:
+            return "replayed"
+        seen.add(short)
+        self._count += 1
+        if self._count > self.limit:
+            self._drop_oldest(timestamp)
         return None
 
+    def _prune(self, now: float) -> None:
+        """Forget the slices that end before the window starts (all of them stale)."""
+        horizon = now - self.window
+        for index in [i for i in self._slices if (i + 1) * self._slice < horizon]:
+            self._count -= len(self._slices.pop(index))
+
+    def _drop_oldest(self, timestamp: float) -> None:
+        """Over the limit (a flood): the oldest slice goes; if it is the only one, the
+        floor is this datagram's timestamp, not its slice's end."""
+        oldest = min(self._slices)
+        self._count -= len(self._slices.pop(oldest))
+        end = (oldest + 1) * self._slice
+        self._floor = max(self._floor, end if self._slices else timestamp)
+
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._count
 
 
 class DatagramSealer:
@@ -194,20 +216,16 @@ class DatagramSealer:
         return "DatagramSealer(<secret>)"
 
     def seal(self, datagram: bytes, now: float) -> bytes:
-        nonce = os.urandom(crypto.AEAD_NONCE_SIZE)
         stamped = _timestamp.pack(max(0, int(now * 1000))) + datagram
-        return nonce + crypto.aead_encrypt(self._key, nonce, stamped)
+        return crypto.aead_seal(self._key, stamped)
 
     def open(self, data: bytes, now: float) -> bytes:
         """The datagram inside, or DatagramError("unauthenticated" | "stale" | "replayed")."""
-        if len(data) < SEAL_OVERHEAD:
-            raise DatagramError("unauthenticated", "too short to be sealed")
-        nonce = data[: crypto.AEAD_NONCE_SIZE]
-        stamped = crypto.aead_decrypt(self._key, nonce, data[crypto.AEAD_NONCE_SIZE :])
-        if stamped is None:
+        stamped = crypto.aead_open(self._key, data)
+        if stamped is None or len(stamped) < _timestamp.size:
             raise DatagramError("unauthenticated", "not sealed with our network key")
         (millis,) = _timestamp.unpack_from(stamped)
-        reason = self.guard.check(nonce, millis / 1000, now)
+        reason = self.guard.check(data, millis / 1000, now)  # the nonce: data's first bytes
         if reason is not None:
             raise DatagramError(reason, f"{reason} datagram")
-        return stamped[8:]
+        return stamped[_timestamp.size :]
