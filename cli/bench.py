@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mesh.errors import MeshError
-from mesh.tools.bench import BASELINES, BenchOptions, run_bench, uvloop_available
+from mesh.tools.bench import BASELINES, STORES, BenchOptions, run_bench, uvloop_available
 from mesh.tools.bench_kv import PREPARATIONS
 
 
@@ -41,7 +41,15 @@ from mesh.tools.bench_kv import PREPARATIONS
 @click.option(
     "--full-nodes",
     is_flag=True,
-    help="Every peer a full Node (SQLite store); default: 20 Nodes, the rest DhtServer only.",
+    help="Every peer a full Node (identity, store, outbox); default: 20 Nodes, the rest "
+    "DhtServer only.",
+)
+@click.option(
+    "--store",
+    type=click.Choice(STORES),
+    default="memory",
+    show_default=True,
+    help="The full Nodes' SQLite store: in memory, a plain file or an SQLCipher file.",
 )
 @click.option(
     "--baseline",
@@ -79,6 +87,7 @@ def command(
     seed: int,
     use_uvloop: bool,
     full_nodes: bool,
+    store: str,
     baselines: tuple[str, ...],
     no_baselines: bool,
     discovery: bool,
@@ -98,6 +107,7 @@ def command(
         seed=seed,
         use_uvloop=use_uvloop,
         full_nodes=full_nodes,
+        store=store,
         baselines=() if no_baselines else (baselines or BASELINES),
         discovery=discovery,
         prepare=prepare,

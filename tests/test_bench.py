@@ -57,6 +57,7 @@ def test_top_level_keys(result: dict[str, Any]) -> None:
     assert result["peers"] == PEERS
     assert result["trials"] == TRIALS
     assert result["peer_kind"] == {"dht_server": PEERS - 20, "node": 20}
+    assert result["store"] == "memory"
     assert result["loop"] in {"uvloop", "asyncio"}
     assert result["rss_kb_per_peer"] > 0
     # Nothing failed: a baseline that did not run is a note (and only OpenDHT may be absent).
@@ -200,3 +201,32 @@ def test_docs_tables_are_generated_from_the_saved_results() -> None:
         text = doc.read_text()
         assert text.count(regen.BEGIN) >= 3, doc.name
         assert regen.regenerate(text) == text, f"{doc.name}: run benchmarks/regen_docs.py"
+
+
+@pytest.mark.parametrize("kind", bench.STORES)
+def test_full_nodes_store_where_the_option_says(kind: str) -> None:
+    """--store: memory (no file), a plain SQLite file, or an SQLCipher file whose bytes
+    show neither SQLite's header nor what was written."""
+    from mesh.identity import Identity
+
+    net = bench.MeshNet(bench.BenchOptions(store=kind), bench.random.Random(1))
+    store = net.new_store(Identity.from_seed(bytes(32)))
+    try:
+        store.set_setting("probe", "bench-store-probe")
+        if kind == "memory":
+            assert store.path is None
+            return
+        assert store.path is not None
+        store.close()
+        raw = Path(store.path).read_bytes()
+        assert raw.startswith(b"SQLite format 3\x00") == (kind == "plain")
+        assert (b"bench-store-probe" in raw) == (kind == "plain")
+    finally:
+        store.close()
+        if net._store_dir is not None:
+            net._store_dir.cleanup()
+
+
+def test_unknown_store_is_refused() -> None:
+    with pytest.raises(ValueError, match="store must be one of"):
+        bench.MeshNet(bench.BenchOptions(store="tmpfs"), bench.random.Random(1))

@@ -39,12 +39,14 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from mesh import envelope
+from mesh import crypto, envelope, vault
 from mesh.dht.server import DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Record
@@ -103,6 +105,7 @@ class BenchOptions:
     prepare: str = "settle"  # a key of PREPARATIONS: the same for every DHT
     equal_work: bool = True  # also our key/value trials at OpenDHT's replication (k = 8)
     network_key: bool = False  # every peer in one private mesh: every datagram sealed
+    store: str = "memory"  # a key of STORES: where the full Nodes keep their SQLite store
 
 
 def run_loop(coro: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
@@ -119,9 +122,19 @@ def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
 
-def prepared_store(identity: Identity) -> Store:
-    """An in-memory store holding a seeded identity."""
-    store = Store(None)
+#: Where the bench's full Nodes keep their store: in memory (no disk, the default: the
+#: DHT's cost alone), a plain SQLite file, or an SQLCipher file (issue 16's A/B: the same
+#: files, only the encryption differs). The SQLCipher key is a random data key, as
+#: `mesh.vault` makes one; the argon2id unlock is not part of a send (see
+#: benchmarks/store_at_rest.py for unlock times).
+STORES = ("memory", "plain", "encrypted")
+
+
+def prepared_store(identity: Identity, path: Path | None = None, encrypted: bool = False) -> Store:
+    """A store holding a seeded identity: in memory, or an SQLite file at `path` (SQLCipher
+    with a fresh random key if `encrypted`)."""
+    key = vault.sqlcipher_key(crypto.random_bytes(crypto.KEY_SIZE)) if encrypted else None
+    store = Store(path, key=key)
     store.set_identity_blob(identity.to_bytes())
     return store
 
@@ -174,6 +187,20 @@ class MeshNet:
         # Seeded like the topology: a reproducible key (the bench sends nowhere but lo).
         secret = random.Random(options.seed + 1).randbytes(32)  # not from rng: same topology
         self.network_key = NetworkKey("bench", secret) if options.network_key else None
+        if options.store not in STORES:
+            raise ValueError(f"store must be one of {STORES}")
+        self._store_dir = (
+            None if options.store == "memory" else tempfile.TemporaryDirectory(prefix="meshb-")
+        )
+        self._stores = 0
+
+    def new_store(self, identity: Identity) -> Store:
+        """The store of a full Node of the bench, as `options.store` says."""
+        if self._store_dir is None:
+            return prepared_store(identity)
+        self._stores += 1
+        path = Path(self._store_dir.name) / f"node{self._stores}.db"
+        return prepared_store(identity, path, self.options.store == "encrypted")
 
     def address(self) -> str:
         self._next_address += 1
@@ -204,7 +231,7 @@ class MeshNet:
     async def start_node(
         self, identity: Identity, options: NodeOptions, host: str, store: Store | None = None
     ) -> Node:
-        store = store or prepared_store(identity)
+        store = store or self.new_store(identity)
         seeds = self.seeds() if self.replicas or self.nodes else []
         node_id = self.rng.randbytes(20)  # seeded: a reproducible topology
         return await Node.start(
@@ -285,6 +312,8 @@ class MeshNet:
         # Together: a recipient's stop waits up to a grace period for its pending deletes.
         await asyncio.gather(*(node.stop() for node in self.extras + self.nodes))
         await asyncio.gather(*(server.close() for server in self.replicas))
+        if self._store_dir is not None:
+            self._store_dir.cleanup()
 
 
 class Arrivals:
@@ -369,7 +398,7 @@ async def cold_fetch(net: MeshNet, key: bytes, wanted: set[bytes], samples: Samp
 
 async def fetch_trial(net: MeshNet, samples: Samples) -> None:
     identity = Identity.from_seed(net.rng.randbytes(32))
-    store = prepared_store(identity)
+    store = net.new_store(identity)
     boxes = Mailboxes(identity, store, rand=net.rng.randbytes)
     net.befriend(boxes)
     key = boxes.own_key(boxes.epoch(time.time()))  # its mailbox of the day
@@ -646,6 +675,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     result: dict[str, Any] = {"peers": options.peers, "trials": options.trials}
     result["seed"] = options.seed
     result["network_key"] = options.network_key  # ours sealed every datagram (private mesh)
+    result["store"] = options.store  # where the full Nodes kept their SQLite store
     result["loop"] = "uvloop" if options.use_uvloop else "asyncio"
     result["commit"] = source_commit()
     result["load_avg"] = [round(os.getloadavg()[0], 2)]  # other work on the machine: noise
