@@ -109,3 +109,38 @@ def test_open_refuses_what_was_not_sealed_with_the_key() -> None:
     assert crypto.aead_open(KEY[:31], sealed) is None
     with pytest.raises(MalformedError):
         crypto.aead_seal(KEY[:31], b"x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(plaintext=st.binary(min_size=8, max_size=3000))  # past 2048: the functions
+def test_scratch_seals_and_opens_as_the_functions_do(plaintext: bytes) -> None:
+    scratch = crypto.AeadScratch(KEY)
+    sealed = scratch.seal(plaintext)
+    assert crypto.aead_open(KEY, sealed) == plaintext
+    assert scratch.open_split(crypto.aead_seal(KEY, plaintext), 8) == (plaintext[:8], plaintext[8:])
+    flipped = bytearray(sealed)
+    flipped[-1] ^= 1
+    assert scratch.open_split(bytes(flipped), 8) is None
+    assert scratch.open_split(sealed, len(plaintext) + 1) is None  # shorter than head
+    assert repr(scratch) == "AeadScratch(<secret>)"
+
+
+def test_scratch_results_do_not_share_its_buffers() -> None:
+    scratch = crypto.AeadScratch(KEY)
+    first, second = scratch.seal(b"first datagram"), scratch.seal(b"second one")
+    assert crypto.aead_open(KEY, first) == b"first datagram"
+    a, b = scratch.open_split(first, 5) or (b"", b""), scratch.open_split(second, 5)
+    assert a == (b"first", b" datagram") and b == (b"secon", b"d one")
+
+
+def test_scratch_from_another_thread_takes_the_functions() -> None:
+    import threading
+
+    scratch = crypto.AeadScratch(KEY)
+    scratch.seal(b"claims the buffers for this thread")
+    results: list[bytes | None] = []
+    worker = threading.Thread(target=lambda: results.append(scratch.seal(b"elsewhere")))
+    worker.start()
+    worker.join(10)
+    (sealed,) = results
+    assert sealed is not None and crypto.aead_open(KEY, sealed) == b"elsewhere"

@@ -112,6 +112,33 @@ async def test_unauthenticated_datagrams_are_dropped_before_parsing_and_never_an
         protocol.cancel_all()
 
 
+async def test_a_replayed_answer_matches_no_call_and_is_dropped() -> None:
+    """Answers skip the nonce cache (DatagramSealer.open_fresh): a call's id is random and
+    forgotten once answered, so a replayed answer is `unsolicited`, never applied twice."""
+    server = DhtServer(b"n" * 20, network_key=KEY_A)
+    protocol = server.make_protocol()
+    transport = CapturingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    peer = ("127.0.0.9", 4000)
+    try:
+        call = protocol.call(peer, "ping", [])
+        ((request, _),) = transport.sent
+        msgid = wire.decode_datagram(DatagramSealer(KEY_A).open(request, time.time())).msgid
+        answer = DatagramSealer(KEY_A).seal(
+            wire.encode_response(msgid, b"p" * 20, wire.OK, None), time.time()
+        )
+        protocol.datagram_received(answer, peer)
+        await bounded(call)
+        for _ in range(3):
+            protocol.datagram_received(answer, peer)  # the same answer, replayed
+        stats = protocol.statistics()
+        assert stats["dropped_unsolicited"] == 3
+        assert stats.get("dropped_replayed", 0) == 0 and len(transport.sent) == 1
+        assert len(protocol.sealer.guard) == 0  # answers are not remembered
+    finally:
+        protocol.cancel_all()
+
+
 async def test_nothing_stable_a_new_node_id_per_start_and_old_saved_ids_are_deleted(
     tmp_path: Path,
 ) -> None:

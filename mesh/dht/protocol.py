@@ -165,11 +165,16 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["datagrams_in"] += 1
         source: Address = (addr[0], addr[1])
         try:
-            if self.sealer is not None:
+            if self.sealer is None:
+                dgram = wire.decode_datagram(data)
+            else:
                 if len(data) > wire.MAX_DATAGRAM:
                     raise DatagramError("oversized", "datagram too large")
-                data = self.sealer.open(data, self.wall())  # before anything is parsed
-            dgram = wire.decode_datagram(data)
+                now = self.wall()
+                inner, stamp = self.sealer.open_fresh(data, now)  # before anything is parsed
+                dgram = wire.decode_datagram(inner)
+                if dgram.kind == wire.REQUEST:
+                    self.sealer.check_replay(data, stamp, now)  # answers: see open_fresh
             if dgram.kind == wire.REQUEST:
                 self._on_request(dgram, source)
             else:
