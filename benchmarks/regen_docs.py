@@ -463,8 +463,56 @@ def stamps_block() -> str:
     )
 
 
+AB_FIGURES = [
+    ("send p50 ms", ("send_ms", "p50")),
+    ("fetch20 cold p50 ms", ("fetch20_cold_ms", "p50")),
+    ("fetch20 warm p50 ms", ("fetch20_warm_ms", "p50")),  # before issue 19: fetch20_ms
+    ("push p50 ms", ("push_ms", "p50")),
+    ("RSS KiB per peer", ("rss_kb_per_peer",)),
+]
+
+
+def ab_block(folder: str, old: str, new: str, what: str) -> Callable[[], str]:
+    """An interleaved A/B of `mesh bench --json` runs saved as <side>-<round>.json in
+    benchmarks/results/<folder>/: medians over the rounds of each side's p50s."""
+
+    def build() -> str:
+        sides = []
+        for side in (old, new):
+            found = [
+                json.loads(p.read_text()) for p in sorted((RESULTS / folder).glob(f"{side}-*.json"))
+            ]
+            sides.append(found)
+        rows = []
+        for label, path in AB_FIGURES:
+            older = ("fetch20_ms", "p50") if path[0] == "fetch20_warm_ms" else path
+            a = median(dig(run, *path) or dig(run, *older) for run in sides[0])
+            b = median(dig(run, *path) or dig(run, *older) for run in sides[1])
+            if a is None or b is None:
+                continue
+            rows.append([label, fmt(a), fmt(b), f"{b / a:.3f}"])
+        loads = [load for run in sides[0] + sides[1] for load in run.get("load_avg", [])]
+        return (
+            f"{what}; {len(sides[0])} vs {len(sides[1])} interleaved runs in one sitting, "
+            f"load average {min(loads):.2f}-{max(loads):.2f}, "
+            f"benchmarks/results/{folder}/{{{old},{new}}}-N.json.\n\n"
+            + table(["figure", old, new, "ratio"], rows)
+        )
+
+    return build
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "stamps": stamps_block,
+    "ab-issue12": ab_block(
+        "issue12", "quiet-old", "quiet-new", "e3dca19 (before the DHT split) vs 039831f"
+    ),
+    "ab-issue13": ab_block(
+        "issue13", "final-plain", "final-key", "the open mesh vs `--network-key`, same code"
+    ),
+    "ab-issue16": ab_block(
+        "issue16", "plain", "encrypted", "`--full-nodes --store plain` vs `--store encrypted`"
+    ),
     "bench-setup": bench_setup,
     "bench-kv": bench_kv,
     "bench-mailbox": bench_mailbox,
