@@ -326,6 +326,9 @@ def aead_open(key: bytes, sealed: bytes) -> bytes | None:
     return result
 
 
+_SCRATCH_LOCK = threading.Lock()
+
+
 class AeadScratch:
     """aead_seal / aead_open for one key and many small messages (a private mesh's
     datagrams) through two buffers shared by every AeadScratch of the process: no
@@ -356,11 +359,12 @@ class AeadScratch:
             return False
         me = threading.get_ident()
         if cls._thread is None:
-            cls._out = _ffi.new(
-                "unsigned char[]", AEAD_NONCE_SIZE + cls.SCRATCH_SIZE + AEAD_TAG_SIZE
-            )
-            cls._plain = _ffi.new("unsigned char[]", cls.SCRATCH_SIZE)
-            cls._thread = me
+            with _SCRATCH_LOCK:  # two threads' first calls: one owner, one pair of buffers
+                if cls._thread is None:
+                    size = AEAD_NONCE_SIZE + cls.SCRATCH_SIZE + AEAD_TAG_SIZE
+                    cls._out = _ffi.new("unsigned char[]", size)
+                    cls._plain = _ffi.new("unsigned char[]", cls.SCRATCH_SIZE)
+                    cls._thread = me
         return cls._thread == me
 
     def seal(self, plaintext: bytes) -> bytes:
