@@ -232,7 +232,7 @@ def contacts_add(home: Path, name: str, peer_id: str, ttl: int | None) -> None:
         yours = store.get_setting("public_id") == public.id
         contact = store.add_contact(name, public.id, ttl)
         if not yours:
-            store.agreement_add(public.id, time.time())
+            store.keys.agreement_add(public.id, time.time())
     shown = render.one_line(contact.name)
     click.echo(f"added {shown}: {public.id}")
     if not yours:
@@ -270,7 +270,7 @@ def contacts_list(home: Path, as_json: bool) -> None:
                 "read_receipts": c.read_receipts,
                 # A note to self needs no agreement: it goes to our own mailbox.
                 "agreed": c.peer_id == own
-                or ((a := store.agreement(c.peer_id)) is not None and a.ready),
+                or ((a := store.keys.agreement(c.peer_id)) is not None and a.ready),
             }
             for c in store.list_contacts()
         ]

@@ -47,7 +47,7 @@ def requests(ctx: click.Context, as_json: bool) -> None:
                 "sent_at": r.sent_at,
                 "received_at": r.received_at,
             }
-            for r in store.requests()
+            for r in store.strangers.requests()
         ]
     if as_json:
         render.print_json({"requests": rows, "on": on})
@@ -100,7 +100,7 @@ def block(home: Path, peer_id: str) -> None:
     """Block ID (a requester or a contact): their messages are dropped, no receipts."""
     public = PublicIdentity.from_id(peer_id)
     with open_home(home) as store:
-        store.block(public.id, time.time())
+        store.strangers.block(public.id, time.time())
     click.echo(f"blocked {public.id}")
 
 
@@ -111,7 +111,7 @@ def unblock(home: Path, peer_id: str) -> None:
     """Unblock ID."""
     public = PublicIdentity.from_id(peer_id)
     with open_home(home) as store:
-        if not store.unblock(public.id):
+        if not store.strangers.unblock(public.id):
             raise LocalError("this ID is not blocked")
     click.echo(f"unblocked {public.id}")
 
@@ -123,7 +123,7 @@ def delete(home: Path, peer_id: str) -> None:
     """Delete the request of ID (they may ask again; block them to stop that)."""
     public = PublicIdentity.from_id(peer_id)
     with open_home(home) as store:
-        if not store.request_remove(public.id):
+        if not store.strangers.request_remove(public.id):
             raise LocalError("no request from this ID: `mesh requests` lists them")
     click.echo("deleted")
 

@@ -54,7 +54,7 @@ async def befriend(
         for me, them in ((a, b), (b, a)):
             with open_home(homes[me]) as store:
                 store.add_contact(them, ids[them])
-                store.agreement_add(ids[them], time.time())
+                store.keys.agreement_add(ids[them], time.time())
             await links[me].request("add_contact", peer=ids[them])
         await wait_for("the key agreement", lambda a=a, b=b: agreed(homes, ids, a, b))  # type: ignore[misc]
 
@@ -62,7 +62,7 @@ async def befriend(
 def agreed(homes: dict[str, Path], ids: dict[str, str], a: str, b: str) -> bool:
     for me, them in ((a, b), (b, a)):
         with open_home(homes[me]) as store:
-            agreement = store.agreement(ids[them])
+            agreement = store.keys.agreement(ids[them])
         if agreement is None or not agreement.ready:
             return False
     return True

@@ -72,7 +72,7 @@ class Agreements:
         """Note that we added `peer_id` (durable); True if the agreement is new."""
         if peer_id == self.identity.id:
             return False
-        return self.store.agreement_add(peer_id, self.wall())
+        return self.store.keys.agreement_add(peer_id, self.wall())
 
     async def start(self, peer_id: str) -> bool:
         """Look for their bundle on our introduction mailbox; post ours there if it is
@@ -83,7 +83,7 @@ class Agreements:
         with contextlib.suppress(MeshError):
             if await self._check_intro(peer_id):
                 return True
-        agreement = self.store.agreement(peer_id)
+        agreement = self.store.keys.agreement(peer_id)
         if agreement is None or agreement.ready:
             return agreement is not None
         if agreement.bundle_sent is None:
@@ -95,7 +95,7 @@ class Agreements:
         message, record, key = self.mailboxes.seal_intro(peer_id, now)
         # Durable first, like a message: the outbox delivers it if no replica answers now.
         self.store.outbox_add(message.id, key, record.pack(), now)
-        self.store.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
+        self.store.keys.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
         with contextlib.suppress(MeshError):
             await self.outbox.deliver(message.id, key, record)
 
@@ -109,7 +109,7 @@ class Agreements:
             return 0
         self._checked_at = now
         ready = 0
-        for agreement in self.store.agreements():
+        for agreement in self.store.keys.agreements():
             if agreement.ready:
                 continue
             with contextlib.suppress(MeshError):
@@ -118,7 +118,7 @@ class Agreements:
         return ready
 
     def pending(self) -> list[str]:
-        return [a.peer_id for a in self.store.agreements() if not a.ready]
+        return [a.peer_id for a in self.store.keys.agreements() if not a.ready]
 
     async def _check_intro(self, peer_id: str) -> bool:
         key = self.mailboxes.intro_key(peer_id)
@@ -142,14 +142,14 @@ class Agreements:
             )
             with contextlib.suppress(MeshError):
                 await self.dht.delete(request)
-        agreement = self.store.agreement(peer_id)
+        agreement = self.store.keys.agreement(peer_id)
         return agreement is not None and agreement.ready
 
     async def on_keys(self, message: Message) -> None:
         """A contact's bundle: save it; when the agreement becomes ready, deliver what
         waited; send ours back if they asked (they do not have it yet)."""
         peer_id = message.sender
-        agreement = self.store.agreement(peer_id)
+        agreement = self.store.keys.agreement(peer_id)
         if agreement is None or peer_id == self.identity.id:
             self.counters["keys_dropped"] += 1  # a stranger (or ourselves): not a contact
             return
@@ -159,7 +159,7 @@ class Agreements:
             self.counters["keys_dropped"] += 1
             return
         self.counters["keys_received"] += 1
-        became_ready = self.store.agreement_keys(
+        became_ready = self.store.keys.agreement_keys(
             peer_id,
             bundle.root_public,
             bundle.epoch_length,
@@ -179,7 +179,7 @@ class Agreements:
     async def _send_bundle(self, peer_id: str, reply: bool) -> None:
         now = self.wall()
         body = self.mailboxes.bundle(now, reply)
-        self.store.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
+        self.store.keys.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
         await self.outbox.send_to_contact(peer_id, MessageKind.KEYS, body, MAX_TTL)
 
     async def refresh(self, now: float) -> int:
@@ -188,7 +188,7 @@ class Agreements:
         self.mailboxes.ensure_prekeys(now)
         newest = self.mailboxes.newest_prekey()
         sent = 0
-        for agreement in self.store.agreements():
+        for agreement in self.store.keys.agreements():
             if agreement.ready and (agreement.bundle_sent or -1) < newest:
                 with contextlib.suppress(MeshError):
                     await self._send_bundle(agreement.peer_id, reply=False)

@@ -311,7 +311,7 @@ async def list_peers(home: Path) -> Event:
         with open_home(home) as store:
             return {**doc, "contacts": contacts_presence(store, time.time())}
     with open_home(home) as store:
-        rows = store.peers_recent(64)
+        rows = store.peers.peers_recent(64)
         contacts = contacts_presence(store, time.time())
     peers = [
         {

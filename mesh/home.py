@@ -305,7 +305,7 @@ def queue_text(
     life = ttl or contact_ttl or DEFAULT_TTL
     sealed = boxes.seal_for(recipient.id, MessageKind.TEXT, body, now, life)
     if sealed is None:
-        store.agreement_add(recipient.id, now)  # a one-way add, if it is not one already
+        store.keys.agreement_add(recipient.id, now)  # a one-way add, if it is not one already
         message = envelope.unsealed_message(identity, recipient, MessageKind.TEXT, body, now, life)
         where = None
         record = key = None

@@ -91,13 +91,13 @@ class Mailboxes:
         self.store = store
         self.epoch_len = epoch_len
         self._rand = rand
-        saved = store.keyring_get(ROOT)
+        saved = store.keys.keyring_get(ROOT)
         if saved is None:
             self.root = MailboxRoot.generate(rand)
-            store.keyring_put(ROOT, self.root.to_bytes())
+            store.keys.keyring_put(ROOT, self.root.to_bytes())
         else:
             self.root = MailboxRoot.from_bytes(saved)
-        self._prekeys = {e: (p, s) for e, p, s in store.prekeys()}
+        self._prekeys = {e: (p, s) for e, p, s in store.keys.prekeys()}
         self._by_key: BoundedLru[bytes, Signer] = BoundedLru(_CACHE)
         self._intros: BoundedLru[str, crypto.KeyPair] = BoundedLru(_CACHE)
         self._own_epoch: BoundedLru[bytes, int] = BoundedLru(_CACHE)
@@ -163,7 +163,7 @@ class Mailboxes:
                 public, secret = crypto.box_seed_keypair(self._rand(32))
             rows.append((epoch, public, secret))
             self._prekeys[epoch] = (public, secret)
-        self.store.prekeys_add(rows)
+        self.store.keys.prekeys_add(rows)
         return True
 
     def forget_prekeys(self, fetched_at: float) -> list[int]:
@@ -174,7 +174,7 @@ class Mailboxes:
         done = self.epoch(fetched_at - self._overlap) - GRACE_EPOCHS
         old = [e for e in self._prekeys if e < done and e != newest]
         if old:
-            self.store.prekeys_delete(old)
+            self.store.keys.prekeys_delete(old)
             for epoch in old:
                 del self._prekeys[epoch]
         return old
@@ -230,11 +230,11 @@ class Mailboxes:
             epoch = self.epoch(now)
             held = self._prekeys.get(epoch) or self._prekeys[max(self._prekeys)]
             return Address((self.own_key(epoch), held[0], epoch))
-        agreement = self.store.agreement(peer_id)
+        agreement = self.store.keys.agreement(peer_id)
         if agreement is None or agreement.root is None or agreement.epoch_len is None:
             return None
         epoch = epoch_of(now, agreement.epoch_len)
-        prekey = self.store.peer_prekey(peer_id, epoch)
+        prekey = self.store.keys.peer_prekey(peer_id, epoch)
         if prekey is None:
             return None
         cache_key = (agreement.root, agreement.epoch_len, epoch)
@@ -288,12 +288,12 @@ def exchange_bundles(a: Mailboxes, b: Mailboxes, now: float) -> None:
     """Make two homes contacts whose key agreement is complete, without the network: each
     gets the other's bundle, as if they had agreed before. For the simulator and the
     benchmarks (their preparation, not what they measure); a real add is Node.add_contact."""
-    a.store.agreement_add(b.identity.id, now)
-    b.store.agreement_add(a.identity.id, now)
+    a.store.keys.agreement_add(b.identity.id, now)
+    b.store.keys.agreement_add(a.identity.id, now)
     for me, them in ((a, b), (b, a)):
         peer_id = them.identity.id
         bundle = parse_bundle(them.bundle(now, reply=False))
-        me.store.agreement_keys(
+        me.store.keys.agreement_keys(
             peer_id,
             bundle.root_public,
             bundle.epoch_length,
@@ -301,4 +301,4 @@ def exchange_bundles(a: Mailboxes, b: Mailboxes, now: float) -> None:
             bundle.prekeys,
             now,
         )
-        them.store.agreement_bundle_sent(me.identity.id, them.newest_prekey())
+        them.store.keys.agreement_bundle_sent(me.identity.id, them.newest_prekey())

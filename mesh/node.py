@@ -24,25 +24,27 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mesh import envelope, keyring, stamps
 from mesh import home as homes
+from mesh import keyring, stamps
 from mesh.agreements import Agreements
 from mesh.dht.routing import Peer
-from mesh.dht.server import PUSHERS, Binder, DhtConfig, DhtServer
+from mesh.dht.server import Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
-from mesh.envelope import Message, OwnerOp, Record
-from mesh.errors import InvalidIdError, InvalidInviteError, MeshError, RemoteProtocolError
+from mesh.envelope import Message, Record
+from mesh.errors import InvalidIdError, InvalidInviteError, MeshError
 from mesh.identity import Identity, PublicIdentity
-from mesh.mailboxes import FETCHED_AT, LEGACY, Mailboxes
+from mesh.mailboxes import Mailboxes
 from mesh.netkey import NetworkKey
 from mesh.outbox import Outbox
+from mesh.receiving import Receiver
 from mesh.requests import Requests
 from mesh.store import MessageStatus, Request, Store
+from mesh.subscription import MOVED_SHARE, Subscription
 from mesh.tasks import TaskSet
 from mesh.wire import Address
 
@@ -52,11 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HomeArg = str | os.PathLike[str] | Store | None  # a directory, an opened home, or memory
-SEEN_RECORDS_MAX = 4096
 STOP_GRACE = 2.0  # seconds stop() waits for receipts and deletes still in flight
-RENEW_AT = 0.5  # renew a listen subscription this far into the grant
 VIAS = ("push", "fetch", "poll")  # how a message can reach us (counters received_*)
-MOVED_SHARE = 2  # our mailbox's replicas moved if half of them are new to us
 GROWN_FACTOR = 2.0  # the table doubled since our replicas' lookup: look again
 MERGE_INTRODUCTIONS = 2  # out-of-band newcomers within burst_window that mean a merge
 MERGE_INTERVAL = 300.0  # at most one table refresh per this many seconds (see _rejoin)
@@ -136,8 +135,6 @@ class Node:
         self.options = options
         self.wall = wall
         self.discovery: Discovery | None = None
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._stopped = False
         self.counters: dict[str, int] = {"bad_records": 0, "received": 0, "receipts": 0}
         for via in VIAS:  # how each received message came: push, catch-up/explicit, poll
@@ -164,6 +161,19 @@ class Node:
             options.request_cost,
         )
         self.counters["blocked_dropped"] = 0
+        self.receiver = Receiver(
+            identity,
+            store,
+            dht,
+            self.mailboxes,
+            self.outbox,
+            self.agreements,
+            self._requests,
+            self.counters,
+            wall,
+            self._tasks.spawn,
+            options.receipts,
+        )
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
@@ -172,17 +182,16 @@ class Node:
         self._merge_wanted = False
         self._last_merge = -1e9
         self._last_full_round = -1e9
-        self._table_at_lookup = 0  # routing table size at our last lookup of our replicas
-        self._listen_epoch = self.mailboxes.epoch(wall())  # the epoch of _replicas
-        self._next_listened = -1  # the next epoch we subscribed to ahead of midnight
-        self._mailbox_long = int.from_bytes(self.mailboxes.own_key(self._listen_epoch), "big")
-        self._replicas: list[Peer] = []  # where the last subscription went
-        self._subscribed_at = -1e9
-        self._live_until = -1e9  # loop time until which a replica granted our listen
+        self.subscription = Subscription(
+            dht,
+            self.mailboxes,
+            wall,
+            self._tasks.spawn,
+            listen_replicas=options.listen_replicas,
+            epoch_seconds=options.epoch_seconds,
+            poll_intervals=(options.live_poll_interval, options.poll_interval),
+        )
         dht.on_push = self._on_push
-        # Records for our own mailbox that reach us as a replica, even before we have
-        # subscribed anywhere, are ours to open at once.
-        self._own_keys_now()
         dht.on_new_contact = self._on_new_contact
 
     # -- lifecycle ------------------------------------------------------------------
@@ -225,7 +234,7 @@ class Node:
         try:
             identity = homes.unlock_identity(store, passphrase, create)
             node_id = node_id or homes.fresh_node_id(store)
-            storage = RecordStorage(persist=store)
+            storage = RecordStorage(persist=store.held)
             storage.load(wall())
             dht = DhtServer(node_id, config, storage, wall, network_key=key)
             node = cls(identity, store, dht, options or NodeOptions(), wall)
@@ -248,7 +257,7 @@ class Node:
         # The simulator's abrupt departure closes a node's DHT alone: the node's own
         # tasks die with it, as they did when the DHT owned them.
         self.dht.spawn(self._close_with_dht())
-        cached = [(h, p) for _nid, h, p, _seen in self.store.peers_recent(32)]
+        cached = [(h, p) for _nid, h, p, _seen in self.store.peers.peers_recent(32)]
         peers = list(dict.fromkeys(bootstrap + cached))
         self._rejoin_scheduled = True  # contacts found while joining need no extra round
         if peers:
@@ -257,7 +266,7 @@ class Node:
             await self._rejoin()  # subscribe, flush the outbox, fetch what waited for us
         else:
             self._rejoin_scheduled = False
-        self._tasks.spawn(self._renew_subscription())
+        self._tasks.spawn(self.subscription.renew())
         self._tasks.spawn(self._background())
 
     async def _close_with_dht(self) -> None:
@@ -400,9 +409,9 @@ class Node:
         settling |= now < self._last_rejoin + self.options.burst_interval
         # A network that grew a lot since we last looked up our replicas (we joined it
         # young) has new replicas for us that may never become our contacts.
-        grown = size >= GROWN_FACTOR * max(self._table_at_lookup, 2)
+        grown = size >= GROWN_FACTOR * max(self.subscription.table_at_lookup, 2)
         if size > 2 and (not burst or settling) and not grown:
-            self._listen_at_newcomer(contact)
+            self.subscription.at_newcomer(contact)
             return
         self._network_changed()
 
@@ -419,28 +428,6 @@ class Node:
             wait = 0.0  # we were alone: catch up at once
         self._rejoin_scheduled = True
         self._tasks.spawn(self._rejoin(wait))
-
-    def _listen_at_newcomer(self, contact: Peer) -> None:
-        """A new contact closer to our mailbox than a replica we listen at is a new
-        replica (or an old one that returned and forgot us): subscribe there alone."""
-        replicas = self._replicas
-        if not replicas:
-            return
-        key = self._mailbox_long
-        full = len(replicas) >= self.dht.config.ksize
-        if full and (contact.long_id ^ key) >= (replicas[-1].long_id ^ key):
-            return  # the common case: a contact far from our mailbox
-        if any(c.id == contact.id for c in replicas):
-            return
-        wanted = self.options.listen_replicas
-        closer = len(replicas) < wanted or (contact.long_id ^ key) < (
-            replicas[wanted - 1].long_id ^ key
-        )
-        replicas.append(contact)
-        replicas.sort(key=lambda c: c.long_id ^ key)
-        del replicas[self.dht.config.ksize :]
-        if closer:
-            self._tasks.spawn(self._subscribe_once([contact]))
 
     async def _rejoin(self, wait: float = 0.0) -> None:
         """Catch up: at start, and when the network may have changed under us.
@@ -471,7 +458,7 @@ class Node:
                 await self.dht.refresh_buckets()
                 self._tasks.spawn(self.dht.republish())
             merged, self._merge_wanted = self._merge_wanted, False
-            fresh = await self._subscribe_once(only_if_moved=not first)
+            fresh = await self.subscription.subscribe_once(only_if_moved=not first)
             await self.flush_outbox()
             if first or merged or fresh >= self.dht.config.ksize // MOVED_SHARE:
                 await self.fetch_mailbox()
@@ -480,7 +467,7 @@ class Node:
         now = self.wall()
         with contextlib.suppress(MeshError):
             for contact in list(self.dht.table.contacts())[:64]:
-                self.store.peer_seen(contact.id, contact.ip, contact.port, now)
+                self.store.peers.peer_seen(contact.id, contact.ip, contact.port, now)
 
     # -- sending ----------------------------------------------------------------------
 
@@ -516,7 +503,7 @@ class Node:
 
     def contact_ready(self, peer_id: str) -> bool:
         """True once the key agreement with this ID is complete (their keys arrived)."""
-        agreement = self.store.agreement(PublicIdentity.from_id(peer_id).id)
+        agreement = self.store.keys.agreement(PublicIdentity.from_id(peer_id).id)
         return agreement is not None and agreement.ready
 
     def _status(self, message_id: bytes, status: MessageStatus, replicas: int | None) -> None:
@@ -536,129 +523,28 @@ class Node:
         the two. (`inbox()` lists everything stored, returned or not.)"""
         await self.fetch_mailbox()
         new = []
-        while not self._queue.empty():
-            new.append(self._queue.get_nowait())
+        while not self.receiver.queue.empty():
+            new.append(self.receiver.queue.get_nowait())
         return new
 
     async def fetch_mailbox(self, via: str = "fetch") -> list[Message]:
-        """Fetch the mailbox from the DHT; returns only the messages this call accepted
-        (they are still yielded by `messages()` or returned by the next `fetch()`).
-        `via` ("fetch" or "poll") is counted in `received_<via>` for each new message."""
-        started = self.wall()
-        since = self.store.get_setting(FETCHED_AT)
-        epochs = self.mailboxes.catch_up_epochs(started, None if since is None else float(since))
-        new = []
-        complete = True
-        for _epoch, key in epochs:
-            try:
-                records = await self.dht.fetch(key)
-            except MeshError:
-                complete = False
-                continue
-            for record in records:
-                message = self._accept(record, via, key)
-                if message is not None:
-                    new.append(message)
-        if complete:
-            self.store.set_setting(FETCHED_AT, repr(started))
-            self.mailboxes.forget_prekeys(started)
-        with contextlib.suppress(MeshError):
-            await self.agreements.check_pending()
-        if self._requests.on:
-            with contextlib.suppress(MeshError):
-                await self._requests.open_door()
-                await self._requests.check()
-        if self.store.get_setting(LEGACY) is not None:
-            new += await self._drain_legacy(via)
-        return new
-
-    async def _drain_legacy(self, via: str) -> list[Message]:
-        """Once after an upgrade: what was sent to the previous release's fixed mailbox."""
-        key = self.mailboxes.legacy_key()
-        records = await self.dht.fetch(key)
-        self.store.delete_setting(LEGACY)
-        return [m for r in records if (m := self._accept(r, via, key)) is not None]
+        """Fetch every day's mailbox since the last complete fetch (mesh.receiving);
+        returns only the messages this call accepted (they are still yielded by
+        `messages()` or returned by the next `fetch()`). `via` ("fetch" or "poll") is
+        counted in `received_<via>` for each new message."""
+        return await self.receiver.fetch_mailbox(via)
 
     async def messages(self) -> AsyncIterator[Message]:
         """New messages as they arrive (pushed, fetched, or found by `start()`), each once,
         unless `fetch()` returned it first."""
         while True:
-            yield await self._queue.get()
+            yield await self.receiver.queue.get()
 
     def inbox(self) -> list[Message]:
-        rows = self.store.list_messages(direction="in")
-        return [
-            Message(
-                r.msg_id,
-                r.peer_id,
-                self.id,
-                r.sent_at,
-                int(r.expires_at - r.sent_at),
-                r.kind,
-                r.body,
-            )
-            for r in rows
-        ]
+        return self.receiver.inbox()
 
     def _on_push(self, key: bytes, record: Record) -> None:
-        self._accept(record, "push", key)
-
-    def _accept(self, record: Record, via: str, key: bytes) -> Message | None:
-        """Open, persist, acknowledge. Returns the message if it is new text."""
-        if record.id in self._seen:
-            return None
-        self._seen[record.id] = None
-        if len(self._seen) > SEEN_RECORDS_MAX:
-            self._seen.popitem(last=False)
-        now = self.wall()
-        try:
-            prekeys = self.mailboxes.prekeys_for(key)
-            message = envelope.open_record(self.identity, record, now, prekeys)
-        except RemoteProtocolError:
-            # Junk (or a record for a prekey long deleted): deleted from our mailbox,
-            # and never repaired onto replicas that lack it.
-            self.counters["bad_records"] += 1
-            self.dht.client.unrepairable.put(record.id, None)
-            self.outbox.read(record.id, key)
-            return None
-        self.outbox.read(record.id, key)
-        if self.store.is_blocked(message.sender):
-            self.counters["blocked_dropped"] += 1  # nothing kept, shown or acknowledged
-            return None
-        self.store.note_heard(message.sender, now)
-        if message.kind == envelope.MessageKind.KEYS:
-            self._tasks.spawn(self.agreements.on_keys(message))
-            return None
-        if message.kind in envelope.ACKNOWLEDGING:
-            self.outbox.receipt_arrived(message)
-            return None
-        is_new = self.store.add_message(
-            message.id,
-            "in",
-            message.sender,
-            message.kind,
-            message.body,
-            message.sent_at,
-            message.sent_at + message.ttl,
-            MessageStatus.RECEIVED,
-            received_at=now,
-        )
-        if not is_new:
-            return None
-        self.counters["received"] += 1
-        self.counters[f"received_{via}"] += 1
-        self._queue.put_nowait(message)
-        if self.options.receipts and message.sender != self.id and self._wants_receipt(message):
-            self.outbox.acknowledge(message)
-        return message
-
-    def _wants_receipt(self, message: Message) -> bool:
-        """Receipts go to contacts only (their agreement is complete) who did not have
-        them turned off (`mesh contacts receipts NAME off`)."""
-        agreement = self.store.agreement(message.sender)
-        return (
-            agreement is not None and agreement.ready and self.store.receipts_wanted(message.sender)
-        )
+        self.receiver.accept(record, "push", key)
 
     # -- strangers (issue 15) ---------------------------------------------------------
 
@@ -683,107 +569,13 @@ class Node:
         self._requests.block(peer_id)
 
     def unblock(self, peer_id: str) -> bool:
-        return self.store.unblock(PublicIdentity.from_id(peer_id).id)
+        return self.store.strangers.unblock(PublicIdentity.from_id(peer_id).id)
 
     # -- background -----------------------------------------------------------------
 
-    def _listen_request(self, epoch: int) -> Callable[[int], envelope.OwnerRequest]:
-        signer = self.mailboxes.own_signer(epoch)
-
-        def make(duration: int) -> envelope.OwnerRequest:
-            payload = envelope.listen_payload(duration)
-            return envelope.sign_owner_request(signer, OwnerOp.LISTEN, payload, self.wall())
-
-        return make
-
-    def _own_keys_now(self) -> None:
-        """Our keys of the epochs around now are the ones replicas may push (or hand us
-        as a replica); older ones are dropped, so the set stays small."""
-        wanted = {key for _e, key in self.mailboxes.own_epochs(self.wall())}
-        own = self.dht.own_keys
-        own.difference_update(k for k in list(own) if k not in wanted)
-        own.update(wanted)
-
-    async def _subscribe_once(
-        self, targets: list[Peer] | None = None, only_if_moved: bool = False
-    ) -> int:
-        """Subscribe at the replicas of our mailbox (found by a lookup), or at `targets`.
-
-        With `only_if_moved`, the lookup decides: if the replicas moved, subscribe at all
-        of them (a renewal); if not, only at the few new ones. Returns how many replicas
-        are new since the last lookup (all of them the first time): any of them may hold
-        records we never fetched.
-        """
-        epoch = self.mailboxes.epoch(self.wall())
-        if epoch != self._listen_epoch and targets is not None:
-            return 0  # a newcomer of yesterday's replicas; today's lookup is on its way
-        if epoch != self._listen_epoch:  # a new day: a new mailbox, new replicas
-            self._listen_epoch = epoch
-            self._replicas = []
-            self._own_keys_now()
-        key = self.mailboxes.own_key(epoch)
-        self._mailbox_long = int.from_bytes(key, "big")
-        fresh: list[Peer] = []
-        with contextlib.suppress(MeshError):
-            if targets is None:
-                self._table_at_lookup = len(self.dht.table)
-                found = await self.dht.lookup(key)
-                found.sort(key=lambda c: c.long_id ^ self._mailbox_long)  # closest first
-                known = {c.id for c in self._replicas}
-                fresh = [c for c in found if c.id not in known]
-                moved = len(fresh) >= max(1, len(found) // MOVED_SHARE) or not known
-                self._replicas = list(found)
-                closest = found[: self.options.listen_replicas]
-                if only_if_moved and not moved:
-                    targets = [c for c in closest if c.id not in known]
-                else:
-                    self._subscribed_at = asyncio.get_running_loop().time()
-                    targets = closest
-            if targets:
-                eager = {c.id for c in self._replicas[:PUSHERS]}  # closest first
-                request = self._listen_request(epoch)
-                granted = await self.dht.subscribe(key, request, targets, eager)
-                if granted:
-                    now = asyncio.get_running_loop().time()
-                    self._live_until = now + self.dht.config.listen_duration
-        return len(fresh)
-
-    async def _renew_subscription(self) -> None:
-        """Renew half-way through the grant (a lost renewal gets a second chance before
-        the grant runs out); a catch-up round's subscription counts as a renewal."""
-        loop = asyncio.get_running_loop()
-        while True:
-            renew_at = self._subscribed_at + self.dht.config.listen_duration * RENEW_AT
-            if loop.time() >= renew_at or self.mailboxes.epoch(self.wall()) != self._listen_epoch:
-                await self._subscribe_once()
-                continue
-            ahead = await self._listen_ahead()
-            await asyncio.sleep(max(0.0, min(renew_at - loop.time(), ahead)))
-
-    async def _listen_ahead(self) -> float:
-        """In the last `OVERLAP` of an epoch, subscribe to the next epoch's mailbox too
-        (once: senders with a clock ahead of ours use it already). Returns the seconds
-        until this matters next (the start of that window, or the next epoch)."""
-        length = self.options.epoch_seconds
-        overlap = min(keyring.OVERLAP, length / 4)
-        now = self.wall()
-        current = self.mailboxes.epoch(now)
-        window = (current + 1) * length - overlap
-        if now < window:
-            return window - now
-        if self._next_listened != current + 1:
-            self._next_listened = current + 1
-            key = self.mailboxes.own_key(current + 1)
-            self.dht.own_keys.add(key)
-            with contextlib.suppress(MeshError):
-                await self.dht.subscribe(key, self._listen_request(current + 1))
-        return max(0.0, (current + 1) * length - self.wall()) + 0.001
-
     def poll_due(self, last_poll: float, now: float) -> bool:
         """Is a polling fetch due? Rarely while a listen is live, often when none is."""
-        live = now < self._live_until
-        interval = self.options.live_poll_interval if live else self.options.poll_interval
-        return now >= last_poll + interval
+        return self.subscription.poll_due(last_poll, now)
 
     async def _background(self) -> None:
         """Outbox retries, fresh prekeys for contacts, and the polling fallback."""

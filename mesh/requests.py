@@ -169,7 +169,7 @@ class Requests:
         record = Record(sealed.id, sealed.expires_at, sealed.ciphertext, stamp)
         self.store.outbox_add(sealed.id, key, record.pack(), now)  # durable first
         replicas = await self.outbox.deliver(sealed.id, key, record)
-        self.store.agreement_bundle_sent(them.id, self.mailboxes.newest_prekey())
+        self.store.keys.agreement_bundle_sent(them.id, self.mailboxes.newest_prekey())
         self.counters["requests_sent"] += 1
         return replicas
 
@@ -231,15 +231,15 @@ class Requests:
             self.counters["requests_refused"] += 1
             return False
         sender = message.sender
-        if sender == self.identity.id or self.store.is_blocked(sender):
+        if sender == self.identity.id or self.store.strangers.is_blocked(sender):
             return False
-        agreement = self.store.agreement(sender)
+        agreement = self.store.keys.agreement(sender)
         if agreement is not None:  # we added them too: that is an acceptance
             if not agreement.ready:
                 await self._take_bundle(sender, bundle)
             return False
         request = Request(sender, message.id, text, bundle, message.sent_at, self.wall())
-        if self.store.request_put(request):
+        if self.store.strangers.request_put(request):
             self.counters["requests_kept"] += 1
             return True
         return False
@@ -247,7 +247,7 @@ class Requests:
     async def _take_bundle(self, peer_id: str, bundle: bytes) -> None:
         """Their bundle completes the agreement; ours goes to their mailbox."""
         parsed = keyring.parse_bundle(bundle)
-        ready = self.store.agreement_keys(
+        ready = self.store.keys.agreement_keys(
             peer_id,
             parsed.root_public,
             parsed.epoch_length,
@@ -256,14 +256,14 @@ class Requests:
             self.wall(),
         )
         body = self.mailboxes.bundle(self.wall(), reply=False)
-        self.store.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
+        self.store.keys.agreement_bundle_sent(peer_id, self.mailboxes.newest_prekey())
         await self.outbox.send_to_contact(peer_id, MessageKind.KEYS, body, MAX_TTL)
         if ready:
             with contextlib.suppress(MeshError):
                 await self.outbox.flush(peer_id)
 
     def pending(self) -> list[Request]:
-        return self.store.requests()
+        return self.store.strangers.requests()
 
     async def accept(self, peer_id: str) -> Request:
         """Make the requester a contact: their text joins the inbox as their first message."""
@@ -274,14 +274,14 @@ class Requests:
 
     def block(self, peer_id: str) -> None:
         """Block an ID (a requester or a contact): their records are dropped, no receipts."""
-        self.store.block(PublicIdentity.from_id(peer_id).id, self.wall())
+        self.store.strangers.block(PublicIdentity.from_id(peer_id).id, self.wall())
 
     def delete(self, peer_id: str) -> None:
         self._get(peer_id)
-        self.store.request_remove(peer_id)
+        self.store.strangers.request_remove(peer_id)
 
     def _get(self, peer_id: str) -> Request:
-        request = self.store.request_get(PublicIdentity.from_id(peer_id).id)
+        request = self.store.strangers.request_get(PublicIdentity.from_id(peer_id).id)
         if request is None:
             raise LocalError("no request from this ID: `mesh requests` lists them")
         return request
@@ -296,12 +296,12 @@ def accept_in_store(store: Store, identity: Identity, peer_id: str, now: float) 
     """Accept a request with the store alone (the CLI without a daemon): their bundle
     completes the agreement, ours is queued for their mailbox (sealed and sent by the
     next node), their text becomes their first message. LocalError if there is none."""
-    request = store.request_get(PublicIdentity.from_id(peer_id).id)
+    request = store.strangers.request_get(PublicIdentity.from_id(peer_id).id)
     if request is None:
         raise LocalError("no request from this ID: `mesh requests` lists them")
     bundle = keyring.parse_bundle(request.bundle)
-    store.agreement_add(request.peer_id, now)
-    store.agreement_keys(
+    store.keys.agreement_add(request.peer_id, now)
+    store.keys.agreement_keys(
         request.peer_id,
         bundle.root_public,
         bundle.epoch_length,
@@ -313,7 +313,7 @@ def accept_in_store(store: Store, identity: Identity, peer_id: str, now: float) 
     ours = boxes.bundle(now, reply=False)
     mid = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
     store.outbox_for_contact(mid, request.peer_id, MessageKind.KEYS, ours, MAX_TTL, now, None)
-    store.agreement_bundle_sent(request.peer_id, boxes.newest_prekey())
+    store.keys.agreement_bundle_sent(request.peer_id, boxes.newest_prekey())
     store.add_message(
         request.msg_id,
         "in",
@@ -325,5 +325,5 @@ def accept_in_store(store: Store, identity: Identity, peer_id: str, now: float) 
         MessageStatus.RECEIVED,
         received_at=request.received_at,
     )
-    store.request_remove(request.peer_id)
+    store.strangers.request_remove(request.peer_id)
     return request

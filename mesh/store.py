@@ -1,5 +1,8 @@
-"""The local SQLite store: identity, settings, contacts, messages, outbox, held DHT
-records, tombstones and the peer cache.
+"""The local SQLite store: identity, settings, contacts, messages and outbox here; the
+other tables in groups of their own, on the same connection: `store.keys` (our keyring
+and prekeys, contacts' agreements: mesh/store_keys.py), `store.strangers` (requests and
+blocks), `store.held` (records held for others, tombstones: mesh/store_held.py) and
+`store.peers` (the peer cache).
 
 One connection per `Store`, no threads: calls are short and run inline on the event loop,
 so hundreds of in-memory test peers stay cheap. Every mutating method commits before it
@@ -35,28 +38,27 @@ from mesh.errors import IdentityExistsError, LocalError, StoreError
 from mesh.store_db import (
     BUSY_TIMEOUT,
     ErrorGuard,
+    Sql,
     connect_sqlcipher,
     create_private_file,
     split_statements,
 )
+from mesh.store_held import HeldTables, PeerCache
+from mesh.store_keys import KeyTables, StrangerTables
 from mesh.store_rows import (
-    AGREEMENT_COLUMNS,
     CONTACT_COLUMNS,
     DIRECTIONS,
     EXPIRE_DELETE,
     EXPIRE_STEPS,
     EXPIRED_KEEP,
-    HELD_PUT,
     INSERT_CONTACT_OUTBOX,
     INSERT_MESSAGE,
     INSERT_OUTBOX,
-    MAX_TTL_EPOCHS,
     MESSAGE_COLUMNS,
     MIGRATIONS,
     OUTBOX_COLUMNS,
     SET_STATUS_SQL,
     STATUSES,
-    Agreement,
     Contact,
     Direction,
     HeldRecord,
@@ -114,7 +116,6 @@ class Store:
         disk_path = None if path is None else os.fspath(path)
         self.path: str | None = None if disk_path == ":memory:" else disk_path
         self._guard = ErrorGuard(self.path or ":memory:")
-        self._peer_limit = peer_cache_limit
         self._outbox_empty_at: float | None = None  # see outbox_pending
         if self.path is not None:
             create_private_file(self.path)
@@ -135,6 +136,11 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
+        sql = Sql(self._execute, self._one, self._all, self._transaction, self._relaxed)
+        self.keys = KeyTables(sql)  # our keyring and prekeys, contacts' agreements
+        self.strangers = StrangerTables(sql)  # requests and blocks
+        self.held = HeldTables(sql)  # records held for others, tombstones
+        self.peers = PeerCache(sql, peer_cache_limit)
 
     def _open(self) -> None:
         version = int(self._one("PRAGMA user_version")[0])  # fails here on a non-database
@@ -574,172 +580,7 @@ class Store:
         row = self._one("SELECT count(*) FROM outbox WHERE peer_id = ?", (peer_id,))
         return int(row[0])
 
-    # -- our mailbox keys and each contact's agreement (mesh.keyring, mesh.contacts) -----
-
-    def keyring_get(self, name: str) -> bytes | None:
-        row = self._one("SELECT value FROM keyring WHERE name = ?", (name,))
-        return None if row is None else bytes(row[0])
-
-    def keyring_put(self, name: str, value: bytes) -> None:
-        self._execute(
-            "INSERT INTO keyring (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (name, value),
-        )
-
-    def prekeys(self) -> list[tuple[int, bytes, bytes]]:
-        """Our prekeys still held: (epoch, public, secret), oldest first."""
-        sql = "SELECT epoch, public, secret FROM prekeys ORDER BY epoch"
-        return [(int(e), bytes(p), bytes(s)) for e, p, s in self._all(sql)]
-
-    def prekeys_add(self, rows: Iterable[tuple[int, bytes, bytes]]) -> None:
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO prekeys (epoch, public, secret) VALUES (?, ?, ?) "
-                "ON CONFLICT (epoch) DO NOTHING",
-                list(rows),
-            )
-
-    def prekeys_delete(self, epochs: Iterable[int]) -> int:
-        """Forget the secrets of these epochs for good (secure_delete overwrites them)."""
-        with self._transaction() as conn:
-            cursor = conn.executemany(
-                "DELETE FROM prekeys WHERE epoch = ?", [(int(e),) for e in epochs]
-            )
-            return int(cursor.rowcount)
-
-    def agreement(self, peer_id: str) -> Agreement | None:
-        row = self._one(f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE peer_id = ?", (peer_id,))
-        return None if row is None else Agreement(*row)
-
-    def agreements(self) -> list[Agreement]:
-        sql = f"SELECT {AGREEMENT_COLUMNS} FROM agreements ORDER BY added_at, peer_id"
-        return [Agreement(*row) for row in self._all(sql)]
-
-    def agreement_add(self, peer_id: str, now: float) -> bool:
-        """Start an agreement with `peer_id`; False if there is one already."""
-        cursor = self._execute(
-            "INSERT INTO agreements (peer_id, added_at) VALUES (?, ?) "
-            "ON CONFLICT (peer_id) DO NOTHING",
-            (peer_id, now),
-        )
-        return cursor.rowcount == 1
-
-    def agreement_keys(
-        self,
-        peer_id: str,
-        root: bytes,
-        epoch_len: int,
-        first: int,
-        prekeys: Sequence[bytes],
-        now: float,
-    ) -> bool:
-        """Their bundle: root, epoch length, prekeys from epoch `first` on (replacing
-        those from `first` on). True if the agreement became ready just now."""
-        with self._transaction() as conn:
-            before = conn.execute(
-                "SELECT root FROM agreements WHERE peer_id = ?", (peer_id,)
-            ).fetchone()
-            if before is None:
-                return False
-            conn.execute(
-                "UPDATE agreements SET root = ?, epoch_len = ?, "
-                "ready_at = coalesce(ready_at, ?) WHERE peer_id = ?",
-                (root, epoch_len, now, peer_id),
-            )
-            conn.execute(
-                "DELETE FROM peer_prekeys WHERE peer_id = ? AND (epoch >= ? OR epoch < ?)",
-                (peer_id, first, first - MAX_TTL_EPOCHS),
-            )
-            conn.executemany(
-                "INSERT INTO peer_prekeys (peer_id, epoch, public) VALUES (?, ?, ?)",
-                [(peer_id, first + i, p) for i, p in enumerate(prekeys)],
-            )
-        return before[0] is None
-
-    def agreement_bundle_sent(self, peer_id: str, through: int) -> None:
-        with self._relaxed():
-            self._execute(
-                "UPDATE agreements SET bundle_sent = max(coalesce(bundle_sent, -1), ?) "
-                "WHERE peer_id = ?",
-                (through, peer_id),
-            )
-
-    def agreement_remove(self, peer_id: str) -> None:
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM agreements WHERE peer_id = ?", (peer_id,))
-            conn.execute("DELETE FROM peer_prekeys WHERE peer_id = ?", (peer_id,))
-
-    def peer_prekey(self, peer_id: str, epoch: int) -> tuple[int, bytes] | None:
-        """Their prekey for `epoch`; else the newest before it (their last resort, when
-        they have been silent past the horizon); else their oldest."""
-        row = self._one(
-            "SELECT epoch, public FROM peer_prekeys WHERE peer_id = ? AND epoch <= ? "
-            "ORDER BY epoch DESC LIMIT 1",
-            (peer_id, epoch),
-        ) or self._one(
-            "SELECT epoch, public FROM peer_prekeys WHERE peer_id = ? ORDER BY epoch LIMIT 1",
-            (peer_id,),
-        )
-        return None if row is None else (int(row[0]), bytes(row[1]))
-
-    # -- strangers: requests and blocks (issue 15) --------------------------------------
-
-    def request_put(self, request: Request) -> bool:
-        """Keep a stranger's request (their latest one replaces an earlier one); False if
-        this very request (same message id) was kept already."""
-        row = self._one("SELECT msg_id FROM requests WHERE peer_id = ?", (request.peer_id,))
-        if row is not None and bytes(row[0]) == request.msg_id:
-            return False
-        self._execute(
-            "INSERT INTO requests (peer_id, msg_id, text, bundle, sent_at, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (peer_id) DO UPDATE SET "
-            "msg_id = excluded.msg_id, text = excluded.text, bundle = excluded.bundle, "
-            "sent_at = excluded.sent_at, received_at = excluded.received_at",
-            (
-                request.peer_id,
-                request.msg_id,
-                request.text,
-                request.bundle,
-                request.sent_at,
-                request.received_at,
-            ),
-        )
-        return True
-
-    def requests(self) -> list[Request]:
-        sql = (
-            "SELECT peer_id, msg_id, text, bundle, sent_at, received_at FROM requests "
-            "ORDER BY received_at, peer_id"
-        )
-        return [
-            Request(str(p), bytes(m), bytes(t), bytes(b), s, r)
-            for p, m, t, b, s, r in self._all(sql)
-        ]
-
-    def request_get(self, peer_id: str) -> Request | None:
-        return next((r for r in self.requests() if r.peer_id == peer_id), None)
-
-    def request_remove(self, peer_id: str) -> bool:
-        return self._execute("DELETE FROM requests WHERE peer_id = ?", (peer_id,)).rowcount > 0
-
-    def block(self, peer_id: str, now: float) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO blocked (peer_id, blocked_at) VALUES (?, ?) "
-                "ON CONFLICT (peer_id) DO NOTHING",
-                (peer_id, now),
-            )
-            conn.execute("DELETE FROM requests WHERE peer_id = ?", (peer_id,))
-
-    def unblock(self, peer_id: str) -> bool:
-        return self._execute("DELETE FROM blocked WHERE peer_id = ?", (peer_id,)).rowcount > 0
-
-    def blocked(self) -> set[str]:
-        return {str(row[0]) for row in self._all("SELECT peer_id FROM blocked")}
-
-    def is_blocked(self, peer_id: str) -> bool:
-        return self._one("SELECT 1 FROM blocked WHERE peer_id = ?", (peer_id,)) is not None
+    # -- contacts' receipts switch -----------------------------------------------------
 
     def receipts_wanted(self, peer_id: str) -> bool:
         """Delivery receipts go to a contact unless every name saved for it turned them off."""
@@ -751,84 +592,3 @@ class Store:
             "UPDATE contacts SET receipts = ? WHERE name = ?", (int(on), name.strip())
         )
         return cursor.rowcount > 0
-
-    # -- held records and tombstones (for mesh.dht.storage) -----------------------------
-
-    def held_put(self, key: bytes, record_id: bytes, expires_at: int, packed: bytes) -> bool:
-        """Insert a record held for others; False if (key, record_id) is already held."""
-        with self._relaxed():
-            return self._execute(HELD_PUT, (key, record_id, expires_at, packed)).rowcount == 1
-
-    def held_put_many(self, rows: Iterable[tuple[bytes, bytes, int, bytes]]) -> int:
-        """Insert many held records in one transaction; returns how many were new."""
-        with self._relaxed(), self._transaction() as conn:
-            return conn.executemany(HELD_PUT, rows).rowcount
-
-    def held_delete(self, key: bytes, record_ids: Iterable[bytes]) -> int:
-        params = [(key, record_id) for record_id in record_ids]
-        if not params:
-            return 0
-        with self._relaxed(), self._transaction() as conn:
-            sql = "DELETE FROM held WHERE key = ? AND record_id = ?"
-            return conn.executemany(sql, params).rowcount
-
-    def held_load(self, now: float) -> list[HeldRecord]:
-        """Unexpired held records (expires_at > now), in insertion order."""
-        sql = "SELECT key, record_id, expires_at, packed FROM held WHERE expires_at > ?"
-        return [HeldRecord._make(row) for row in self._all(f"{sql} ORDER BY rowid", (now,))]
-
-    def held_purge_expired(self, now: float) -> int:
-        """Delete held records and tombstones with expires_at <= now; returns how many."""
-        with self._relaxed(), self._transaction() as conn:
-            held = conn.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
-            stones = conn.execute("DELETE FROM tombstones WHERE expires_at <= ?", (now,)).rowcount
-        return held + stones
-
-    def tombstone_put(self, key: bytes, record_id: bytes, expires_at: int) -> None:
-        """Remember a deleted record id; a second put never shortens the tombstone."""
-        with self._relaxed():
-            self._execute(
-                "INSERT INTO tombstones (key, record_id, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key, record_id) "
-                "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-                (key, record_id, expires_at),
-            )
-
-    def tombstones_load(self, now: float) -> list[Tombstone]:
-        sql = "SELECT key, record_id, expires_at FROM tombstones WHERE expires_at > ?"
-        return [Tombstone._make(row) for row in self._all(f"{sql} ORDER BY key, record_id", (now,))]
-
-    # -- peer cache ---------------------------------------------------------------------
-
-    def peer_seen(self, node_id: bytes, host: str, port: int, now: float) -> None:
-        """Remember where a peer was seen; keeps only the newest ``peer_cache_limit``."""
-        with self._relaxed(), self._transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE peers SET host = ?, port = ?, last_seen = ? WHERE node_id = ?",
-                (host, port, now, node_id),
-            )
-            if cursor.rowcount > 0:
-                return
-            conn.execute(
-                "INSERT INTO peers (node_id, host, port, last_seen) VALUES (?, ?, ?, ?)",
-                (node_id, host, port, now),
-            )
-            # Only new peers grow the table, so the (index-only) count runs only for them.
-            excess = conn.execute("SELECT count(*) FROM peers").fetchone()[0] - self._peer_limit
-            if excess > 0:
-                conn.execute(
-                    "DELETE FROM peers WHERE rowid IN "
-                    "(SELECT rowid FROM peers ORDER BY last_seen, rowid LIMIT ?)",
-                    (excess,),
-                )
-
-    def peers_recent(self, limit: int = 64) -> list[PeerRow]:
-        sql = (
-            "SELECT node_id, host, port, last_seen FROM peers "
-            "ORDER BY last_seen DESC, rowid DESC LIMIT ?"
-        )
-        return [PeerRow._make(row) for row in self._all(sql, (limit,))]
-
-    def peer_forget(self, node_id: bytes) -> bool:
-        with self._relaxed():
-            return self._execute("DELETE FROM peers WHERE node_id = ?", (node_id,)).rowcount > 0

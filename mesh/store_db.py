@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import cast
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, cast
 
 import sqlcipher3
 
@@ -89,3 +92,15 @@ def create_private_file(path: str) -> None:
     except OSError as exc:
         raise StoreError(f"cannot open the local store at {path}: {exc}") from exc
     os.close(fd)
+
+
+@dataclass(frozen=True)
+class Sql:
+    """A Store's connection, as its table groups (mesh/store_keys.py, store_held.py)
+    use it: the Store's own guarded execute, queries, transaction and relaxed commits."""
+
+    execute: Callable[..., sqlite3.Cursor]
+    one: Callable[..., Any]
+    all: Callable[..., list[Any]]
+    transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    relaxed: Callable[[], AbstractContextManager[None]]

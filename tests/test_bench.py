@@ -7,6 +7,7 @@ import importlib.util
 import ipaddress
 import json
 import math
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ def test_full_nodes_store_where_the_option_says(kind: str) -> None:
     show neither SQLite's header nor what was written."""
     from mesh.identity import Identity
 
-    net = bench.MeshNet(bench.BenchOptions(store=kind), bench.random.Random(1))
+    net = bench.MeshNet(bench.BenchOptions(store=kind), random.Random(1))
     store = net.new_store(Identity.from_seed(bytes(32)))
     try:
         store.set_setting("probe", "bench-store-probe")
@@ -229,4 +230,4 @@ def test_full_nodes_store_where_the_option_says(kind: str) -> None:
 
 def test_unknown_store_is_refused() -> None:
     with pytest.raises(ValueError, match="store must be one of"):
-        bench.MeshNet(bench.BenchOptions(store="tmpfs"), bench.random.Random(1))
+        bench.MeshNet(bench.BenchOptions(store="tmpfs"), random.Random(1))

@@ -46,7 +46,9 @@ def stranger_request(home: Path, text: str) -> str:
     bundle = Mailboxes(stranger, Store(None)).bundle(time.time(), reply=False)
     with vault.open_store(home) as store:
         now = time.time()
-        store.request_put(Request(stranger.id, b"m" * 16, text.encode("utf-8"), bundle, now, now))
+        store.strangers.request_put(
+            Request(stranger.id, b"m" * 16, text.encode("utf-8"), bundle, now, now)
+        )
     return stranger.id
 
 
@@ -82,8 +84,8 @@ def test_accept_makes_a_contact_and_read_shows_the_text_safely(home: Path) -> No
     assert read.returncode == 0, read.stderr
     assert forbidden(read.stdout) == [] and "\\x1b]0;pwned\\x07" in read.stdout
     with vault.open_store(home) as store:
-        assert store.requests() == []
-        agreement = store.agreement(stranger)
+        assert store.strangers.requests() == []
+        agreement = store.keys.agreement(stranger)
         assert agreement is not None and agreement.ready
         assert [i.kind for i in store.outbox_pending()] == ["keys"]  # our bundle, queued
 
@@ -92,7 +94,7 @@ def test_block_delete_and_bad_ids(home: Path) -> None:
     first = stranger_request(home, "hello")
     assert mesh(home, "requests", "block", first).returncode == 0
     with vault.open_store(home) as store:
-        assert store.requests() == [] and store.is_blocked(first)
+        assert store.strangers.requests() == [] and store.strangers.is_blocked(first)
     assert mesh(home, "requests", "unblock", first).returncode == 0
     again = mesh(home, "requests", "unblock", first)
     assert again.returncode == 1 and "not blocked" in again.stderr
@@ -160,16 +162,16 @@ async def test_the_chat_requests_view_shows_accepts_and_blocks(home: Path) -> No
             shown = str(app.screen.query_one("#requests-list", Static).render())
             assert forbidden(shown) == [] and "\\x1b[2J" in shown
             assert {first, second} <= set(shown.replace("> ", "").split())
-            order = [r.peer_id for r in store.requests()]
+            order = [r.peer_id for r in store.strangers.requests()]
             await pilot.click("#accept")
             await pilot.click("#block")
             await pilot.click("#close")
             await pilot.pause()
         assert results == [[order[0]]]
-        assert store.requests() == []
-        agreement = store.agreement(order[0])
+        assert store.strangers.requests() == []
+        agreement = store.keys.agreement(order[0])
         assert agreement is not None and agreement.ready
-        assert store.is_blocked(order[1])
+        assert store.strangers.is_blocked(order[1])
         assert [m.peer_id for m in store.list_messages(direction="in")] == [order[0]]
     finally:
         store.close()

@@ -77,8 +77,8 @@ async def test_forward_secrecy_the_seed_alone_no_longer_opens_a_captured_record(
         clock[0] += 60 * (GRACE_EPOCHS + 2) + 1
         await bounded(b.fetch())
         assert all(e > epoch for e in b.mailboxes.prekey_epochs())
-        held = [(p, s) for _e, p, s in b.store.prekeys()]
-        assert held and all(e > epoch for e, _p, _s in b.store.prekeys())
+        held = [(p, s) for _e, p, s in b.store.keys.prekeys()]
+        assert held and all(e > epoch for e, _p, _s in b.store.keys.prekeys())
         # ...neither the seed nor every key the device still holds opens it.
         with pytest.raises(NotForUsError, match="sealed to another key"):
             envelope.open_record(seized, record, clock[0])

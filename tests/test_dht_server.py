@@ -192,7 +192,7 @@ async def test_only_the_closest_replicas_push_a_new_record(
         # sender will find has our listen (the pushes counted are the replicas' choice).
         epoch = recipient.mailboxes.epoch(recipient.wall())
         key = recipient.mailboxes.own_key(epoch)
-        request = recipient._listen_request(epoch)
+        request = recipient.subscription.listen_request(epoch)
         assert await bounded(recipient.dht.subscribe(key, request)) > 0
         stream = recipient.messages()
         await bounded(nodes[0].send(recipient.id, "hello"))

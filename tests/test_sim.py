@@ -373,7 +373,7 @@ def test_a_node_whose_listen_is_live_polls_rarely_and_often_without_one() -> Non
         minute_ago = now - 60.0
         live = not second.poll_due(minute_ago, now)  # a live listen: not after 60 s ...
         rare = second.poll_due(now - second.options.live_poll_interval, now)  # ... but then
-        second._live_until = -1e9  # the grant ran out, no renewal got through
+        second.subscription.live_until = -1e9  # the grant ran out, no renewal got through
         dead = second.poll_due(minute_ago, now)  # every poll_interval (30 s) again
         await asyncio.gather(first.stop(), second.stop())
         return live, rare, dead

@@ -266,69 +266,69 @@ def test_queue_outgoing_is_atomic(store: Store) -> None:
 
 
 def test_held_put_load_delete(store: Store) -> None:
-    assert store.held_put(KEY, mid(1), 100, b"p1") is True
-    assert store.held_put(KEY, mid(1), 999, b"changed") is False
-    assert store.held_put(b"j" * 20, mid(1), 200, b"p2") is True
-    assert store.held_put(KEY, mid(3), 50, b"p3") is True
-    assert store.held_load(50) == [
+    assert store.held.held_put(KEY, mid(1), 100, b"p1") is True
+    assert store.held.held_put(KEY, mid(1), 999, b"changed") is False
+    assert store.held.held_put(b"j" * 20, mid(1), 200, b"p2") is True
+    assert store.held.held_put(KEY, mid(3), 50, b"p3") is True
+    assert store.held.held_load(50) == [
         HeldRecord(KEY, mid(1), 100, b"p1"),
         HeldRecord(b"j" * 20, mid(1), 200, b"p2"),
     ]
-    assert store.held_delete(KEY, [mid(1), mid(9)]) == 1
-    assert store.held_delete(KEY, []) == 0
-    assert [r.key for r in store.held_load(0)] == [b"j" * 20, KEY]
+    assert store.held.held_delete(KEY, [mid(1), mid(9)]) == 1
+    assert store.held.held_delete(KEY, []) == 0
+    assert [r.key for r in store.held.held_load(0)] == [b"j" * 20, KEY]
 
 
 def test_held_put_many(store: Store) -> None:
-    store.held_put(KEY, mid(0), 100, b"p0")
+    store.held.held_put(KEY, mid(0), 100, b"p0")
     rows = [(KEY, mid(n), 100 + n, b"p%d" % n) for n in range(5)]
-    assert store.held_put_many(rows) == 4
-    assert store.held_put_many(iter([])) == 0
-    loaded = store.held_load(0)
+    assert store.held.held_put_many(rows) == 4
+    assert store.held.held_put_many(iter([])) == 0
+    loaded = store.held.held_load(0)
     assert [r.record_id for r in loaded] == [mid(n) for n in range(5)]
     key, record_id, expires_at, packed = loaded[1]  # plain tuple unpacking works
     assert (key, record_id, expires_at, packed) == (KEY, mid(1), 101, b"p1")
 
 
 def test_tombstones_and_purge(store: Store) -> None:
-    store.held_put(KEY, mid(1), 100, b"p1")
-    store.held_put(KEY, mid(2), 300, b"p2")
-    store.tombstone_put(KEY, mid(3), 200)
-    store.tombstone_put(KEY, mid(3), 150)  # never shortened
-    store.tombstone_put(KEY, mid(4), 100)
-    assert store.tombstones_load(100) == [Tombstone(KEY, mid(3), 200)]
-    assert store.held_purge_expired(100) == 2  # one record, one tombstone
-    assert store.held_purge_expired(100) == 0
-    assert [r.record_id for r in store.held_load(0)] == [mid(2)]
-    assert store.tombstones_load(0) == [Tombstone(KEY, mid(3), 200)]
-    assert store.held_purge_expired(1000) == 2
+    store.held.held_put(KEY, mid(1), 100, b"p1")
+    store.held.held_put(KEY, mid(2), 300, b"p2")
+    store.held.tombstone_put(KEY, mid(3), 200)
+    store.held.tombstone_put(KEY, mid(3), 150)  # never shortened
+    store.held.tombstone_put(KEY, mid(4), 100)
+    assert store.held.tombstones_load(100) == [Tombstone(KEY, mid(3), 200)]
+    assert store.held.held_purge_expired(100) == 2  # one record, one tombstone
+    assert store.held.held_purge_expired(100) == 0
+    assert [r.record_id for r in store.held.held_load(0)] == [mid(2)]
+    assert store.held.tombstones_load(0) == [Tombstone(KEY, mid(3), 200)]
+    assert store.held.held_purge_expired(1000) == 2
 
 
 # -- peer cache --------------------------------------------------------------------------
 
 
 def test_peer_cache_upsert_recent_forget(store: Store) -> None:
-    store.peer_seen(b"a" * 20, "127.0.0.2", 4000, NOW)
-    store.peer_seen(b"b" * 20, "127.0.0.3", 4001, NOW + 1)
-    store.peer_seen(b"a" * 20, "127.0.0.9", 4009, NOW + 2)
-    assert store.peers_recent() == [
+    store.peers.peer_seen(b"a" * 20, "127.0.0.2", 4000, NOW)
+    store.peers.peer_seen(b"b" * 20, "127.0.0.3", 4001, NOW + 1)
+    store.peers.peer_seen(b"a" * 20, "127.0.0.9", 4009, NOW + 2)
+    assert store.peers.peers_recent() == [
         PeerRow(b"a" * 20, "127.0.0.9", 4009, NOW + 2),
         PeerRow(b"b" * 20, "127.0.0.3", 4001, NOW + 1),
     ]
-    assert store.peers_recent(limit=1) == [PeerRow(b"a" * 20, "127.0.0.9", 4009, NOW + 2)]
-    assert store.peer_forget(b"a" * 20) is True
-    assert store.peer_forget(b"a" * 20) is False
-    assert [p.node_id for p in store.peers_recent()] == [b"b" * 20]
+    assert store.peers.peers_recent(limit=1) == [PeerRow(b"a" * 20, "127.0.0.9", 4009, NOW + 2)]
+    assert store.peers.peer_forget(b"a" * 20) is True
+    assert store.peers.peer_forget(b"a" * 20) is False
+    assert [p.node_id for p in store.peers.peers_recent()] == [b"b" * 20]
 
 
 def test_peer_cache_keeps_the_newest() -> None:
     with Store(None, peer_cache_limit=5) as s:
         for n in range(8):
-            s.peer_seen(bytes([n]) * 20, "127.0.0.1", 5000 + n, NOW + n)
-        s.peer_seen(bytes([3]) * 20, "127.0.0.1", 5003, NOW + 100)  # update: no eviction
-        assert [p.port for p in s.peers_recent(limit=100)] == [5003, 5007, 5006, 5005, 5004]
-        s.peer_seen(b"\xff" * 20, "127.0.0.1", 6000, NOW + 50)
-        assert [p.port for p in s.peers_recent(limit=100)] == [5003, 6000, 5007, 5006, 5005]
+            s.peers.peer_seen(bytes([n]) * 20, "127.0.0.1", 5000 + n, NOW + n)
+        s.peers.peer_seen(bytes([3]) * 20, "127.0.0.1", 5003, NOW + 100)  # update: no eviction
+        assert [p.port for p in s.peers.peers_recent(limit=100)] == [5003, 5007, 5006, 5005, 5004]
+        s.peers.peer_seen(b"\xff" * 20, "127.0.0.1", 6000, NOW + 50)
+        assert [p.port for p in s.peers.peers_recent(limit=100)] == [5003, 6000, 5007, 5006, 5005]
 
 
 # -- on disk -------------------------------------------------------------------------------
@@ -340,9 +340,9 @@ def fill(s: Store) -> None:
     s.add_contact("bob", "id-bob", 60, now=NOW)
     add_in(s, 1)
     s.queue_outgoing(mid(2), "bob", "text", b"hi", NOW, LATER, (KEY, b"sealed", 1))
-    s.held_put(KEY, mid(3), 2_000_000_000, b"packed")
-    s.tombstone_put(KEY, mid(4), 2_000_000_000)
-    s.peer_seen(b"n" * 20, "127.0.0.5", 7000, NOW)
+    s.held.held_put(KEY, mid(3), 2_000_000_000, b"packed")
+    s.held.tombstone_put(KEY, mid(4), 2_000_000_000)
+    s.peers.peer_seen(b"n" * 20, "127.0.0.5", 7000, NOW)
 
 
 def test_everything_persists_across_reopen(tmp_path: Path) -> None:
@@ -355,9 +355,9 @@ def test_everything_persists_across_reopen(tmp_path: Path) -> None:
         assert s.list_contacts() == [Contact("bob", "id-bob", 60, NOW)]
         assert [m.msg_id for m in s.list_messages()] == [mid(1), mid(2)]
         assert [i.msg_id for i in s.outbox_pending()] == [mid(2)]
-        assert s.held_load(NOW) == [HeldRecord(KEY, mid(3), 2_000_000_000, b"packed")]
-        assert s.tombstones_load(NOW) == [Tombstone(KEY, mid(4), 2_000_000_000)]
-        assert s.peers_recent() == [PeerRow(b"n" * 20, "127.0.0.5", 7000, NOW)]
+        assert s.held.held_load(NOW) == [HeldRecord(KEY, mid(3), 2_000_000_000, b"packed")]
+        assert s.held.tombstones_load(NOW) == [Tombstone(KEY, mid(4), 2_000_000_000)]
+        assert s.peers.peers_recent() == [PeerRow(b"n" * 20, "127.0.0.5", 7000, NOW)]
         assert add_in(s, 1) is False  # dedup survives a restart
 
 
@@ -392,7 +392,7 @@ def test_durability_pragmas(tmp_path: Path) -> None:
         assert pragma("PRAGMA secure_delete").fetchone()[0] == 1
         add_in(s, 1)
         assert not any("NORMAL" in sql for sql in statements)
-        s.held_put(KEY, mid(1), 2_000_000_000, b"p")
+        s.held.held_put(KEY, mid(1), 2_000_000_000, b"p")
         assert statements[-3] == "PRAGMA synchronous = NORMAL"
         assert statements[-2].startswith("INSERT INTO held")
         assert statements[-1] == "PRAGMA synchronous = FULL"

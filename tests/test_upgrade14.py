@@ -57,7 +57,7 @@ def test_a_schema_2_home_migrates_to_agreements(
         assert store.schema_version() == len(MIGRATIONS) == 3
         assert [c.name for c in store.list_contacts()] == ["bob"]
         assert {m.body for m in store.list_messages()} == {b"hi alice", b"hi bob", b"still queued"}
-        agreement = store.agreement(bob)
+        agreement = store.keys.agreement(bob)
         assert agreement is not None and not agreement.ready
         items = store.outbox_pending()
         assert [i.msg_id for i in items] == [queued]  # the old receipt is dropped

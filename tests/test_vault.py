@@ -47,7 +47,7 @@ def raw_bytes(home: Path) -> bytes:
 
 def fill(store: Store, count: int = 3) -> None:
     store.add_contact("Zaynab", Identity.generate().id)
-    store.peer_seen(os.urandom(20), "10.9.8.7", 4000, time.time())
+    store.peers.peer_seen(os.urandom(20), "10.9.8.7", 4000, time.time())
     for n in range(count):
         body = SECRETS[n % 2] + b" %d" % n
         store.add_message(os.urandom(16), "in", "p", "text", body, 1.0, 9e9, "received", 2.0)
@@ -246,7 +246,7 @@ def make_old_home(home: Path, passphrase: str | None) -> Identity:
         store.set_identity_blob(identity.to_bytes(passphrase))
         store.set_setting("public_id", identity.id)
         fill(store, 5)
-        store.held_put(b"k" * 20, b"r" * 16, int(time.time()) + 999, b"held record")
+        store.held.held_put(b"k" * 20, b"r" * 16, int(time.time()) + 999, b"held record")
     assert SECRETS[0] in raw_bytes(home)
     return identity
 
@@ -262,7 +262,7 @@ def test_plain_home_of_the_previous_release_migrates_on_first_unlock(tmp_path: P
         assert Identity.from_bytes(store.get_identity_blob() or b"").id == identity.id
         assert len(store.list_messages()) == 5
         assert store.list_contacts()[0].name == "Zaynab"
-        assert len(store.held_load(time.time())) == 1
+        assert len(store.held.held_load(time.time())) == 1
     assert vault.home_state(home) == "open"
     assert sorted(p.name for p in home.iterdir()) == ["mesh.db", "mesh.key"]
     assert not any(s in raw_bytes(home) for s in SECRETS)

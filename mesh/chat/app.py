@@ -294,7 +294,7 @@ class ChatApp(App[None]):
     def waiting_ids(self, contacts: Iterable[Contact] | None = None) -> set[str]:
         """Contacts who have not added us yet: no key agreement, nothing reaches them."""
         saved = self.store.list_contacts() if contacts is None else contacts
-        ready = {a.peer_id for a in self.store.agreements() if a.ready}
+        ready = {a.peer_id for a in self.store.keys.agreements() if a.ready}
         return {c.peer_id for c in saved} - ready - {self.own.get("id")}
 
     def is_waiting(self, peer_id: str) -> bool:

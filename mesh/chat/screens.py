@@ -143,7 +143,7 @@ class AddContactScreen(ModalScreen[str | None]):
         try:
             self.store.add_contact(name, public.id)
             # As `mesh contacts add`: the agreement is durable even if no node starts it now.
-            self.store.agreement_add(public.id, time.time())
+            self.store.keys.agreement_add(public.id, time.time())
         except LocalError as exc:
             self.query_one("#name-check", Static).update(Text(_sentence(str(exc)), "bold red"))
             return
@@ -260,11 +260,11 @@ class RequestsScreen(ModalScreen[list[str]]):
         self.show()
 
     def current(self) -> str | None:
-        requests = self.store.requests()
+        requests = self.store.strangers.requests()
         return requests[0].peer_id if requests else None
 
     def show(self) -> None:
-        requests = self.store.requests()
+        requests = self.store.strangers.requests()
         if not requests:
             text = Text(
                 "No requests. Strangers can ask only while requests are on (`mesh requests on`).",
@@ -293,14 +293,14 @@ class RequestsScreen(ModalScreen[list[str]]):
     def block(self) -> None:
         peer_id = self.current()
         if peer_id is not None:
-            self.store.block(peer_id, time.time())
+            self.store.strangers.block(peer_id, time.time())
         self.show()
 
     @on(Button.Pressed, "#delete")
     def delete(self) -> None:
         peer_id = self.current()
         if peer_id is not None:
-            self.store.request_remove(peer_id)
+            self.store.strangers.request_remove(peer_id)
         self.show()
 
     @on(Button.Pressed, "#close")

@@ -7,8 +7,8 @@
   republish from a replica that missed the delete cannot resurrect it.
 - Quotas: records and bytes per key, bytes per source address, total bytes. Past the
   total, the record closest to expiry is evicted first.
-- With a `Store`, every change is written through to SQLite before `put` returns, so a
-  restarted peer still holds what it acknowledged.
+- With a Store's `held` tables, every change is written through to SQLite before `put`
+  returns, so a restarted peer still holds what it acknowledged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mesh.envelope import MAX_TTL, Record
 from mesh.errors import MeshError
 
 if TYPE_CHECKING:
-    from mesh.store import Store
+    from mesh.store_held import HeldTables
 
 
 class PutResult(IntEnum):
@@ -58,7 +58,9 @@ class _Held:
 
 
 class RecordStorage:
-    def __init__(self, limits: StorageLimits | None = None, persist: Store | None = None) -> None:
+    def __init__(
+        self, limits: StorageLimits | None = None, persist: HeldTables | None = None
+    ) -> None:
         self.limits = limits or StorageLimits()
         self.persist = persist
         self._records: dict[bytes, dict[bytes, _Held]] = {}
