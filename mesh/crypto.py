@@ -392,7 +392,7 @@ class AeadScratch:
         """aead_open's plaintext as (its first `head` bytes, the rest), or None if it does
         not open or is shorter than `head`."""
         size = len(sealed) - AEAD_NONCE_SIZE - AEAD_TAG_SIZE
-        if size < head:
+        if head < 0 or size < head:
             return None
         if size > self.SCRATCH_SIZE or type(sealed) is not bytes or not self._mine():
             plain = aead_open(self._key, sealed)

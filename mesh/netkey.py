@@ -28,6 +28,7 @@ import binascii
 import hashlib
 import os
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -150,59 +151,36 @@ def _invite_bytes(text: str) -> bytes:
 
 class ReplayGuard:
     """Refuses a datagram whose timestamp is outside [now - window, now + window] or whose
-    nonce was seen within the window.
-
-    A replay carries its original timestamp (it is inside the authenticated plaintext), so
-    nonces are kept in sets per slice of timestamps (a quarter of the window) and a check
-    looks only in its own slice; a slice goes as a whole once all of it is stale. What is
-    kept is the nonce's first 8 bytes as an int (random: an honest collision is 2^-64 per
-    pair), ~100 bytes per datagram. Bounded: past `limit` nonces the oldest slice is
-    dropped and any timestamp below its end is refused from then on (the floor)."""
+    nonce was seen within the window. Bounded: past `limit` nonces the oldest is dropped
+    and anything not newer than it is refused from then on (the floor)."""
 
     def __init__(self, window: float = REPLAY_WINDOW, limit: int = MAX_REMEMBERED) -> None:
         self.window = window
         self.limit = limit
-        self._slice = window / 4
-        self._slices: dict[int, set[int]] = {}
-        self._count = 0
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._floor = float("-inf")
 
     def check(self, nonce: bytes, timestamp: float, now: float) -> str | None:
         """None if fresh (and remembered now), else the drop reason."""
         if abs(timestamp - now) > self.window:
             return "stale"
-        if timestamp <= self._floor:
+        if timestamp <= self._floor or nonce in self._seen:
             return "replayed"
-        index = int(timestamp // self._slice)
-        seen = self._slices.get(index)
-        short = int.from_bytes(nonce[:8], "little")
-        if seen is None:
-            self._prune(now)
-            seen = self._slices[index] = set()
-        elif short in seen:
-            return "replayed"
-        seen.add(short)
-        self._count += 1
-        if self._count > self.limit:
-            self._drop_oldest(timestamp)
+        seen = self._seen
+        horizon = now - self.window
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon:
+                break
+            del seen[oldest]
+        seen[nonce] = timestamp
+        if len(seen) > self.limit:
+            _, dropped = seen.popitem(last=False)
+            self._floor = max(self._floor, dropped)
         return None
 
-    def _prune(self, now: float) -> None:
-        """Forget the slices that end before the window starts (all of them stale)."""
-        horizon = now - self.window
-        for index in [i for i in self._slices if (i + 1) * self._slice < horizon]:
-            self._count -= len(self._slices.pop(index))
-
-    def _drop_oldest(self, timestamp: float) -> None:
-        """Over the limit (a flood): the oldest slice goes; if it is the only one, the
-        floor is this datagram's timestamp, not its slice's end."""
-        oldest = min(self._slices)
-        self._count -= len(self._slices.pop(oldest))
-        end = (oldest + 1) * self._slice
-        self._floor = max(self._floor, end if self._slices else timestamp)
-
     def __len__(self) -> int:
-        return self._count
+        return len(self._seen)
 
 
 class DatagramSealer:
@@ -227,10 +205,9 @@ class DatagramSealer:
 
     def open_fresh(self, data: bytes, now: float) -> tuple[bytes, float]:
         """The datagram inside and its timestamp, checked for the tag and the window but
-        not yet for a replay (DatagramError "unauthenticated" | "stale"). The DHT calls
-        check_replay for requests only: a replayed answer matches no pending call (each
-        call's id is random and forgotten once answered), so it is dropped as
-        `unsolicited` without the nonce cache, which then holds half as much."""
+        not yet for a replay (DatagramError "unauthenticated" | "stale"); check_replay
+        next. Every datagram needs both: an answer too (call ids are 32 bits, so a
+        replayed answer could match a later call to the same peer)."""
         opened = self._box.open_split(data, _timestamp.size)
         if opened is None:
             raise DatagramError("unauthenticated", "not sealed with our network key")
@@ -242,6 +219,6 @@ class DatagramSealer:
 
     def check_replay(self, data: bytes, timestamp: float, now: float) -> None:
         """DatagramError("replayed") if the nonce of sealed `data` was seen in the window."""
-        reason = self.guard.check(data, timestamp, now)  # the nonce: data's first bytes
+        reason = self.guard.check(data[: crypto.AEAD_NONCE_SIZE], timestamp, now)
         if reason is not None:
             raise DatagramError(reason, f"{reason} datagram")

@@ -172,9 +172,8 @@ class DhtProtocol(asyncio.DatagramProtocol):
                     raise DatagramError("oversized", "datagram too large")
                 now = self.wall()
                 inner, stamp = self.sealer.open_fresh(data, now)  # before anything is parsed
+                self.sealer.check_replay(data, stamp, now)  # answers too: see open_fresh
                 dgram = wire.decode_datagram(inner)
-                if dgram.kind == wire.REQUEST:
-                    self.sealer.check_replay(data, stamp, now)  # answers: see open_fresh
             if dgram.kind == wire.REQUEST:
                 self._on_request(dgram, source)
             else:
