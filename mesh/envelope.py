@@ -88,6 +88,7 @@ class MessageKind(StrEnum):
     READ = "read"  # read receipt, sent only to contacts who opted in: docs/protocol.md
     KEYS = "keys"  # a contact's mailbox root and prekeys (mesh.keyring.Bundle)
     REQUEST = "request"  # a stranger's first message: their bundle and a short text
+    GROUP = "group"  # a part of a group invitation (mesh.groups.Invite)
 
 
 class OwnerOp(StrEnum):
@@ -98,7 +99,7 @@ class OwnerOp(StrEnum):
 
 
 # What callers may pass: a member, or its value spelled out.
-KindName = MessageKind | Literal["text", "receipt", "read", "keys", "request"]
+KindName = MessageKind | Literal["text", "receipt", "read", "keys", "request", "group"]
 OwnerOpName = OwnerOp | Literal["delete", "listen"]
 
 MESSAGE_VERSION = 1
@@ -242,6 +243,7 @@ class Message:
     ttl: int
     kind: MessageKind
     body: bytes
+    group: bytes | None = None  # the group id of a group message (sender: its author)
 
     @property
     def text(self) -> str:
@@ -273,6 +275,8 @@ def _check_body(kind: str, body: bytes) -> None:
         parse_bundle(body)
     elif kind == MessageKind.REQUEST:
         parse_request_body(body)
+    elif kind == MessageKind.GROUP:
+        pass  # parsed by mesh.groups.Invite.from_bytes where it is used
     else:
         parse_receipt_body(body)
 

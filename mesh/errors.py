@@ -13,7 +13,8 @@
     │   ├── AlreadyRunningError    a second daemon on one home
     │   ├── ControlRequestError    a control-socket request that is malformed or unknown
     │   ├── BundleError            `mesh share`: no install bundle, or a damaged one
-    │   └── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
+    │   ├── InvalidAddressError    a HOST:PORT that is not an IP literal and port 1-65535
+    │   └── GroupError             a group step refused: not a contact, not an admin, left
     ├── RemoteProtocolError        a peer (or the network) sent something bad
     │   ├── MalformedError         not decodable / wrong types / wrong sizes
     │   │   └── DatagramError      framing or header refused (carries a drop reason)
@@ -102,6 +103,10 @@ class BundleError(LocalError):
 
 class InvalidAddressError(LocalError):
     """A HOST:PORT typed by the user that is not an IP literal and a port 1-65535."""
+
+
+class GroupError(LocalError):
+    pass
 
 
 class RemoteProtocolError(MeshError):

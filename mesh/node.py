@@ -37,6 +37,7 @@ from mesh.dht.server import Binder, DhtConfig, DhtServer
 from mesh.dht.storage import RecordStorage
 from mesh.envelope import Message, Record
 from mesh.errors import InvalidIdError, InvalidInviteError, MeshError
+from mesh.group_service import GroupInfo, GroupService
 from mesh.identity import Identity, PublicIdentity
 from mesh.mailboxes import Mailboxes
 from mesh.netkey import NetworkKey
@@ -174,6 +175,18 @@ class Node:
             self._tasks.spawn,
             options.receipts,
         )
+        self.groups = GroupService(
+            identity,
+            store,
+            dht,
+            self.outbox,
+            wall,
+            self.counters,
+            self.receiver.queue,
+            self._tasks.spawn,
+            options.epoch_seconds,
+        )
+        self.receiver.on_group = self.groups.on_invite
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9
@@ -267,6 +280,7 @@ class Node:
         else:
             self._rejoin_scheduled = False
         self._tasks.spawn(self.subscription.renew())
+        self._tasks.spawn(self.groups.listen_loop())
         self._tasks.spawn(self._background())
 
     async def _close_with_dht(self) -> None:
@@ -532,7 +546,8 @@ class Node:
         returns only the messages this call accepted (they are still yielded by
         `messages()` or returned by the next `fetch()`). `via` ("fetch" or "poll") is
         counted in `received_<via>` for each new message."""
-        return await self.receiver.fetch_mailbox(via)
+        new = await self.receiver.fetch_mailbox(via)
+        return new + await self.groups.fetch_all(via)
 
     async def messages(self) -> AsyncIterator[Message]:
         """New messages as they arrive (pushed, fetched, or found by `start()`), each once,
@@ -544,7 +559,43 @@ class Node:
         return self.receiver.inbox()
 
     def _on_push(self, key: bytes, record: Record) -> None:
-        self.receiver.accept(record, "push", key)
+        if self.groups.owns(key):
+            self.groups.accept(record, "push", key)
+        else:
+            self.receiver.accept(record, "push", key)
+
+    # -- groups (issue 17) ------------------------------------------------------------
+
+    def _group_id(self, group: bytes | str) -> bytes:
+        return group if isinstance(group, bytes) else self.groups.find(group)
+
+    def create_group(self, name: str) -> bytes:
+        """A new group with us as its admin; returns its id."""
+        return self.groups.create(name)
+
+    async def invite_to_group(self, group: bytes | str, peer_ids: Iterable[str]) -> int:
+        """Add contacts (their agreement complete) to a group we administer."""
+        return await self.groups.invite(self._group_id(group), peer_ids)
+
+    async def send_group(self, group: bytes | str, text: str) -> Receipt:
+        """One record in the group's mailbox, sealed once for every member."""
+        message_id, record_id, replicas = await self.groups.send(self._group_id(group), text)
+        return Receipt(message_id, record_id, replicas)
+
+    async def remove_from_group(self, group: bytes | str, member_id: str) -> None:
+        await self.groups.remove(self._group_id(group), member_id)
+
+    async def promote_in_group(self, group: bytes | str, member_id: str) -> None:
+        await self.groups.promote(self._group_id(group), member_id)
+
+    async def leave_group(self, group: bytes | str) -> None:
+        await self.groups.leave(self._group_id(group))
+
+    def group_list(self) -> list[GroupInfo]:
+        return self.groups.infos()
+
+    def group_members(self, group: bytes | str) -> list[tuple[str, str]]:
+        return self.groups.members(self._group_id(group))
 
     # -- strangers (issue 15) ---------------------------------------------------------
 

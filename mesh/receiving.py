@@ -63,6 +63,8 @@ class Receiver:
         self.receipts = receipts  # delivery receipts for what we receive (NodeOptions)
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.seen: OrderedDict[bytes, None] = OrderedDict()  # record ids, bounded
+        # A part of a group invitation from a contact goes here (mesh.group_service).
+        self.on_group: Callable[[Message], None] | None = None
 
     async def fetch_mailbox(self, via: str = "fetch") -> list[Message]:
         """Fetch the mailbox from the DHT; returns only the messages this call accepted
@@ -146,6 +148,10 @@ class Receiver:
             return None
         if message.kind in envelope.ACKNOWLEDGING:
             self.outbox.receipt_arrived(message)
+            return None
+        if message.kind == envelope.MessageKind.GROUP:
+            if self.on_group is not None:
+                self.on_group(message)
             return None
         is_new = self.store.add_message(
             message.id,

@@ -43,6 +43,7 @@ from mesh.store_db import (
     create_private_file,
     split_statements,
 )
+from mesh.store_groups import GroupTables
 from mesh.store_held import HeldTables, PeerCache
 from mesh.store_keys import KeyTables, StrangerTables
 from mesh.store_rows import (
@@ -52,6 +53,7 @@ from mesh.store_rows import (
     EXPIRE_STEPS,
     EXPIRED_KEEP,
     INSERT_CONTACT_OUTBOX,
+    INSERT_GROUP_MESSAGE,
     INSERT_MESSAGE,
     INSERT_OUTBOX,
     MESSAGE_COLUMNS,
@@ -141,6 +143,7 @@ class Store:
         self.strangers = StrangerTables(sql)  # requests and blocks
         self.held = HeldTables(sql)  # records held for others, tombstones
         self.peers = PeerCache(sql, peer_cache_limit)
+        self.groups = GroupTables(sql)  # groups we are in, their changes and keys
 
     def _open(self) -> None:
         version = int(self._one("PRAGMA user_version")[0])  # fails here on a non-database
@@ -353,6 +356,36 @@ class Store:
             checked.append((*row[:3], kind, *row[4:7], status, row[8], bool(row[9])))
         with self._transaction() as conn:
             return int(conn.executemany(INSERT_MESSAGE, checked).rowcount)
+
+    def add_group_message(
+        self,
+        msg_id: bytes,
+        direction: Direction,
+        group_peer: str,
+        author: str,
+        body: bytes,
+        sent_at: float,
+        expires_at: float,
+        now: float,
+        outbox: tuple[bytes, bytes] | None = None,
+    ) -> bool:
+        """A group's text message (received, or sent: then 'queued' with its sealed
+        record for the group mailbox in the outbox, atomically); False if known."""
+        check_direction(direction)
+        status = MessageStatus.QUEUED if direction == "out" else MessageStatus.RECEIVED
+        received_at = None if direction == "out" else now
+        row = (msg_id, direction, group_peer, "text", body, sent_at, expires_at, status)
+        if outbox is not None:
+            self._outbox_empty_at = None
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                INSERT_GROUP_MESSAGE, (*row, received_at, direction == "out", author)
+            )
+            if cursor.rowcount == 0:
+                return False
+            if outbox is not None:
+                conn.execute(INSERT_OUTBOX, (msg_id, outbox[0], outbox[1], now))
+        return True
 
     def queue_outgoing(
         self,

@@ -139,6 +139,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE blocked (peer_id TEXT PRIMARY KEY, blocked_at REAL NOT NULL) WITHOUT ROWID;
     ALTER TABLE contacts ADD COLUMN receipts INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: groups (issue 17): the groups we are in or left, their signed membership changes,
+    # the group keys we hold; a group's messages are rows of `messages` whose peer_id is
+    # the group's (mesh.store_groups.group_peer) and whose author is who wrote them.
+    """
+    CREATE TABLE group_info (group_id BLOB PRIMARY KEY, name TEXT NOT NULL,
+                             epoch_len INTEGER NOT NULL, joined_at REAL NOT NULL,
+                             left_at REAL, fetched_at REAL) WITHOUT ROWID;
+    CREATE TABLE group_changes (change_id BLOB PRIMARY KEY, group_id BLOB NOT NULL,
+                                data BLOB NOT NULL);
+    CREATE INDEX group_changes_group ON group_changes (group_id);
+    CREATE TABLE group_keys (change_id BLOB PRIMARY KEY, group_id BLOB NOT NULL,
+                             secret BLOB NOT NULL);
+    CREATE INDEX group_keys_group ON group_keys (group_id);
+    ALTER TABLE messages ADD COLUMN author TEXT;
+    """,
 )
 EXPIRED_KEEP = 7 * 24 * 3600.0  # how long the stub of an undelivered message is listed
 
@@ -170,6 +185,7 @@ class MessageRow:
     received_at: float | None
     read: bool
     replicas: int | None
+    author: str | None = None  # who wrote a group message (peer_id is the group's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +261,16 @@ class PeerRow(NamedTuple):
 
 MESSAGE_COLUMNS = (
     "msg_id, direction, peer_id, kind, body, sent_at, expires_at, status, received_at, "
-    "is_read, replicas"
+    "is_read, replicas, author"
 )
 INSERT_MESSAGE = (
     "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
     "status, received_at, is_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (msg_id, direction) DO NOTHING"
+)
+INSERT_GROUP_MESSAGE = (
+    "INSERT INTO messages (msg_id, direction, peer_id, kind, body, sent_at, expires_at, "
+    "status, received_at, is_read, author) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (msg_id, direction) DO NOTHING"
 )
 INSERT_OUTBOX = (

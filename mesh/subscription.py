@@ -55,6 +55,7 @@ class Subscription:
         self.replicas: list[Peer] = []  # where the last subscription went
         self.subscribed_at = -1e9
         self.live_until = -1e9  # loop time until which a replica granted our listen
+        self._listed: set[bytes] = set()  # the keys own_keys_now put in own_keys
         # Records for our own mailbox that reach us as a replica, even before we have
         # subscribed anywhere, are ours to open at once.
         self.own_keys_now()
@@ -95,8 +96,9 @@ class Subscription:
         as a replica); older ones are dropped, so the set stays small."""
         wanted = {key for _e, key in self.mailboxes.own_epochs(self.wall())}
         own = self.dht.own_keys
-        own.difference_update(k for k in list(own) if k not in wanted)
+        own.difference_update(self._listed - wanted)  # only ours: groups keep theirs
         own.update(wanted)
+        self._listed = wanted
 
     async def subscribe_once(
         self, targets: list[Peer] | None = None, only_if_moved: bool = False
@@ -169,6 +171,7 @@ class Subscription:
             self.next_listened = current + 1
             key = self.mailboxes.own_key(current + 1)
             self.dht.own_keys.add(key)
+            self._listed.add(key)
             with contextlib.suppress(MeshError):
                 await self.dht.subscribe(key, self.listen_request(current + 1))
         return max(0.0, (current + 1) * length - self.wall()) + 0.001

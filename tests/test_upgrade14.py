@@ -54,7 +54,7 @@ def test_a_schema_2_home_migrates_to_agreements(
     home = tmp_path / "alice"
     _identity, queued, receipt = previous_release_home(home, bob, monkeypatch)
     with vault.open_store(home) as store:
-        assert store.schema_version() == len(MIGRATIONS) == 3
+        assert store.schema_version() == len(MIGRATIONS) == 4
         assert [c.name for c in store.list_contacts()] == ["bob"]
         assert {m.body for m in store.list_messages()} == {b"hi alice", b"hi bob", b"still queued"}
         agreement = store.keys.agreement(bob)
@@ -67,7 +67,7 @@ def test_a_schema_2_home_migrates_to_agreements(
         assert store.get_setting(LEGACY) == "1"
         assert receipt not in {i.msg_id for i in items}
     with vault.open_store(home) as store:  # a second open changes nothing
-        assert store.schema_version() == 3 and len(store.outbox_pending()) == 1
+        assert store.schema_version() == 4 and len(store.outbox_pending()) == 1
 
 
 async def test_an_upgraded_home_drains_the_old_mailbox_once_then_talks_the_new_way(

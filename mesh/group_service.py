@@ -1,0 +1,751 @@
+"""Groups on the network (issue 17): what mesh.groups decides, sent and received.
+
+    groups = GroupService(identity, store, dht, outbox, wall, counters, queue, spawn)
+    gid = groups.create("north gate")              # we are its first admin
+    await groups.invite(gid, [peer_id, ...])       # contacts only: an add change each
+    receipt = await groups.send(gid, "meet at 6")  # one record in the group mailbox
+    await groups.remove(gid, member_id)            # a new key for everyone else
+    await groups.leave(gid)
+    groups.accept(record, "push", key)             # a record of a group mailbox
+    await groups.fetch_all("fetch")                # catch up on every group
+
+Where things travel:
+- **The group mailbox** (mesh.groups.GroupKey.mailbox_key: blinded per day from the key,
+  so only holders of the key compute it) holds one record per message, sealed once under
+  the group key, and *control* records: membership changes (each signed by its author)
+  and key hand-overs. Every member listens there and fetches it on catch-up; nobody
+  deletes from it (the records expire: messages after their ttl, control records after
+  MAX_TTL), so a member offline for days still finds what was sent meanwhile.
+- **A new key** (create, remove, rekey) is wrapped for each member of the state after
+  the change with a key only the admin and that member derive (crypto_kx of their
+  identities, as a new contact's introduction mailbox is): the wraps go, in a few
+  control records, into the mailbox of the key before, which every remaining member
+  holds. A removed member can read that those records exist, not open its neighbours'.
+- **An invitation** goes over the contact channel (envelope kind "group", sealed to the
+  contact's prekey of the day): the group's name, current key and the whole change log,
+  in parts for a large group. Only an admin's invitation naming us is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mesh import crypto, envelope, groups, keyring
+from mesh.dht.server import DhtServer
+from mesh.envelope import Message, MessageKind, OwnerOp, Record
+from mesh.errors import (
+    EmptyMessageError,
+    GroupError,
+    MeshError,
+    MessageTooLargeError,
+    RefusedError,
+    RemoteProtocolError,
+)
+from mesh.groups import Change, Control, GroupKey, GroupMessage, GroupState
+from mesh.identity import Identity, PublicIdentity, id_for_key
+from mesh.outbox import Outbox
+from mesh.store import Store
+from mesh.store_groups import GroupRow, group_peer
+
+log = logging.getLogger(__name__)
+
+CONTROL_TTL = envelope.MAX_TTL  # changes and keys outlive the messages they let open
+KEYS_LISTENED = 2  # the newest keys of a group whose mailboxes we listen at and fetch
+PENDING_MAX = 256  # records kept per group until the change that admits their author
+SEEN_MAX = 4096
+PARKED_PARTS = 64  # invitation parts kept per group until the one that adds us
+PARKED_GROUPS = 64
+CATCH_UP_EPOCHS = 31
+RECEIPTS_UP_TO = 0  # aggregated group receipts are not built: docs/protocol.md
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group as the CLI and the chat show it."""
+
+    group_id: bytes
+    name: str
+    peer: str  # the peer_id of its messages in the store
+    members: int
+    admin: bool
+    active: bool  # False once we left or were removed
+
+
+@dataclass
+class _Group:
+    row: GroupRow
+    changes: dict[bytes, Change]
+    keys: dict[bytes, GroupKey]
+    state: GroupState
+    pending: list[tuple[bytes, Record]]
+
+    @property
+    def group_id(self) -> bytes:
+        return self.row.group_id
+
+
+class GroupService:
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        dht: DhtServer,
+        outbox: Outbox,
+        wall: Callable[[], float],
+        counters: dict[str, int],
+        queue: asyncio.Queue[Message],
+        spawn: Callable[[Coroutine[Any, Any, Any]], object],
+        epoch_len: int = keyring.EPOCH_SECONDS,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.dht = dht
+        self.outbox = outbox
+        self.wall = wall
+        self.counters = counters
+        self.queue = queue
+        self._spawn = spawn
+        self.epoch_len = epoch_len  # of the groups we create
+        for name in (
+            "group_received",
+            "group_bad_records",
+            "group_refused",
+            "group_changes_refused",
+            "group_invites_refused",
+        ):
+            counters.setdefault(name, 0)
+        self._groups: dict[bytes, _Group] = {}
+        self._index: dict[bytes, tuple[bytes, bytes]] = {}  # mailbox key -> (group, key)
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._rekeying: set[bytes] = set()
+        self._parked: dict[bytes, list[groups.Invite]] = {}  # invitation parts, waiting
+        self._pairs: dict[bytes, bytes] = {}  # member verify key -> crypto_kx pair secret
+        for row in store.groups.all():
+            with contextlib.suppress(RemoteProtocolError):
+                self._load(row)
+        self._reindex()
+
+    # -- loading and state ----------------------------------------------------------------
+
+    def _load(self, row: GroupRow) -> _Group:
+        changes: dict[bytes, Change] = {}
+        for data in self.store.groups.changes(row.group_id):
+            change = Change.from_bytes(data)
+            changes[change.id] = change
+        keys = {cid: GroupKey(cid, secret) for cid, secret in self.store.groups.keys(row.group_id)}
+        group = _Group(row, changes, keys, groups.resolve(changes.values()), [])
+        self._groups[row.group_id] = group
+        return group
+
+    def _group(self, group_id: bytes) -> _Group:
+        group = self._groups.get(group_id)
+        if group is None:
+            raise GroupError("no such group")
+        return group
+
+    def _active(self, group: _Group) -> bool:
+        return group.row.left_at is None and self.identity.verify_key in group.state.members
+
+    def _current_key(self, group: _Group) -> GroupKey | None:
+        return group.keys.get(group.state.key_change)
+
+    def _listened_keys(self, group: _Group) -> list[GroupKey]:
+        """The newest keys we hold, in the order they became current."""
+        held = [group.keys[c] for c in group.state.keys if c in group.keys]
+        return held[-KEYS_LISTENED:]
+
+    def _reindex(self) -> None:
+        """Map the mailbox keys of the epochs around now to their group and key."""
+        now = self.wall()
+        index: dict[bytes, tuple[bytes, bytes]] = {}
+        wanted: set[bytes] = set()
+        for group in self._groups.values():
+            if not self._active(group):
+                continue
+            length = group.row.epoch_len
+            for key in self._listened_keys(group):
+                for epoch in keyring.epochs_around(now, length):
+                    mailbox = key.mailbox_key(epoch, length)
+                    index[mailbox] = (group.group_id, key.change_id)
+                    wanted.add(mailbox)
+        stale = set(self._index) - wanted
+        self.dht.own_keys.difference_update(stale)
+        self.dht.own_keys.update(wanted)
+        self._index = index
+
+    def owns(self, key: bytes) -> bool:
+        return key in self._index
+
+    def _merge(self, group: _Group, datas: Iterable[bytes]) -> bool:
+        """Add verified changes of this group; re-resolve if any was new."""
+        new: list[tuple[bytes, bytes]] = []
+        for data in datas:
+            try:
+                change = Change.from_bytes(data)
+            except RemoteProtocolError:
+                self.counters["group_changes_refused"] += 1
+                continue
+            if change.group_id != group.group_id:
+                self.counters["group_changes_refused"] += 1
+                continue
+            if change.id not in group.changes:
+                group.changes[change.id] = change
+                new.append((change.id, data))
+        if not new:
+            return False
+        self.store.groups.add_changes(group.group_id, new)
+        was_member = self.identity.verify_key in group.state.members
+        group.state = groups.resolve(group.changes.values())
+        for change_id in (cid for cid, _ in new):
+            if change_id in group.state.void:
+                self.counters["group_changes_refused"] += 1
+        if was_member and self.identity.verify_key not in group.state.members:
+            self.store.groups.set_left(group.group_id, self.wall())
+            group.row = self.store.groups.get(group.group_id) or group.row
+        self._reindex()
+        self._retry_pending(group)
+        self._maybe_rekey(group)
+        return True
+
+    def _add_key(self, group: _Group, key: GroupKey) -> bool:
+        if key.change_id in group.keys:
+            return False
+        group.keys[key.change_id] = key
+        self.store.groups.add_key(group.group_id, key.change_id, key.secret)
+        self._reindex()
+        return True
+
+    # -- what the user does -----------------------------------------------------------------
+
+    def create(self, name: str) -> bytes:
+        name = _group_name(name)
+        group_id = crypto.random_bytes(groups.GROUP_ID_SIZE)
+        now = self.wall()
+        change = Change.make(
+            self.identity, group_id, None, "create", self.identity.verify_key, int(now)
+        )
+        key = GroupKey.generate(change)
+        self.store.groups.add(group_id, name, self.epoch_len, now)
+        self.store.groups.add_changes(group_id, [(change.id, change.to_bytes())])
+        self.store.groups.add_key(group_id, change.id, key.secret)
+        row = self.store.groups.get(group_id)
+        assert row is not None
+        self._load(row)
+        self._reindex()
+        self._spawn(self.subscribe_all())
+        return group_id
+
+    def find(self, name_or_id: str) -> bytes:
+        """A group by its name (unique among ours) or the hex of its id; GroupError."""
+        text = name_or_id.strip()
+        matches = [g for g in self._groups.values() if g.row.name == text]
+        if not matches:
+            matches = (
+                [g for g in self._groups.values() if g.group_id.hex().startswith(text.lower())]
+                if len(text) >= 8
+                else []
+            )
+        if not matches:
+            raise GroupError(f"no group called {text!r} (mesh group list shows yours)")
+        active = [g for g in matches if self._active(g)] or matches
+        if len(active) > 1:
+            raise GroupError(
+                f"{len(active)} groups are called {text!r}: use the id from mesh group list"
+            )
+        return active[0].group_id
+
+    def is_group_name(self, name: str) -> bool:
+        return any(g.row.name == name for g in self._groups.values())
+
+    def infos(self) -> list[GroupInfo]:
+        me = self.identity.verify_key
+        return [
+            GroupInfo(
+                g.group_id,
+                g.row.name,
+                g.row.peer,
+                len(g.state.members),
+                g.state.members.get(me) == "admin",
+                self._active(g),
+            )
+            for g in sorted(
+                self._groups.values(), key=lambda g: (g.row.name.lower(), g.row.joined_at)
+            )
+        ]
+
+    def members(self, group_id: bytes) -> list[tuple[str, str]]:
+        """(ID, role) of every member, admins first."""
+        state = self._group(group_id).state
+        order = sorted(state.members.items(), key=lambda kv: (kv[1] != "admin", id_for_key(kv[0])))
+        return [(id_for_key(vk), role) for vk, role in order]
+
+    def _admin_group(self, group_id: bytes) -> _Group:
+        group = self._group(group_id)
+        if not self._active(group):
+            raise GroupError(f"you are no longer in {group.row.name!r}")
+        if group.state.members.get(self.identity.verify_key) != "admin":
+            raise GroupError(f"only an admin of {group.row.name!r} can do that")
+        return group
+
+    def _new_change(self, group: _Group, kind: groups.Kind, target: bytes) -> Change:
+        change = Change.make(
+            self.identity, group.group_id, group.state.head, kind, target, int(self.wall())
+        )
+        self._merge(group, [change.to_bytes()])
+        if change.id in group.state.void:
+            raise GroupError(f"refused: {group.state.void[change.id]}")
+        return change
+
+    async def invite(self, group_id: bytes, peer_ids: Iterable[str]) -> int:
+        """Add contacts to the group (admins only); returns how many were added. Each
+        must be a contact whose key agreement is complete (they added us too)."""
+        group = self._admin_group(group_id)
+        targets: list[PublicIdentity] = []
+        for peer_id in peer_ids:
+            public = PublicIdentity.from_id(peer_id)
+            agreement = self.store.keys.agreement(public.id)
+            if agreement is None or not agreement.ready:
+                raise GroupError(
+                    f"{public.id} is not a contact yet: add them, and wait until they add you"
+                )
+            if public.verify_key in group.state.members:
+                raise GroupError(f"{public.id} is already in {group.row.name!r}")
+            targets.append(public)
+        key = self._current_key(group)
+        if key is None:
+            raise GroupError("the group's current key has not reached us yet: try again later")
+        added = [self._new_change(group, "add", t.verify_key) for t in targets]
+        await self._post(group, key, [c.to_bytes() for c in added])
+        parts = groups.invite_parts(
+            group.group_id, group.row.name, group.row.epoch_len, key, group.changes.values()
+        )
+        for public in targets:
+            for part in parts:
+                await self.outbox.send_to_contact(
+                    public.id, MessageKind.GROUP, part.to_bytes(), CONTROL_TTL
+                )
+        return len(added)
+
+    async def remove(self, group_id: bytes, member_id: str) -> None:
+        group = self._admin_group(group_id)
+        target = PublicIdentity.from_id(member_id).verify_key
+        if target not in group.state.members:
+            raise GroupError(f"{member_id} is not in {group.row.name!r}")
+        if target == self.identity.verify_key:
+            raise GroupError("to leave a group yourself, use leave")
+        if group.state.admins == {target}:
+            raise GroupError("the last admin cannot be removed")
+        before = self._current_key(group)
+        change = self._new_change(group, "remove", target)
+        await self._hand_over_key(group, change, before)
+
+    async def leave(self, group_id: bytes) -> None:
+        group = self._group(group_id)
+        if not self._active(group):
+            raise GroupError(f"you already left {group.row.name!r}")
+        me = self.identity.verify_key
+        if len(group.state.members) > 1:
+            if group.state.admins == {me}:
+                raise GroupError(
+                    "you are its last admin: promote someone first, or remove the others"
+                )
+            key = self._current_key(group)
+            change = self._new_change(group, "leave", me)
+            if key is not None:
+                await self._post(group, key, [change.to_bytes()])
+        self.store.groups.set_left(group.group_id, self.wall())
+        group.row = self.store.groups.get(group.group_id) or group.row
+        self._reindex()
+
+    async def promote(self, group_id: bytes, member_id: str) -> None:
+        group = self._admin_group(group_id)
+        target = PublicIdentity.from_id(member_id).verify_key
+        key = self._current_key(group)
+        change = self._new_change(group, "promote", target)
+        if key is not None:
+            await self._post(group, key, [change.to_bytes()])
+
+    async def send(
+        self, group_id: bytes, text: str, ttl: int = envelope.DEFAULT_TTL
+    ) -> tuple[bytes, bytes, int]:
+        """Seal once, queue durably, store in the group mailbox: (message id, record id,
+        replicas). UnreachableError leaves it queued for the outbox."""
+        group = self._group(group_id)
+        if not self._active(group):
+            raise GroupError(f"you are no longer in {group.row.name!r}: nothing was sent")
+        body = text.encode("utf-8")
+        if not body:
+            raise EmptyMessageError("nothing to send: the message is empty")
+        if len(body) > groups.MAX_TEXT_BYTES:
+            raise MessageTooLargeError(
+                f"this message is too long: {len(body)} bytes, the limit is "
+                f"{groups.MAX_TEXT_BYTES}; split it into several messages"
+            )
+        key = self._current_key(group)
+        if key is None:
+            raise GroupError("the group's current key has not reached us yet: try again later")
+        now = self.wall()
+        sent_at = int(now)
+        message_id = crypto.random_bytes(groups.MESSAGE_ID_SIZE)
+        sealed = groups.seal_message(self.identity, group.group_id, key, message_id, sent_at, text)
+        record = Record(envelope.record_id_for(sealed), envelope.expiry_for(sent_at, ttl), sealed)
+        mailbox = key.mailbox_key(keyring.epoch_of(now, group.row.epoch_len), group.row.epoch_len)
+        self.store.add_group_message(
+            message_id,
+            "out",
+            group.row.peer,
+            self.identity.id,
+            body,
+            sent_at,
+            record.expires_at,
+            now,
+            outbox=(mailbox, record.pack()),
+        )
+        self._seen_add(record.id)
+        replicas = await self.outbox.deliver(message_id, mailbox, record)
+        return message_id, record.id, replicas
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _pair(self, verify_key: bytes) -> bytes:
+        pair = self._pairs.get(verify_key)
+        if pair is None:
+            me = self.identity
+            pair = crypto.pair_secret(
+                me.public.box_public_key,
+                crypto.identity_box_secret(me.seed),
+                crypto.ed25519_pk_to_x25519(verify_key),
+            )
+            if len(self._pairs) > 4096:
+                self._pairs.clear()
+            self._pairs[verify_key] = pair
+        return pair
+
+    async def _hand_over_key(self, group: _Group, change: Change, before: GroupKey | None) -> None:
+        """A key change of ours: draw its secret, wrap it for every member after the
+        change, post the change and the wraps in the mailbox of the key before."""
+        key = GroupKey.generate(change)
+        self._add_key(group, key)
+        me = self.identity.verify_key
+        wraps = [
+            groups.wrap_secret(self._pair(vk), group.group_id, key)
+            for vk in groups.recipients_of(group.state)
+            if vk != me
+        ]
+        carrier = before or key
+        await self._post(group, carrier, [change.to_bytes()], key.change_id, wraps)
+        self._spawn(self.subscribe_all())
+
+    def _maybe_rekey(self, group: _Group) -> None:
+        """Someone left: the first admin (by ID) among us rekeys, so the leaver's key
+        stops opening new messages."""
+        state = group.state
+        if not state.rekey_wanted or not self._active(group):
+            return
+        if min(state.admins, default=b"") != self.identity.verify_key:
+            return
+        if group.group_id in self._rekeying:
+            return
+        self._rekeying.add(group.group_id)
+        self._spawn(self._rekey(group))
+
+    async def _rekey(self, group: _Group) -> None:
+        try:
+            before = self._current_key(group)
+            change = self._new_change(group, "rekey", self.identity.verify_key)
+            await self._hand_over_key(group, change, before)
+        except MeshError:
+            log.info("rekey of a group failed; the next change will try again")
+        finally:
+            self._rekeying.discard(group.group_id)
+
+    async def _post(
+        self,
+        group: _Group,
+        key: GroupKey,
+        changes: list[bytes],
+        key_change: bytes = b"",
+        wraps: Iterable[bytes] = (),
+    ) -> None:
+        """Control records into `key`'s mailbox of today, through the outbox (durable)."""
+        now = self.wall()
+        length = group.row.epoch_len
+        mailbox = key.mailbox_key(keyring.epoch_of(now, length), length)
+        controls = groups.control_records(
+            group.group_id, self.identity.verify_key, changes, key_change, wraps
+        )
+        for control in controls:
+            sealed = groups.seal_control(key, control)
+            record = Record(
+                envelope.record_id_for(sealed), envelope.expiry_for(now, CONTROL_TTL), sealed
+            )
+            self._seen_add(record.id)
+            record_id = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
+            self.store.outbox_add(record_id, mailbox, record.pack(), now)
+            with contextlib.suppress(MeshError):
+                await self.outbox.deliver(record_id, mailbox, record)
+
+    # -- what arrives -----------------------------------------------------------------
+
+    def on_invite(self, message: Message) -> None:
+        """A part of an invitation, from a contact (the receiver checked the sender
+        signed it). Taken only from an admin of the group, and only if it adds us; parts
+        that come before the one that does wait (bounded)."""
+        agreement = self.store.keys.agreement(message.sender)
+        try:
+            if agreement is None or not agreement.ready:
+                raise RefusedError("an invitation from someone who is not a contact")
+            invite = groups.Invite.from_bytes(message.body)
+        except RemoteProtocolError:
+            self.counters["group_invites_refused"] += 1
+            return
+        group = self._groups.get(invite.group_id)
+        if group is not None:
+            self._merge(group, invite.changes)
+            if self._active(group) and invite.key.change_id in group.state.keys:
+                self._add_key(group, invite.key)
+            return
+        parts = self._parked.setdefault(invite.group_id, [])
+        if len(parts) >= PARKED_PARTS or len(self._parked) > PARKED_GROUPS:
+            self._parked.pop(invite.group_id, None)
+            self.counters["group_invites_refused"] += 1
+            return
+        parts.append(invite)
+        changes: dict[bytes, Change] = {}
+        for part in parts:
+            for data in part.changes:
+                with contextlib.suppress(RemoteProtocolError):
+                    change = Change.from_bytes(data)
+                    if change.group_id == invite.group_id:
+                        changes[change.id] = change
+        try:
+            state = groups.resolve(changes.values())
+        except RemoteProtocolError:
+            return  # the part with the create is still on its way
+        sender = PublicIdentity.from_id(message.sender).verify_key
+        me = self.identity.verify_key
+        if me not in state.members or state.members.get(sender) != "admin":
+            return  # the part with our add is still on its way
+        del self._parked[invite.group_id]
+        now = self.wall()
+        self.store.groups.add(invite.group_id, parts[0].name, invite.epoch_len, now)
+        self.store.groups.add_changes(
+            invite.group_id, [(c.id, c.to_bytes()) for c in changes.values()]
+        )
+        row = self.store.groups.get(invite.group_id)
+        assert row is not None
+        group = self._load(row)
+        for part in parts:
+            if part.key.change_id in group.state.keys:
+                self._add_key(group, part.key)
+        self._spawn(self._joined(group))
+
+    async def _joined(self, group: _Group) -> None:
+        await self.subscribe_all()
+        await self.fetch_group(group, "fetch")
+
+    def accept(self, record: Record, via: str, key: bytes) -> Message | None:
+        """A record found at one of our groups' mailboxes (pushed, or as a replica)."""
+        where = self._index.get(key)
+        if where is None:
+            return None
+        group = self._groups.get(where[0])
+        gkey = None if group is None else group.keys.get(where[1])
+        if group is None or gkey is None:
+            return None
+        return self._accept(group, gkey, key, record, via)
+
+    def _seen_add(self, record_id: bytes) -> bool:
+        if record_id in self._seen:
+            return False
+        self._seen[record_id] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def _accept(
+        self, group: _Group, gkey: GroupKey, mailbox: bytes, record: Record, via: str
+    ) -> Message | None:
+        if not self._seen_add(record.id):
+            return None
+        try:
+            opened = groups.open_record(group.state, gkey, record.ciphertext)
+        except RefusedError:
+            # Its author's add has not reached us yet: try again when changes come.
+            self.counters["group_refused"] += 1
+            if len(group.pending) < PENDING_MAX:
+                group.pending.append((gkey.change_id, record))
+            self._seen.pop(record.id, None)
+            return None
+        except RemoteProtocolError:
+            self.counters["group_bad_records"] += 1
+            self.dht.client.unrepairable.put(record.id, None)
+            return None
+        if isinstance(opened, Control):
+            self._on_control(group, opened)
+            return None
+        return self._on_message(group, opened, record, via)
+
+    def _retry_pending(self, group: _Group) -> None:
+        pending, group.pending = group.pending, []
+        for change_id, record in pending:
+            gkey = group.keys.get(change_id)
+            if gkey is not None:
+                self._accept(group, gkey, b"", record, "fetch")
+
+    def _on_control(self, group: _Group, control: Control) -> None:
+        self._merge(group, control.changes)
+        if not control.key_change or control.key_change in group.keys:
+            return
+        if not self._active(group) or control.key_change not in group.state.keys:
+            return
+        poster_role = group.state.members.get(control.poster)
+        author = group.changes.get(control.key_change)
+        if poster_role != "admin" and (author is None or author.author != control.poster):
+            self.counters["group_refused"] += 1  # only an admin hands over keys
+            return
+        key = groups.unwrap_secret(self._pair(control.poster), control)
+        if key is not None:
+            self._add_key(group, key)
+            self._spawn(self._joined(group))
+
+    def _on_message(
+        self, group: _Group, opened: GroupMessage, record: Record, via: str
+    ) -> Message | None:
+        if opened.author == self.identity.verify_key:
+            return None  # our own, already stored when we sent it
+        author = id_for_key(opened.author)
+        body = opened.text.encode("utf-8")
+        if not body:
+            self.counters["group_bad_records"] += 1
+            return None
+        is_new = self.store.add_group_message(
+            opened.message_id,
+            "in",
+            group.row.peer,
+            author,
+            body,
+            float(opened.sent_at),
+            float(record.expires_at),
+            self.wall(),
+        )
+        if not is_new:
+            return None
+        self.counters["group_received"] += 1
+        self.counters["received"] = self.counters.get("received", 0) + 1
+        counter = f"received_{via}"
+        self.counters[counter] = self.counters.get(counter, 0) + 1
+        ttl = max(1, int(record.expires_at - opened.sent_at))
+        message = Message(
+            opened.message_id,
+            author,
+            self.identity.id,
+            float(opened.sent_at),
+            ttl,
+            MessageKind.TEXT,
+            body,
+            group.group_id,
+        )
+        self.queue.put_nowait(message)
+        return message
+
+    # -- listening and catching up ------------------------------------------------------
+
+    def _listen_request(
+        self, key: GroupKey, length: int, epoch: int
+    ) -> Callable[[int], envelope.OwnerRequest]:
+        signer = key.mailbox_root.signer(length, epoch)
+
+        def make(duration: int) -> envelope.OwnerRequest:
+            payload = envelope.listen_payload(duration)
+            return envelope.sign_owner_request(signer, OwnerOp.LISTEN, payload, self.wall())
+
+        return make
+
+    async def subscribe_all(self) -> int:
+        """Listen at the mailboxes of today (and the neighbouring day near midnight) of
+        every group's newest keys; returns how many subscriptions some replica took."""
+        self._reindex()
+        now = self.wall()
+        calls = []
+        for group in list(self._groups.values()):
+            if not self._active(group):
+                continue
+            length = group.row.epoch_len
+            for key in self._listened_keys(group):
+                for epoch in keyring.epochs_around(now, length):
+                    mailbox = key.mailbox_key(epoch, length)
+                    calls.append(
+                        self.dht.subscribe(mailbox, self._listen_request(key, length, epoch))
+                    )
+        if not calls:
+            return 0
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        return sum(1 for r in results if isinstance(r, int) and r > 0)
+
+    async def listen_loop(self) -> None:
+        """Renew every group's listens half-way through the grant, and at each new day."""
+        while True:
+            with contextlib.suppress(MeshError):
+                await self.subscribe_all()
+            await asyncio.sleep(self.dht.config.listen_duration / 2)
+
+    async def fetch_all(self, via: str = "fetch") -> list[Message]:
+        new: list[Message] = []
+        for group in list(self._groups.values()):
+            if self._active(group):
+                new += await self.fetch_group(group, via)
+        return new
+
+    async def fetch_group(self, group: _Group, via: str) -> list[Message]:
+        """Every day's mailbox of the group's newest keys since the last complete fetch;
+        keys handed over on the way are fetched too (at most a few rounds)."""
+        started = self.wall()
+        length = group.row.epoch_len
+        overlap = min(keyring.OVERLAP, length / 4)
+        since = group.row.fetched_at
+        last = keyring.epoch_of(started + overlap, length)
+        first = keyring.epoch_of((started if since is None else since) - overlap, length)
+        first = max(first, last - CATCH_UP_EPOCHS)
+        new: list[Message] = []
+        done: set[bytes] = set()
+        complete = True
+        for _round in range(4):
+            todo = [k for k in self._listened_keys(group) if k.change_id not in done]
+            if not todo or not self._active(group):
+                break
+            for key in todo:
+                done.add(key.change_id)
+                for epoch in range(first, last + 1):
+                    mailbox = key.mailbox_key(epoch, length)
+                    try:
+                        records = await self.dht.fetch(mailbox)
+                    except MeshError:
+                        complete = False
+                        continue
+                    for record in records:
+                        message = self._accept(group, key, mailbox, record, via)
+                        if message is not None:
+                            new.append(message)
+        if complete:
+            self.store.groups.set_fetched(group.group_id, started)
+            group.row = self.store.groups.get(group.group_id) or group.row
+        return new
+
+
+def _group_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise GroupError("a group needs a name")
+    if len(name) > groups.MAX_NAME_CHARS or any(not ch.isprintable() for ch in name):
+        raise GroupError(f"a group name is 1-{groups.MAX_NAME_CHARS} printable characters")
+    return name
+
+
+__all__ = ["GroupInfo", "GroupService", "group_peer"]

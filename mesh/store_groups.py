@@ -1,0 +1,122 @@
+"""The store's tables for groups (issue 17): `store.groups`. Each group we belong to (or
+left), its membership changes and the keys we hold. They share the Store's connection
+through its `Sql` (mesh/store_db.py); group messages are rows of `messages` whose peer
+is the group's local name (`group_peer`) and whose `author` says who wrote them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.store_db import Sql
+
+GROUP_PEER_PREFIX = "group:"
+
+
+def group_peer(group_id: bytes) -> str:
+    """The `peer_id` of a group's messages in the messages table (never a real ID:
+    those have no colon)."""
+    return GROUP_PEER_PREFIX + group_id.hex()
+
+
+def group_of_peer(peer_id: str) -> bytes | None:
+    """The group id of a `group_peer` string, or None for a contact's ID."""
+    if not peer_id.startswith(GROUP_PEER_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(peer_id[len(GROUP_PEER_PREFIX) :])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    group_id: bytes
+    name: str
+    epoch_len: int
+    joined_at: float
+    left_at: float | None
+    fetched_at: float | None
+
+    @property
+    def peer(self) -> str:
+        return group_peer(self.group_id)
+
+
+_COLUMNS = "group_id, name, epoch_len, joined_at, left_at, fetched_at"
+
+
+def _row(row: Any) -> GroupRow:
+    group_id, name, epoch_len, joined_at, left_at, fetched_at = row
+    return GroupRow(
+        bytes(group_id),
+        str(name),
+        int(epoch_len),
+        float(joined_at),
+        None if left_at is None else float(left_at),
+        None if fetched_at is None else float(fetched_at),
+    )
+
+
+class GroupTables:
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    def add(self, group_id: bytes, name: str, epoch_len: int, now: float) -> bool:
+        """A group we joined (or created); False if it was known (a rejoin clears left_at)."""
+        cursor = self._sql.execute(
+            "INSERT INTO group_info (group_id, name, epoch_len, joined_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (group_id) DO UPDATE SET left_at = NULL WHERE left_at IS NOT NULL",
+            (group_id, name, epoch_len, now),
+        )
+        return cursor.rowcount == 1
+
+    def get(self, group_id: bytes) -> GroupRow | None:
+        row = self._sql.one(f"SELECT {_COLUMNS} FROM group_info WHERE group_id = ?", (group_id,))
+        return None if row is None else _row(row)
+
+    def by_name(self, name: str) -> list[GroupRow]:
+        sql = f"SELECT {_COLUMNS} FROM group_info WHERE name = ? ORDER BY joined_at"
+        return [_row(r) for r in self._sql.all(sql, (name,))]
+
+    def all(self) -> list[GroupRow]:
+        sql = f"SELECT {_COLUMNS} FROM group_info ORDER BY name COLLATE NOCASE, joined_at"
+        return [_row(r) for r in self._sql.all(sql)]
+
+    def set_left(self, group_id: bytes, at: float) -> None:
+        self._sql.execute(
+            "UPDATE group_info SET left_at = ? WHERE group_id = ? AND left_at IS NULL",
+            (at, group_id),
+        )
+
+    def set_fetched(self, group_id: bytes, at: float) -> None:
+        self._sql.execute("UPDATE group_info SET fetched_at = ? WHERE group_id = ?", (at, group_id))
+
+    def changes(self, group_id: bytes) -> list[bytes]:
+        sql = "SELECT data FROM group_changes WHERE group_id = ? ORDER BY rowid"
+        return [bytes(r[0]) for r in self._sql.all(sql, (group_id,))]
+
+    def add_changes(self, group_id: bytes, changes: Iterable[tuple[bytes, bytes]]) -> int:
+        """(change id, bytes) pairs, verified by the caller; returns how many were new."""
+        rows = [(cid, group_id, data) for cid, data in changes]
+        with self._sql.transaction() as conn:
+            cursor = conn.executemany(
+                "INSERT INTO group_changes (change_id, group_id, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (change_id) DO NOTHING",
+                rows,
+            )
+            return int(cursor.rowcount)
+
+    def keys(self, group_id: bytes) -> list[tuple[bytes, bytes]]:
+        """(change id, secret) of every key of the group we hold, oldest first."""
+        sql = "SELECT change_id, secret FROM group_keys WHERE group_id = ? ORDER BY rowid"
+        return [(bytes(c), bytes(s)) for c, s in self._sql.all(sql, (group_id,))]
+
+    def add_key(self, group_id: bytes, change_id: bytes, secret: bytes) -> bool:
+        cursor = self._sql.execute(
+            "INSERT INTO group_keys (change_id, group_id, secret) VALUES (?, ?, ?) "
+            "ON CONFLICT (change_id) DO NOTHING",
+            (change_id, group_id, secret),
+        )
+        return cursor.rowcount == 1
