@@ -78,6 +78,13 @@ from mesh.tools.bench_kv import PREPARATIONS
     is_flag=True,
     help="Our peers in one private mesh: every datagram sealed (docs/protocol.md).",
 )
+@click.option(
+    "--group",
+    type=click.IntRange(min=0, max=1000),
+    default=0,
+    show_default=True,
+    help="Also time a group of N members (send once, push to all): issue 17.",
+)
 @click.option("--profile", is_flag=True, help="cProfile the trials; top 25 to stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line.")
 @click.option("-v", "--verbose", is_flag=True, help="Progress on stderr.")
@@ -94,6 +101,7 @@ def command(
     prepare: str,
     equal_work: bool,
     network_key: bool,
+    group: int,
     profile: bool,
     as_json: bool,
     verbose: bool,
@@ -113,6 +121,7 @@ def command(
         prepare=prepare,
         equal_work=equal_work,
         network_key=network_key,
+        group=group,
         profile=profile,
         verbose=verbose,
     )

@@ -59,6 +59,7 @@ CONTROL_TTL = envelope.MAX_TTL  # changes and keys outlive the messages they let
 KEYS_LISTENED = 2  # the newest keys of a group whose mailboxes we listen at and fetch
 PENDING_MAX = 256  # records kept per group until the change that admits their author
 SEEN_MAX = 4096
+LISTEN_REPLICAS = 10  # as NodeOptions.listen_replicas: every put reaches these
 PARKED_PARTS = 64  # invitation parts kept per group until the one that adds us
 PARKED_GROUPS = 64
 CATCH_UP_EPOCHS = 31
@@ -681,13 +682,17 @@ class GroupService:
             for key in self._listened_keys(group):
                 for epoch in keyring.epochs_around(now, length):
                     mailbox = key.mailbox_key(epoch, length)
-                    calls.append(
-                        self.dht.subscribe(mailbox, self._listen_request(key, length, epoch))
-                    )
+                    calls.append(self._subscribe(mailbox, self._listen_request(key, length, epoch)))
         if not calls:
             return 0
         results = await asyncio.gather(*calls, return_exceptions=True)
         return sum(1 for r in results if isinstance(r, int) and r > 0)
+
+    async def _subscribe(self, mailbox: bytes, make: Callable[[int], envelope.OwnerRequest]) -> int:
+        """Listen at the LISTEN_REPLICAS closest replicas, as for our own mailbox."""
+        found = await self.dht.lookup(mailbox)
+        found.sort(key=lambda c: c.long_id ^ int.from_bytes(mailbox, "big"))
+        return await self.dht.subscribe(mailbox, make, found[:LISTEN_REPLICAS])
 
     async def listen_loop(self) -> None:
         """Renew every group's listens half-way through the grant, and at each new day."""

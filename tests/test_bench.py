@@ -30,7 +30,7 @@ needs_opendht = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def result() -> dict[str, Any]:
-    args = ["bench", "--peers", str(PEERS), "--trials", str(TRIALS), "--json"]
+    args = ["bench", "--peers", str(PEERS), "--trials", str(TRIALS), "--group", "6", "--json"]
     outcome = CliRunner().invoke(cli, args)
     assert outcome.exit_code == 0, outcome.output
     last_line = outcome.stdout.strip().splitlines()[-1]
@@ -80,6 +80,16 @@ def test_send_fetch_push_are_complete(result: dict[str, Any]) -> None:
     assert result["catchup_complete"] == 1.0
     assert result["push_complete"] == 1.0
     assert result["send_replicas"]["min"] >= 1
+
+
+def test_a_group_message_is_one_put_and_reaches_every_member(result: dict[str, Any]) -> None:
+    assert result["group_members"] == result["group_joined"] == 6
+    assert_timing(result["group_send_ms"], TRIALS * 5)
+    assert result["group_send_replicas_min"] >= 1
+    assert result["group_push_complete"] == 1.0
+    assert_timing(result["group_push_all_ms"], TRIALS * 5)
+    assert result["group_push_all_ms"]["p50"] >= result["group_push_first_ms"]["p50"]
+    assert result["group_send_vs_send"] is not None and result["group_send_vs_send"] > 0
 
 
 def test_every_dht_gets_the_same_preparation(result: dict[str, Any]) -> None:

@@ -24,12 +24,17 @@ from mesh.wire import Address
 
 PUSHERS = 4  # replicas that push a new record: those with fewer closer peers
 MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
-MAX_LISTENERS_PER_KEY = 8
+# A person's mailbox has one listener (a few devices); a group's has one per member
+# (issue 17: 250 and more), and a replica cannot tell them apart. What bounds memory is
+# the total: anyone can make keys and listen from many ports.
+MAX_LISTENERS_PER_KEY = 1024
+MAX_LISTENERS = 16384
 
 
 class Replica:
     __slots__ = (
         "listen_duration",
+        "listener_count",
         "listeners",
         "liveness",
         "on_push",
@@ -55,6 +60,7 @@ class Replica:
         self.listen_duration = listen_duration
         # key -> listener address -> (until, eager); see push()
         self.listeners: dict[bytes, dict[Address, tuple[float, bool]]] = {}
+        self.listener_count = 0  # entries of every key of `listeners`
         self.own_keys: set[bytes] = set()
         # key -> the addresses we asked to push it to us (Client.subscribe)
         self.push_sources: BoundedLru[bytes, set[Address]] = BoundedLru(64)
@@ -158,8 +164,12 @@ class Replica:
         if request.mailbox_key not in self.listeners and len(self.listeners) >= MAX_LISTENED_KEYS:
             raise RefusedError("too many mailboxes with listeners")
         subs = self.listeners.setdefault(request.mailbox_key, {})
+        if addr not in subs and self.listener_count >= MAX_LISTENERS:
+            raise RefusedError("too many listeners")
         if addr not in subs and len(subs) >= MAX_LISTENERS_PER_KEY:
             raise RefusedError("too many listeners on this key")
+        if addr not in subs:
+            self.listener_count += 1
         subs[addr] = (self.wall() + duration, eager)
         return duration
 
@@ -182,6 +192,7 @@ class Replica:
         for key, subs in list(self.listeners.items()):
             for addr in [a for a, (until, _) in subs.items() if until <= now]:
                 del subs[addr]
+                self.listener_count -= 1
             if not subs:
                 del self.listeners[key]
 

@@ -48,6 +48,7 @@ from mesh.errors import LocalError, MeshError
 from mesh.identity import Identity
 from mesh.mailboxes import Mailboxes
 from mesh.node import Node, Receipt
+from mesh.tools.bench_group import group_trials
 from mesh.tools.bench_kv import (
     MAILBOX_SENDERS,
     PREPARATIONS,
@@ -246,6 +247,10 @@ async def bench_mesh(options: BenchOptions) -> dict[str, Any]:
             net.profiler.print(sys.stderr)
             result["profiled"] = True  # cProfile slows everything: do not quote these times
         result.update(samples_result(samples))
+        if options.group:
+            log.info("group trials: %d members", options.group)
+            result.update(await group_trials(net, options.group, options.trials))
+            result["group_send_vs_send"] = ratio(result["group_send_ms"], result["send_online_ms"])
         result["extra_nodes"] = len(net.extras)
     finally:
         await net.stop()

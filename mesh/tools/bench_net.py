@@ -62,6 +62,7 @@ class BenchOptions:
     equal_work: bool = True  # also our key/value trials at OpenDHT's replication (k = 8)
     network_key: bool = False  # every peer in one private mesh: every datagram sealed
     store: str = "memory"  # a key of STORES: where the full Nodes keep their SQLite store
+    group: int = 0  # with N > 0, the group trials of mesh.tools.bench_group (N members)
 
 
 #: Where the bench's full Nodes keep their store: in memory (no disk, the default: the
