@@ -315,6 +315,9 @@ class GroupKey:
 
 RECORD_MESSAGE: Final = "m"  # a member's message, signed by its author
 RECORD_CONTROL: Final = "c"  # membership changes and key hand-overs, posted by a member
+RECORD_RECEIPT: Final = "r"  # a member's delivery receipt for some messages, signed
+MAX_RECEIPT_IDS: Final = 64
+LABEL_RECEIPT_SIGNATURE: Final = b"mesh/v1/group/receipt-signature"
 WRAP_SIZE: Final = crypto.AEAD_NONCE_SIZE + 32 + crypto.AEAD_TAG_SIZE
 _RECORD_OVERHEAD: Final = crypto.AEAD_NONCE_SIZE + crypto.AEAD_TAG_SIZE
 _PAD_MARKER: Final = 0x80
@@ -379,6 +382,51 @@ class Control:
     changes: tuple[bytes, ...]  # Change.to_bytes()
     key_change: bytes  # b"" when no key is handed over
     wraps: tuple[bytes, ...] = field(repr=False, default=())
+
+
+@dataclass(frozen=True)
+class GroupReceipt:
+    """A member says it has these messages (of any author: each author counts its own)."""
+
+    group_id: bytes
+    member: bytes  # verify key
+    message_ids: tuple[bytes, ...]
+
+
+def _receipt_signed(group_id: bytes, key_change: bytes, ids: list[bytes]) -> bytes:
+    packed: bytes = msgpack.packb([VERSION, group_id, key_change, ids])
+    return LABEL_RECEIPT_SIGNATURE + packed
+
+
+def seal_receipt(
+    member: keyring.Signer, group_id: bytes, key: GroupKey, message_ids: Iterable[bytes]
+) -> bytes:
+    """One record for up to MAX_RECEIPT_IDS messages: ["r", member, ids, signature]."""
+    ids = list(message_ids)
+    if not 0 < len(ids) <= MAX_RECEIPT_IDS or not all(_is_bytes(i, MESSAGE_ID_SIZE) for i in ids):
+        raise MalformedError(f"a group receipt names 1 to {MAX_RECEIPT_IDS} message ids")
+    signature = member.sign(_receipt_signed(group_id, key.change_id, ids))
+    inner: bytes = msgpack.packb([VERSION, RECORD_RECEIPT, member.verify_key, ids, signature])
+    return _seal_record(key, group_id, inner)
+
+
+def _check_receipt(state: GroupState, key: GroupKey, fields: list[object]) -> GroupReceipt:
+    if len(fields) != 5:
+        raise MalformedError("group receipt is damaged")
+    _v, _t, member, ids, signature = fields
+    if (
+        not _is_bytes(member, 32)
+        or type(ids) is not list
+        or not 0 < len(ids) <= MAX_RECEIPT_IDS
+        or not all(_is_bytes(i, MESSAGE_ID_SIZE) for i in ids)
+        or not _is_bytes(signature, 64)
+    ):
+        raise MalformedError("group receipt is damaged")
+    assert isinstance(member, bytes) and isinstance(signature, bytes)
+    crypto.verify(member, _receipt_signed(state.group_id, key.change_id, ids), signature)
+    if member not in state.members_under.get(key.change_id, set()):
+        raise RefusedError("a receipt from someone who was not a member under this key")
+    return GroupReceipt(state.group_id, member, tuple(ids))
 
 
 def _signed_part(
@@ -497,7 +545,9 @@ def seal_control(key: GroupKey, control: Control) -> bytes:
     return _seal_record(key, control.group_id, inner)
 
 
-def open_record(state: GroupState, key: GroupKey, data: bytes) -> GroupMessage | Control:
+def open_record(
+    state: GroupState, key: GroupKey, data: bytes
+) -> GroupMessage | Control | GroupReceipt:
     """What a group record holds, opened with the key of the mailbox it was found in:
     a message (checked as `open_message` does) or a control record (its changes are
     checked by the caller, through Change.from_bytes and resolve). NotForUsError if the
@@ -515,6 +565,8 @@ def open_record(state: GroupState, key: GroupKey, data: bytes) -> GroupMessage |
         return _check_message(state, key, fields)
     if fields[1] == RECORD_CONTROL:
         return _check_control(state.group_id, fields)
+    if fields[1] == RECORD_RECEIPT:
+        return _check_receipt(state, key, fields)
     raise MalformedError("group record of an unknown type")
 
 
@@ -654,6 +706,7 @@ __all__ = [
     "Control",
     "GroupKey",
     "GroupMessage",
+    "GroupReceipt",
     "GroupState",
     "Invite",
     "control_records",
@@ -664,6 +717,7 @@ __all__ = [
     "resolve",
     "seal_control",
     "seal_message",
+    "seal_receipt",
     "unwrap_secret",
     "wrap_secret",
 ]

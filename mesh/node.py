@@ -597,6 +597,11 @@ class Node:
     def group_members(self, group: bytes | str) -> list[tuple[str, str]]:
         return self.groups.members(self._group_id(group))
 
+    def group_delivery(self, message_id: bytes) -> tuple[int, int]:
+        """("delivered to", "of") for a group message we sent (receipts: groups of up
+        to 20 members)."""
+        return self.groups.delivery(message_id)
+
     # -- strangers (issue 15) ---------------------------------------------------------
 
     async def send_request(self, to: str, text: str) -> int:

@@ -108,6 +108,34 @@ class GroupTables:
             )
             return int(cursor.rowcount)
 
+    def add_receipts(self, member: str, message_ids: Iterable[bytes]) -> list[bytes]:
+        """A member has these messages of ours; returns the ids newly counted."""
+        new = []
+        with self._sql.transaction() as conn:
+            for mid in message_ids:
+                cursor = conn.execute(
+                    "INSERT INTO group_receipts (msg_id, member) SELECT ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM messages WHERE msg_id = ? AND direction = 'out' "
+                    "AND author IS NOT NULL) ON CONFLICT DO NOTHING",
+                    (mid, member, mid),
+                )
+                if cursor.rowcount == 1:
+                    new.append(mid)
+        return new
+
+    def forget_stale_receipts(self) -> int:
+        """Receipts of messages no longer kept (expired, retention) go with them."""
+        cursor = self._sql.execute(
+            "DELETE FROM group_receipts WHERE msg_id NOT IN "
+            "(SELECT msg_id FROM messages WHERE direction = 'out')"
+        )
+        return int(cursor.rowcount)
+
+    def delivered_to(self, message_id: bytes) -> int:
+        """How many members have said they have this message of ours."""
+        row = self._sql.one("SELECT count(*) FROM group_receipts WHERE msg_id = ?", (message_id,))
+        return int(row[0])
+
     def keys(self, group_id: bytes) -> list[tuple[bytes, bytes]]:
         """(change id, secret) of every key of the group we hold, oldest first."""
         sql = "SELECT change_id, secret FROM group_keys WHERE group_id = ? ORDER BY rowid"

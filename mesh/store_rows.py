@@ -152,6 +152,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE group_keys (change_id BLOB PRIMARY KEY, group_id BLOB NOT NULL,
                              secret BLOB NOT NULL);
     CREATE INDEX group_keys_group ON group_keys (group_id);
+    CREATE TABLE group_receipts (msg_id BLOB NOT NULL, member TEXT NOT NULL,
+                                 PRIMARY KEY (msg_id, member)) WITHOUT ROWID;
     ALTER TABLE messages ADD COLUMN author TEXT;
     """,
 )

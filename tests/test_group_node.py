@@ -46,6 +46,10 @@ async def test_a_group_message_is_one_record_and_reaches_every_member() -> None:
         for member in (ann, ben):
             group, sender, text = await next_group_message(member)
             assert (group, sender, text) == (gid, admin.id, "meet at 6")
+        # Aggregated receipts: one record per member per window, counted by the author.
+        assert await wait_until(lambda: admin.group_delivery(receipt.message_id) == (2, 2))
+        row = admin.store.get_message(receipt.message_id, "out")
+        assert row is not None and row.status == "delivered"
         # One record in the group mailbox, nothing in the members' own mailboxes.
         reply = await bounded(ann.send_group(gid, "on my way"))
         assert reply.replicas >= 1
@@ -146,3 +150,59 @@ async def test_a_member_offline_for_a_day_catches_up_on_return() -> None:
         assert texts == {f"while you were away {i}" for i in range(3)}
     finally:
         await stop_all(nodes)
+
+
+async def test_two_admins_removing_each_other_at_once_converge_on_one_outcome() -> None:
+    nodes = await start_network(8)
+    admin, ann, ben = nodes[0], nodes[1], nodes[2]
+    try:
+        gid = admin.create_group("race")
+        await admin.invite_to_group(gid, [ann.id, ben.id])
+        assert await joined(ann, gid) and await joined(ben, gid)
+        await admin.promote_in_group(gid, ann.id)
+        assert await wait_until(lambda: dict(ann.group_members(gid))[ann.id] == "admin")
+        assert await wait_until(lambda: dict(ben.group_members(gid))[ann.id] == "admin")
+        # Both remove the other before hearing of the other's removal: same parent.
+        a_state, n_state = admin.groups._group(gid).state, ann.groups._group(gid).state
+        assert a_state.head.id == n_state.head.id
+        await asyncio.gather(
+            admin.remove_from_group(gid, ann.id), ann.remove_from_group(gid, admin.id)
+        )
+
+        def views() -> list[frozenset[str]]:
+            return [frozenset(i for i, _ in n.group_members(gid)) for n in (admin, ann, ben)]
+
+        assert await wait_until(lambda: len(set(views())) == 1, 15.0), views()
+        survivors = views()[0]
+        assert ben.id in survivors and len(survivors) == 2  # exactly one admin was removed
+        winner = min(
+            (c for c in ben.groups._group(gid).changes.values() if c.kind == "remove"),
+            key=lambda c: c.id,
+        )
+        removed = admin.id if winner.target == admin.identity.verify_key else ann.id
+        assert removed not in survivors  # the removal with the smaller change id won
+    finally:
+        await stop_all(nodes)
+
+
+async def test_a_replica_bounds_listeners_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mesh import envelope
+    from mesh.dht import replica as replica_module
+    from mesh.dht.server import DhtServer
+    from mesh.errors import RefusedError
+    from mesh.identity import Identity
+
+    monkeypatch.setattr(replica_module, "MAX_LISTENERS", 3)
+    server = DhtServer()
+    owner = Identity.generate()
+    request = envelope.sign_owner_request(
+        owner, "listen", envelope.listen_payload(60), server.wall()
+    )
+    for port in range(3):  # one mailbox, three listeners (a group's members)
+        server.replica._listen(request, False, ("127.0.0.1", 5000 + port))
+    with pytest.raises(RefusedError, match="too many listeners"):
+        server.replica._listen(request, False, ("127.0.0.1", 6000))
+    server.replica._listen(request, True, ("127.0.0.1", 5000))  # a renewal still counts once
+    assert server.replica.listener_count == 3
+    server.replica.expire_listeners(server.wall() + 3600)
+    assert server.replica.listener_count == 0 and not server.replica.listeners

@@ -275,3 +275,62 @@ def test_bad_messages_are_clear_errors() -> None:
         groups.open_message(state, [key], b"short")
     with pytest.raises(MalformedError):
         resolve([])
+
+
+# -- records of the group mailbox: padding, hand-overs, receipts ---------------------------
+
+
+def test_group_records_have_the_sizes_of_contact_records() -> None:
+    from mesh import envelope
+
+    (admin,) = people(1)
+    state = resolve([created(admin)])
+    key = GroupKey.generate(state.head)
+    for text in ("x", "y" * 700, "z" * groups.MAX_TEXT_BYTES):
+        sealed = groups.seal_message(admin, GROUP, key, bytes(16), AT, text)
+        assert len(sealed) in envelope.CIPHERTEXT_SIZES  # a replica cannot tell them apart
+        assert groups.open_message(state, [key], sealed).text == text
+
+
+def test_vector_of_the_key_wrap_and_only_the_pair_unwraps() -> None:
+    (admin,) = people(1)
+    pair = bytes(range(64))
+    expected = hashlib.blake2b(groups.LABEL_KEY_WRAP + GROUP, key=pair, digest_size=32).digest()
+    assert groups.wrap_key(pair, GROUP) == expected
+    key = GroupKey(bytes([7]) * 32, crypto.random_bytes(32))
+    wrap = groups.wrap_secret(pair, GROUP, key)
+    assert len(wrap) == groups.WRAP_SIZE
+    control = groups.Control(GROUP, admin.verify_key, (), key.change_id, (wrap,))
+    assert groups.unwrap_secret(pair, control) == key
+    assert groups.unwrap_secret(bytes(reversed(pair)), control) is None  # another pair
+    renamed = groups.Control(GROUP, admin.verify_key, (), bytes(32), (wrap,))
+    assert groups.unwrap_secret(pair, renamed) is None  # bound to its key change
+
+
+def test_a_key_for_250_members_takes_a_few_control_records_that_open() -> None:
+    (admin,) = people(1)
+    state = resolve([created(admin)])
+    key = GroupKey.generate(state.head)
+    wraps = [bytes(groups.WRAP_SIZE) for _ in range(250)]
+    change = created(admin).to_bytes()
+    records = groups.control_records(GROUP, admin.verify_key, [change], key.change_id, wraps)
+    assert 5 <= len(records) <= 7
+    assert sum(len(r.wraps) for r in records) == 250
+    assert records[0].changes == (change,)
+    for record in records:
+        opened = groups.open_record(state, key, groups.seal_control(key, record))
+        assert opened == record
+
+
+def test_receipts_are_signed_by_members_only() -> None:
+    admin, ann, stranger = people(3)
+    state = resolve(chain(admin, [ann]))
+    key = GroupKey(state.key_change, crypto.random_bytes(32))
+    ids = [bytes([i]) * 16 for i in range(3)]
+    opened = groups.open_record(state, key, groups.seal_receipt(ann, GROUP, key, ids))
+    assert isinstance(opened, groups.GroupReceipt)
+    assert (opened.member, opened.message_ids) == (ann.verify_key, tuple(ids))
+    with pytest.raises(RefusedError):
+        groups.open_record(state, key, groups.seal_receipt(stranger, GROUP, key, ids))
+    with pytest.raises(MalformedError):
+        groups.seal_receipt(ann, GROUP, key, [])
