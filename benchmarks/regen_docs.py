@@ -502,8 +502,64 @@ def ab_block(folder: str, old: str, new: str, what: str) -> Callable[[], str]:
     return build
 
 
+def sim_group() -> str:
+    """The issue-17 group simulation (benchmarks/sim_group.py --save)."""
+    run = runs("sim-group-300.json")[0]
+    rows = [
+        ["peers / members / messages", f"{run['peers']} / {run['members']} / {run['messages']}"],
+        ["members joined (invitations over the network)", fmt(run["joined"])],
+        ["deliveries expected (message x member)", fmt(run["deliveries_expected"])],
+        ["missing", fmt(run["missing"])],
+        ["duplicates", fmt(run["duplicates"])],
+        ["sent after the removal, opened by the removed", fmt(run["leaked_to_removed"])],
+        [
+            "the member away for a day: got / expected",
+            f"{run['away_got']} / {run['away_expected']}",
+        ],
+        ["send errors", fmt(run["send_errors"])],
+        ["replicas of a put, min", fmt(run["replicas_min"])],
+        ["virtual s / wall s", f"{fmt(run['virtual_s'])} / {fmt(run['wall_s'])}"],
+    ]
+    return (
+        f"`python benchmarks/sim_group.py --peers {run['peers']} --members {run['members']} "
+        f"--messages {run['messages']}`, settings `{run['settings']}`, at "
+        f"{commits([run])}: benchmarks/results/sim-group-300.json.\n\n"
+        + table(["figure", "value"], rows)
+    )
+
+
+GROUP_FIGURES = [
+    ("group send p50 ms", ("group_send_ms", "p50")),
+    ("one-to-one send (online recipient) p50 ms", ("send_online_ms", "p50")),
+    ("group send / one-to-one send", ("group_send_vs_send",)),
+    ("push: first member has it, p50 ms", ("group_push_first_ms", "p50")),
+    ("push: every member has it, p50 ms", ("group_push_all_ms", "p50")),
+    ("push: every member has it, p95 ms", ("group_push_all_ms", "p95")),
+    ("messages every member got", ("group_push_complete",)),
+    ("members who joined", ("group_joined",)),
+]
+
+
+def bench_group() -> str:
+    """`mesh bench --group N` runs saved as benchmarks/results/issue17/group-N.json."""
+    found = [json.loads(p.read_text()) for p in sorted((RESULTS / "issue17").glob("group-*.json"))]
+    rows = []
+    for label, path in GROUP_FIGURES:
+        rows.append([label, fmt(median(dig(run, *path) for run in found))])
+    loads = [load for run in found for load in run.get("load_avg", [])]
+    first = found[0]
+    return (
+        f"`mesh bench --peers {first['peers']} --group {first['group_members']} "
+        f"--no-baselines`, median of {len(found)} runs at {commits(found)}, load average "
+        f"{min(loads):.2f}-{max(loads):.2f}: benchmarks/results/issue17/group-N.json.\n\n"
+        + table(["figure", "value"], rows)
+    )
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "stamps": stamps_block,
+    "sim-group": sim_group,
+    "bench-group": bench_group,
     "ab-issue12": ab_block(
         "issue12", "quiet-old", "quiet-new", "e3dca19 (before the DHT split) vs 039831f"
     ),

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from mesh.sim.groups import GroupScenario, simulate_group
+from mesh.tools.bench import source_commit
 
 
 def main() -> None:
@@ -34,6 +35,7 @@ def main() -> None:
     report = simulate_group(scenario)
     summary = report.summary()
     summary["missing_pairs"] = report.missing[:50]
+    summary["commit"] = source_commit()
     line = json.dumps(summary)
     print(line)
     if args.save is not None:
