@@ -60,8 +60,10 @@ KEYS_LISTENED = 2  # the newest keys of a group whose mailboxes we listen at and
 PENDING_MAX = 256  # records kept per group until the change that admits their author
 SEEN_MAX = 4096
 LISTEN_REPLICAS = 10  # as NodeOptions.listen_replicas: every put reaches these
-PARKED_PARTS = 64  # invitation parts kept per group until the one that adds us
-PARKED_GROUPS = 64
+PARKED_PARTS = 32  # invitation parts kept per group until the one that adds us
+PARKED_GROUPS = 16  # groups whose invitation is incomplete (32 x 16 x 4 KB at most)
+MAX_GROUPS = 256  # groups we are in: an invitation beyond that is refused and counted
+MAX_CHANGES = 5000  # per group; past it only admins' changes are kept (a member's spam)
 CATCH_UP_EPOCHS = 31
 # Delivery receipts in groups: each member posts one record per RECEIPT_WINDOW naming
 # every message it got in that window (not one per message); authors count them
@@ -202,6 +204,10 @@ class GroupService:
                 self.counters["group_changes_refused"] += 1
                 continue
             if change.group_id != group.group_id:
+                self.counters["group_changes_refused"] += 1
+                continue
+            full = len(group.changes) >= MAX_CHANGES
+            if full and group.state.members.get(change.author) != "admin":
                 self.counters["group_changes_refused"] += 1
                 continue
             if change.id not in group.changes:
@@ -520,6 +526,9 @@ class GroupService:
             self._merge(group, invite.changes)
             if self._active(group) and invite.key.change_id in group.state.keys:
                 self._add_key(group, invite.key)
+            return
+        if sum(1 for g in self._groups.values() if self._active(g)) >= MAX_GROUPS:
+            self.counters["group_invites_refused"] += 1
             return
         parts = self._parked.setdefault(invite.group_id, [])
         if len(parts) >= PARKED_PARTS or len(self._parked) > PARKED_GROUPS:

@@ -206,3 +206,20 @@ async def test_a_replica_bounds_listeners_in_total(monkeypatch: pytest.MonkeyPat
     assert server.replica.listener_count == 3
     server.replica.expire_listeners(server.wall() + 3600)
     assert server.replica.listener_count == 0 and not server.replica.listeners
+
+
+async def test_a_contact_flooding_invitations_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mesh import group_service
+
+    monkeypatch.setattr(group_service, "MAX_GROUPS", 2)
+    nodes = await start_network(4)
+    admin, ann = nodes[0], nodes[1]
+    try:
+        gids = [admin.create_group(f"spam {i}") for i in range(4)]
+        for gid in gids:
+            await admin.invite_to_group(gid, [ann.id])
+        assert await wait_until(lambda: ann.counters["group_invites_refused"] >= 2)
+        await asyncio.sleep(0.3)
+        assert len([g for g in ann.group_list() if g.active]) == 2
+    finally:
+        await stop_all(nodes)
