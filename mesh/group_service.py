@@ -31,14 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
 
 from mesh import crypto, envelope, groups, keyring
-from mesh.dht.server import DhtServer
-from mesh.envelope import Message, MessageKind, OwnerOp, Record
+from mesh.envelope import Message, MessageKind, Record
 from mesh.errors import (
     EmptyMessageError,
     GroupError,
@@ -47,24 +43,18 @@ from mesh.errors import (
     RefusedError,
     RemoteProtocolError,
 )
-from mesh.groups import Change, Control, GroupKey, GroupMessage, GroupReceipt, GroupState
-from mesh.identity import Identity, PublicIdentity, id_for_key
-from mesh.outbox import Outbox
-from mesh.store import MessageStatus, Store
-from mesh.store_groups import GroupRow, group_of_peer, group_peer
+from mesh.group_base import CONTROL_TTL, GroupBase, GroupInfo, _Group
+from mesh.groups import Change, Control, GroupKey, GroupMessage, GroupReceipt
+from mesh.identity import PublicIdentity, id_for_key
+from mesh.store import MessageStatus
+from mesh.store_groups import group_of_peer, group_peer
 
 log = logging.getLogger(__name__)
 
-CONTROL_TTL = envelope.MAX_TTL  # changes and keys outlive the messages they let open
-KEYS_LISTENED = 2  # the newest keys of a group whose mailboxes we listen at and fetch
 PENDING_MAX = 256  # records kept per group until the change that admits their author
-SEEN_MAX = 4096
-LISTEN_REPLICAS = 10  # as NodeOptions.listen_replicas: every put reaches these
 PARKED_PARTS = 32  # invitation parts kept per group until the one that adds us
 PARKED_GROUPS = 16  # groups whose invitation is incomplete (32 x 16 x 4 KB at most)
 MAX_GROUPS = 256  # groups we are in: an invitation beyond that is refused and counted
-MAX_CHANGES = 5000  # per group; past it only admins' changes are kept (a member's spam)
-CATCH_UP_EPOCHS = 31
 # Delivery receipts in groups: each member posts one record per RECEIPT_WINDOW naming
 # every message it got in that window (not one per message); authors count them
 # ("delivered to 37 of 40"). Off in groups larger than this: there, 250 members' receipt
@@ -73,170 +63,7 @@ RECEIPTS_UP_TO = 20
 RECEIPT_WINDOW = 2.0
 
 
-@dataclass(frozen=True)
-class GroupInfo:
-    """A group as the CLI and the chat show it."""
-
-    group_id: bytes
-    name: str
-    peer: str  # the peer_id of its messages in the store
-    members: int
-    admin: bool
-    active: bool  # False once we left or were removed
-
-
-@dataclass
-class _Group:
-    row: GroupRow
-    changes: dict[bytes, Change]
-    keys: dict[bytes, GroupKey]
-    state: GroupState
-    pending: list[tuple[bytes, Record]]
-
-    @property
-    def group_id(self) -> bytes:
-        return self.row.group_id
-
-
-class GroupService:
-    def __init__(
-        self,
-        identity: Identity,
-        store: Store,
-        dht: DhtServer,
-        outbox: Outbox,
-        wall: Callable[[], float],
-        counters: dict[str, int],
-        queue: asyncio.Queue[Message],
-        spawn: Callable[[Coroutine[Any, Any, Any]], object],
-        epoch_len: int = keyring.EPOCH_SECONDS,
-    ) -> None:
-        self.identity = identity
-        self.store = store
-        self.dht = dht
-        self.outbox = outbox
-        self.wall = wall
-        self.counters = counters
-        self.queue = queue
-        self._spawn = spawn
-        self.epoch_len = epoch_len  # of the groups we create
-        for name in (
-            "group_received",
-            "group_bad_records",
-            "group_refused",
-            "group_changes_refused",
-            "group_invites_refused",
-            "group_receipts",
-        ):
-            counters.setdefault(name, 0)
-        self._groups: dict[bytes, _Group] = {}
-        self._index: dict[bytes, tuple[bytes, bytes]] = {}  # mailbox key -> (group, key)
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._rekeying: set[bytes] = set()
-        self._parked: dict[bytes, list[groups.Invite]] = {}  # invitation parts, waiting
-        self._to_receipt: dict[bytes, list[bytes]] = {}  # group -> message ids, batched
-        with contextlib.suppress(MeshError):
-            store.groups.forget_stale_receipts()
-        self._pairs: dict[bytes, bytes] = {}  # member verify key -> crypto_kx pair secret
-        for row in store.groups.all():
-            with contextlib.suppress(RemoteProtocolError):
-                self._load(row)
-        self._reindex()
-
-    # -- loading and state ----------------------------------------------------------------
-
-    def _load(self, row: GroupRow) -> _Group:
-        changes: dict[bytes, Change] = {}
-        for data in self.store.groups.changes(row.group_id):
-            change = Change.from_bytes(data)
-            changes[change.id] = change
-        keys = {cid: GroupKey(cid, secret) for cid, secret in self.store.groups.keys(row.group_id)}
-        group = _Group(row, changes, keys, groups.resolve(changes.values()), [])
-        self._groups[row.group_id] = group
-        return group
-
-    def _group(self, group_id: bytes) -> _Group:
-        group = self._groups.get(group_id)
-        if group is None:
-            raise GroupError("no such group")
-        return group
-
-    def _active(self, group: _Group) -> bool:
-        return group.row.left_at is None and self.identity.verify_key in group.state.members
-
-    def _current_key(self, group: _Group) -> GroupKey | None:
-        return group.keys.get(group.state.key_change)
-
-    def _listened_keys(self, group: _Group) -> list[GroupKey]:
-        """The newest keys we hold, in the order they became current."""
-        held = [group.keys[c] for c in group.state.keys if c in group.keys]
-        return held[-KEYS_LISTENED:]
-
-    def _reindex(self) -> None:
-        """Map the mailbox keys of the epochs around now to their group and key."""
-        now = self.wall()
-        index: dict[bytes, tuple[bytes, bytes]] = {}
-        wanted: set[bytes] = set()
-        for group in self._groups.values():
-            if not self._active(group):
-                continue
-            length = group.row.epoch_len
-            for key in self._listened_keys(group):
-                for epoch in keyring.epochs_around(now, length):
-                    mailbox = key.mailbox_key(epoch, length)
-                    index[mailbox] = (group.group_id, key.change_id)
-                    wanted.add(mailbox)
-        stale = set(self._index) - wanted
-        self.dht.own_keys.difference_update(stale)
-        self.dht.own_keys.update(wanted)
-        self._index = index
-
-    def owns(self, key: bytes) -> bool:
-        return key in self._index
-
-    def _merge(self, group: _Group, datas: Iterable[bytes]) -> bool:
-        """Add verified changes of this group; re-resolve if any was new."""
-        new: list[tuple[bytes, bytes]] = []
-        for data in datas:
-            try:
-                change = Change.from_bytes(data)
-            except RemoteProtocolError:
-                self.counters["group_changes_refused"] += 1
-                continue
-            if change.group_id != group.group_id:
-                self.counters["group_changes_refused"] += 1
-                continue
-            full = len(group.changes) >= MAX_CHANGES
-            if full and group.state.members.get(change.author) != "admin":
-                self.counters["group_changes_refused"] += 1
-                continue
-            if change.id not in group.changes:
-                group.changes[change.id] = change
-                new.append((change.id, data))
-        if not new:
-            return False
-        self.store.groups.add_changes(group.group_id, new)
-        was_member = self.identity.verify_key in group.state.members
-        group.state = groups.resolve(group.changes.values())
-        for change_id in (cid for cid, _ in new):
-            if change_id in group.state.void:
-                self.counters["group_changes_refused"] += 1
-        if was_member and self.identity.verify_key not in group.state.members:
-            self.store.groups.set_left(group.group_id, self.wall())
-            group.row = self.store.groups.get(group.group_id) or group.row
-        self._reindex()
-        self._retry_pending(group)
-        self._maybe_rekey(group)
-        return True
-
-    def _add_key(self, group: _Group, key: GroupKey) -> bool:
-        if key.change_id in group.keys:
-            return False
-        group.keys[key.change_id] = key
-        self.store.groups.add_key(group.group_id, key.change_id, key.secret)
-        self._reindex()
-        return True
-
+class GroupService(GroupBase):
     # -- what the user does -----------------------------------------------------------------
 
     def create(self, name: str) -> bytes:
@@ -429,20 +256,6 @@ class GroupService:
 
     # -- keys -------------------------------------------------------------------------
 
-    def _pair(self, verify_key: bytes) -> bytes:
-        pair = self._pairs.get(verify_key)
-        if pair is None:
-            me = self.identity
-            pair = crypto.pair_secret(
-                me.public.box_public_key,
-                crypto.identity_box_secret(me.seed),
-                crypto.ed25519_pk_to_x25519(verify_key),
-            )
-            if len(self._pairs) > 4096:
-                self._pairs.clear()
-            self._pairs[verify_key] = pair
-        return pair
-
     async def _hand_over_key(self, group: _Group, change: Change, before: GroupKey | None) -> None:
         """A key change of ours: draw its secret, wrap it for every member after the
         change, post the change and the wraps in the mailbox of the key before."""
@@ -480,32 +293,6 @@ class GroupService:
             log.info("rekey of a group failed; the next change will try again")
         finally:
             self._rekeying.discard(group.group_id)
-
-    async def _post(
-        self,
-        group: _Group,
-        key: GroupKey,
-        changes: list[bytes],
-        key_change: bytes = b"",
-        wraps: Iterable[bytes] = (),
-    ) -> None:
-        """Control records into `key`'s mailbox of today, through the outbox (durable)."""
-        now = self.wall()
-        length = group.row.epoch_len
-        mailbox = key.mailbox_key(keyring.epoch_of(now, length), length)
-        controls = groups.control_records(
-            group.group_id, self.identity.verify_key, changes, key_change, wraps
-        )
-        for control in controls:
-            sealed = groups.seal_control(key, control)
-            record = Record(
-                envelope.record_id_for(sealed), envelope.expiry_for(now, CONTROL_TTL), sealed
-            )
-            self._seen_add(record.id)
-            record_id = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
-            self.store.outbox_add(record_id, mailbox, record.pack(), now)
-            with contextlib.suppress(MeshError):
-                await self.outbox.deliver(record_id, mailbox, record)
 
     # -- what arrives -----------------------------------------------------------------
 
@@ -579,14 +366,6 @@ class GroupService:
         if group is None or gkey is None:
             return None
         return self._accept(group, gkey, key, record, via)
-
-    def _seen_add(self, record_id: bytes) -> bool:
-        if record_id in self._seen:
-            return False
-        self._seen[record_id] = None
-        if len(self._seen) > SEEN_MAX:
-            self._seen.popitem(last=False)
-        return True
 
     def _accept(
         self, group: _Group, gkey: GroupKey, mailbox: bytes, record: Record, via: str
@@ -696,13 +475,7 @@ class GroupService:
         for start in range(0, len(ids), groups.MAX_RECEIPT_IDS):
             chunk = ids[start : start + groups.MAX_RECEIPT_IDS]
             sealed = groups.seal_receipt(self.identity, group.group_id, key, chunk)
-            expires = envelope.expiry_for(now, envelope.DEFAULT_TTL)
-            record = Record(envelope.record_id_for(sealed), expires, sealed)
-            self._seen_add(record.id)
-            item = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
-            self.store.outbox_add(item, mailbox, record.pack(), now)
-            with contextlib.suppress(MeshError):
-                await self.outbox.deliver(item, mailbox, record)
+            await self._store(mailbox, sealed, envelope.DEFAULT_TTL)
 
     def _on_receipt(self, receipt: GroupReceipt) -> None:
         if receipt.member == self.identity.verify_key:
@@ -724,93 +497,6 @@ class GroupService:
             return (0, 0)
         others = len(group.state.members) - (self.identity.verify_key in group.state.members)
         return self.store.groups.delivered_to(message_id), others
-
-    # -- listening and catching up ------------------------------------------------------
-
-    def _listen_request(
-        self, key: GroupKey, length: int, epoch: int
-    ) -> Callable[[int], envelope.OwnerRequest]:
-        signer = key.mailbox_root.signer(length, epoch)
-
-        def make(duration: int) -> envelope.OwnerRequest:
-            payload = envelope.listen_payload(duration)
-            return envelope.sign_owner_request(signer, OwnerOp.LISTEN, payload, self.wall())
-
-        return make
-
-    async def subscribe_all(self) -> int:
-        """Listen at the mailboxes of today (and the neighbouring day near midnight) of
-        every group's newest keys; returns how many subscriptions some replica took."""
-        self._reindex()
-        now = self.wall()
-        calls = []
-        for group in list(self._groups.values()):
-            if not self._active(group):
-                continue
-            length = group.row.epoch_len
-            for key in self._listened_keys(group):
-                for epoch in keyring.epochs_around(now, length):
-                    mailbox = key.mailbox_key(epoch, length)
-                    calls.append(self._subscribe(mailbox, self._listen_request(key, length, epoch)))
-        if not calls:
-            return 0
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        return sum(1 for r in results if isinstance(r, int) and r > 0)
-
-    async def _subscribe(self, mailbox: bytes, make: Callable[[int], envelope.OwnerRequest]) -> int:
-        """Listen at the LISTEN_REPLICAS closest replicas, as for our own mailbox."""
-        found = await self.dht.lookup(mailbox)
-        found.sort(key=lambda c: c.long_id ^ int.from_bytes(mailbox, "big"))
-        return await self.dht.subscribe(mailbox, make, found[:LISTEN_REPLICAS])
-
-    async def listen_loop(self) -> None:
-        """Renew every group's listens half-way through the grant, and at each new day."""
-        while True:
-            with contextlib.suppress(MeshError):
-                await self.subscribe_all()
-            await asyncio.sleep(self.dht.config.listen_duration / 2)
-
-    async def fetch_all(self, via: str = "fetch") -> list[Message]:
-        new: list[Message] = []
-        for group in list(self._groups.values()):
-            if self._active(group):
-                new += await self.fetch_group(group, via)
-        return new
-
-    async def fetch_group(self, group: _Group, via: str) -> list[Message]:
-        """Every day's mailbox of the group's newest keys since the last complete fetch;
-        keys handed over on the way are fetched too (at most a few rounds)."""
-        started = self.wall()
-        length = group.row.epoch_len
-        overlap = min(keyring.OVERLAP, length / 4)
-        since = group.row.fetched_at
-        last = keyring.epoch_of(started + overlap, length)
-        first = keyring.epoch_of((started if since is None else since) - overlap, length)
-        first = max(first, last - CATCH_UP_EPOCHS)
-        new: list[Message] = []
-        done: set[bytes] = set()
-        complete = True
-        for _round in range(4):
-            todo = [k for k in self._listened_keys(group) if k.change_id not in done]
-            if not todo or not self._active(group):
-                break
-            for key in todo:
-                done.add(key.change_id)
-                for epoch in range(first, last + 1):
-                    mailbox = key.mailbox_key(epoch, length)
-                    try:
-                        records = await self.dht.fetch(mailbox)
-                    except MeshError:
-                        complete = False
-                        continue
-                    for record in records:
-                        message = self._accept(group, key, mailbox, record, via)
-                        if message is not None:
-                            new.append(message)
-        if complete:
-            self.store.groups.set_fetched(group.group_id, started)
-            group.row = self.store.groups.get(group.group_id) or group.row
-        return new
 
 
 def _group_name(name: str) -> str:
