@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from mesh import crypto, envelope, groups, keyring
 from mesh.dht.server import DhtServer
 from mesh.envelope import Message, OwnerOp, Record
@@ -29,9 +31,11 @@ from mesh.groups import Change, GroupKey, GroupState
 from mesh.identity import Identity
 from mesh.outbox import Outbox
 from mesh.store import Store
-from mesh.store_groups import GroupRow
+from mesh.store_groups import GroupRow, group_of_peer
+from mesh.store_rows import GroupOutboxItem, OutboxItem
 
 log = logging.getLogger(__name__)
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, OverflowError, msgpack.UnpackException)
 
 CONTROL_TTL = envelope.MAX_TTL  # changes and keys outlive the messages they let open
 KEYS_LISTENED = 2  # the newest keys of a group whose mailboxes we listen at and fetch
@@ -39,6 +43,7 @@ SEEN_MAX = 4096
 LISTEN_REPLICAS = 10  # as NodeOptions.listen_replicas: every put reaches these
 MAX_CHANGES = 5000  # per group; past it only admins' changes are kept (a member's spam)
 CATCH_UP_EPOCHS = 31
+ANCESTORS = 8  # applied changes posted with each new one (see _with_ancestors)
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,13 @@ class GroupBase:
         self._index: dict[bytes, tuple[bytes, bytes]] = {}  # mailbox key -> (group, key)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._rekeying: set[bytes] = set()
-        self._parked: dict[bytes, list[groups.Invite]] = {}  # invitation parts, waiting
+        self._superseded: dict[bytes, float] = {}
+        self._handed: set[bytes] = set()  # key changes of ours (wrapped by us)
+        self._checked_keys: set[bytes] = (
+            set()
+        )  # current keys whose holders we checked  # key change id -> when it stopped being current
+        # Incomplete invitations, by (sender ID, group id), oldest first.
+        self._parked: dict[tuple[str, bytes], list[groups.Invite]] = self._load_parked()
         self._to_receipt: dict[bytes, list[bytes]] = {}  # group -> message ids, batched
         with contextlib.suppress(MeshError):
             store.groups.forget_stale_receipts()
@@ -117,7 +128,8 @@ class GroupBase:
             change = Change.from_bytes(data)
             changes[change.id] = change
         keys = {cid: GroupKey(cid, secret) for cid, secret in self.store.groups.keys(row.group_id)}
-        group = _Group(row, changes, keys, groups.resolve(changes.values()), [])
+        state = groups.resolve(changes.values(), row.genesis)
+        group = _Group(row, changes, keys, state, [])
         self._groups[row.group_id] = group
         return group
 
@@ -132,6 +144,16 @@ class GroupBase:
 
     def _current_key(self, group: _Group) -> GroupKey | None:
         return group.keys.get(group.state.key_change)
+
+    def _sending_key(self, group: _Group) -> GroupKey | None:
+        """The current key, or, while its hand-over has not reached us (it was made on
+        a branch that had not seen our add), the newest key we hold: every member
+        listens at the mailboxes of its newest two, so the others still read it."""
+        current = self._current_key(group)
+        if current is not None:
+            return current
+        held = self._listened_keys(group)
+        return held[-1] if held else None
 
     def _listened_keys(self, group: _Group) -> list[GroupKey]:
         """The newest keys we hold, in the order they became current."""
@@ -187,7 +209,10 @@ class GroupBase:
             return False
         self.store.groups.add_changes(group.group_id, new)
         was_member = self.identity.verify_key in group.state.members
-        group.state = groups.resolve(group.changes.values())
+        before = group.state.key_change
+        group.state = groups.resolve(group.changes.values(), group.row.genesis)
+        if group.state.key_change != before:
+            self._superseded.setdefault(before, self.wall())
         for change_id in (cid for cid, _ in new):
             if change_id in group.state.void:
                 self.counters["group_changes_refused"] += 1
@@ -230,25 +255,83 @@ class GroupBase:
         wraps: Iterable[bytes] = (),
     ) -> None:
         """Control records into `key`'s mailbox of today, through the outbox (durable)."""
-        now = self.wall()
-        length = group.row.epoch_len
-        mailbox = key.mailbox_key(keyring.epoch_of(now, length), length)
         controls = groups.control_records(
-            group.group_id, self.identity.verify_key, changes, key_change, wraps
+            group.group_id,
+            self.identity.verify_key,
+            self._with_ancestors(group, changes),
+            key_change,
+            wraps,
         )
         for control in controls:
-            await self._store(mailbox, groups.seal_control(key, control), CONTROL_TTL)
+            await self._store(group, key, groups.seal_control(key, control), CONTROL_TTL)
 
-    async def _store(self, mailbox: bytes, sealed: bytes, ttl: int) -> None:
-        """A record of ours (not a message: control, receipt) into a group mailbox,
-        through the outbox: durable, and retried if no replica takes it now."""
+    def _with_ancestors(self, group: _Group, changes: list[bytes]) -> list[bytes]:
+        """`changes` and up to ANCESTORS applied changes before each, oldest first: a
+        member who missed one (it was offline when it was posted, the record expired)
+        can still connect these to the log."""
+        out: dict[bytes, bytes] = {}
+        for data in changes:
+            chain: list[bytes] = []
+            change = Change.from_bytes(data)
+            parent = group.changes.get(change.parent)
+            while parent is not None and len(chain) < ANCESTORS:
+                chain.append(parent.to_bytes())
+                parent = group.changes.get(parent.parent)
+            for item in [*reversed(chain), data]:
+                out.setdefault(item, item)
+        return list(out)
+
+    def _log_for_invitation(self, group: _Group) -> list[Change]:
+        """What an invitee needs: every applied change and its ancestors; void changes
+        that nothing applied follows (a member's spam) stay out."""
+        needed: dict[bytes, Change] = {}
+        for change_id in group.state.applied:
+            change = group.changes.get(change_id)
+            while change is not None and change.id not in needed:
+                needed[change.id] = change
+                change = group.changes.get(change.parent)
+        return list(needed.values())
+
+    async def _store(self, group: _Group, key: GroupKey, sealed: bytes, ttl: int) -> None:
+        """A record of ours (not a message: control, receipt) into `key`'s mailbox of
+        today, through the outbox: durable, and retried (in the mailbox of the day
+        then) if no replica takes it now."""
         now = self.wall()
         record = Record(envelope.record_id_for(sealed), envelope.expiry_for(now, ttl), sealed)
         self._seen_add(record.id)
-        item = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
-        self.store.outbox_add(item, mailbox, record.pack(), now)
+        item_id = crypto.random_bytes(envelope.MESSAGE_ID_SIZE)
+        item = self.outbox_item(group, key, record, ttl, now)
+        self.store.outbox_for_group(item_id, group.row.peer, item, now)
         with contextlib.suppress(MeshError):
-            await self.outbox.deliver(item, mailbox, record)
+            await self.outbox.deliver(item_id, item.mailbox_key, record)
+
+    @staticmethod
+    def outbox_item(
+        group: _Group, key: GroupKey, record: Record, ttl: int, now: float
+    ) -> GroupOutboxItem:
+        length = group.row.epoch_len
+        epoch = keyring.epoch_of(now, length)
+        mailbox = key.mailbox_key(epoch, length)
+        return GroupOutboxItem(mailbox, record.pack(), key.change_id, epoch, ttl)
+
+    def readdress(self, item: OutboxItem) -> tuple[bytes, Record] | None:
+        """Where a queued group record goes now: the mailbox of today of the key it is
+        sealed under (members fetch every day since they last did, of their newest
+        keys; yesterday's mailbox they may have read already). None drops it (we are
+        no longer in the group)."""
+        record = Record.unpack(item.record)
+        group_id = group_of_peer(item.peer_id or "")
+        group = None if group_id is None else self._groups.get(group_id)
+        if group is None or not self._active(group):
+            return None
+        key = group.keys.get(item.body or b"")
+        length = group.row.epoch_len
+        epoch = keyring.epoch_of(self.wall(), length)
+        if key is None or item.epoch == epoch:
+            return item.mailbox_key, record
+        mailbox = key.mailbox_key(epoch, length)
+        self.store.outbox_resealed(item.msg_id, mailbox, item.record, epoch)
+        return mailbox, record
 
     def _seen_add(self, record_id: bytes) -> bool:
         if record_id in self._seen:
@@ -336,6 +419,18 @@ class GroupBase:
             self.store.groups.set_fetched(group.group_id, started)
             group.row = self.store.groups.get(group.group_id) or group.row
         return new
+
+    def _load_parked(self) -> dict[tuple[str, bytes], list[groups.Invite]]:
+        parked: dict[tuple[str, bytes], list[groups.Invite]] = {}
+        saved = self.store.keys.keyring_get("group_parked")
+        if saved is None:
+            return parked
+        with contextlib.suppress(*_DECODE_ERRORS, RemoteProtocolError):
+            for sender, group_id, parts in msgpack.unpackb(saved, raw=False):
+                parked[(str(sender), bytes(group_id))] = [
+                    groups.Invite.from_bytes(bytes(p)) for p in parts
+                ]
+        return parked
 
     # -- hooks of GroupService ------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import msgpack
 
@@ -115,13 +115,14 @@ class Change:
             or not 0 <= depth < 2**32
             or (depth == 0) != (parent == b"")
             or not _is_bytes(author, 32)
+            or type(kind) is not str
             or kind not in KINDS
             or not _is_bytes(target, 32)
             or type(at) is not int
             or not _is_bytes(signature, 64)
         ):
             raise MalformedError("group change is damaged")
-        change = cls(group_id, parent, depth, author, kind, target, at, signature)
+        change = cls(group_id, parent, depth, author, cast(Kind, kind), target, at, signature)
         if change.body() != body:
             raise MalformedError("group change is not in its canonical form")
         change.verify()
@@ -155,19 +156,28 @@ class GroupState:
         return {vk for vk, role in self.members.items() if role == "admin"}
 
 
-def resolve(changes: Iterable[Change]) -> GroupState:
+def resolve(changes: Iterable[Change], genesis_id: bytes | None = None) -> GroupState:
     """The group's state from every change known (verified ones only: pass them through
-    Change.from_bytes or Change.verify first). MalformedError if there is no create."""
+    Change.from_bytes or Change.verify first). MalformedError if there is no create.
+
+    `genesis_id` pins the group's create: a member knows it from the moment it created
+    or joined the group, and any other create of the same group id (a member can sign
+    one, and grind its id) is ignored. Without it (the first invitation, whose sender
+    we trust as an admin), the create with the smallest id is the group."""
     by_id: dict[bytes, Change] = {}
     for change in changes:
         by_id.setdefault(change.id, change)
     creates = sorted(
-        (c for c in by_id.values() if c.kind == "create" and c.depth == 0),
+        (
+            c
+            for c in by_id.values()
+            if c.kind == "create" and c.depth == 0 and genesis_id in (None, c.id)
+        ),
         key=lambda c: c.id,
     )
     if not creates:
         raise MalformedError("no create change: not a group")
-    genesis = creates[0]  # two creates of one group id: the smaller id is the group
+    genesis = creates[0]
     reachable = _reachable(genesis, by_id)
     state = GroupState(
         genesis.group_id,
@@ -188,7 +198,10 @@ def resolve(changes: Iterable[Change]) -> GroupState:
         else:
             _apply(state, change)
             state.applied.append(change.id)
-        state.head = change  # the deepest, by id: every member names the same parent
+            # The last applied change, which every member who applied the same changes
+            # names as parent; never a void one (a member's void change, sent to one
+            # admin alone, would orphan that admin's next change for everyone else).
+            state.head = change
     return state
 
 

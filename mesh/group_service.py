@@ -33,7 +33,9 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from mesh import crypto, envelope, groups, keyring
+import msgpack
+
+from mesh import crypto, envelope, groups
 from mesh.envelope import Message, MessageKind, Record
 from mesh.errors import (
     EmptyMessageError,
@@ -53,8 +55,11 @@ log = logging.getLogger(__name__)
 
 PENDING_MAX = 256  # records kept per group until the change that admits their author
 PARKED_PARTS = 32  # invitation parts kept per group until the one that adds us
-PARKED_GROUPS = 16  # groups whose invitation is incomplete (32 x 16 x 4 KB at most)
-MAX_GROUPS = 256  # groups we are in: an invitation beyond that is refused and counted
+PARKED_GROUPS = 16  # incomplete invitations kept (32 x 16 x 4 KB at most), oldest out
+PARKED_PER_SENDER = 2  # of them from one contact: a flood cannot crowd out the others
+PARKED_SETTING = "group_parked"  # keyring entry: the incomplete invitations
+OLD_KEY_GRACE = 3600.0  # s a superseded key still opens messages of former members
+MAX_GROUPS = 256  # groups known (joined or left): an invitation beyond that is refused
 # Delivery receipts in groups: each member posts one record per RECEIPT_WINDOW naming
 # every message it got in that window (not one per message); authors count them
 # ("delivered to 37 of 40"). Off in groups larger than this: there, 250 members' receipt
@@ -74,7 +79,7 @@ class GroupService(GroupBase):
             self.identity, group_id, None, "create", self.identity.verify_key, int(now)
         )
         key = GroupKey.generate(change)
-        self.store.groups.add(group_id, name, self.epoch_len, now)
+        self.store.groups.add(group_id, name, self.epoch_len, now, change.id)
         self.store.groups.add_changes(group_id, [(change.id, change.to_bytes())])
         self.store.groups.add_key(group_id, change.id, key.secret)
         row = self.store.groups.get(group_id)
@@ -160,13 +165,17 @@ class GroupService(GroupBase):
             if public.verify_key in group.state.members:
                 raise GroupError(f"{public.id} is already in {group.row.name!r}")
             targets.append(public)
-        key = self._current_key(group)
+        key = self._sending_key(group)
         if key is None:
             raise GroupError("the group's current key has not reached us yet: try again later")
         added = [self._new_change(group, "add", t.verify_key) for t in targets]
         await self._post(group, key, [c.to_bytes() for c in added])
         parts = groups.invite_parts(
-            group.group_id, group.row.name, group.row.epoch_len, key, group.changes.values()
+            group.group_id,
+            group.row.name,
+            group.row.epoch_len,
+            key,
+            self._log_for_invitation(group),
         )
         for public in targets:
             for part in parts:
@@ -184,9 +193,8 @@ class GroupService(GroupBase):
             raise GroupError("to leave a group yourself, use leave")
         if group.state.admins == {target}:
             raise GroupError("the last admin cannot be removed")
-        before = self._current_key(group)
         change = self._new_change(group, "remove", target)
-        await self._hand_over_key(group, change, before)
+        await self._hand_over_key(group, change)
 
     async def leave(self, group_id: bytes) -> None:
         group = self._group(group_id)
@@ -198,7 +206,7 @@ class GroupService(GroupBase):
                 raise GroupError(
                     "you are its last admin: promote someone first, or remove the others"
                 )
-            key = self._current_key(group)
+            key = self._sending_key(group)
             change = self._new_change(group, "leave", me)
             if key is not None:
                 await self._post(group, key, [change.to_bytes()])
@@ -209,7 +217,7 @@ class GroupService(GroupBase):
     async def promote(self, group_id: bytes, member_id: str) -> None:
         group = self._admin_group(group_id)
         target = PublicIdentity.from_id(member_id).verify_key
-        key = self._current_key(group)
+        key = self._sending_key(group)
         change = self._new_change(group, "promote", target)
         if key is not None:
             await self._post(group, key, [change.to_bytes()])
@@ -230,7 +238,7 @@ class GroupService(GroupBase):
                 f"this message is too long: {len(body)} bytes, the limit is "
                 f"{groups.MAX_TEXT_BYTES}; split it into several messages"
             )
-        key = self._current_key(group)
+        key = self._sending_key(group)
         if key is None:
             raise GroupError("the group's current key has not reached us yet: try again later")
         now = self.wall()
@@ -238,7 +246,7 @@ class GroupService(GroupBase):
         message_id = crypto.random_bytes(groups.MESSAGE_ID_SIZE)
         sealed = groups.seal_message(self.identity, group.group_id, key, message_id, sent_at, text)
         record = Record(envelope.record_id_for(sealed), envelope.expiry_for(sent_at, ttl), sealed)
-        mailbox = key.mailbox_key(keyring.epoch_of(now, group.row.epoch_len), group.row.epoch_len)
+        item = self.outbox_item(group, key, record, ttl, now)
         self.store.add_group_message(
             message_id,
             "out",
@@ -248,17 +256,20 @@ class GroupService(GroupBase):
             sent_at,
             record.expires_at,
             now,
-            outbox=(mailbox, record.pack()),
+            outbox=item,
         )
         self._seen_add(record.id)
-        replicas = await self.outbox.deliver(message_id, mailbox, record)
+        replicas = await self.outbox.deliver(message_id, item.mailbox_key, record)
         return message_id, record.id, replicas
 
     # -- keys -------------------------------------------------------------------------
 
-    async def _hand_over_key(self, group: _Group, change: Change, before: GroupKey | None) -> None:
+    async def _hand_over_key(self, group: _Group, change: Change) -> None:
         """A key change of ours: draw its secret, wrap it for every member after the
-        change, post the change and the wraps in the mailbox of the key before."""
+        change, post the change and the wraps in the mailboxes of the keys we held
+        before (the newest two: a member added on a branch that had not seen the last
+        key change holds only the one before it)."""
+        carriers = self._listened_keys(group)
         key = GroupKey.generate(change)
         self._add_key(group, key)
         me = self.identity.verify_key
@@ -267,28 +278,61 @@ class GroupService(GroupBase):
             for vk in groups.recipients_of(group.state)
             if vk != me
         ]
-        carrier = before or key
-        await self._post(group, carrier, [change.to_bytes()], key.change_id, wraps)
+        self._handed.add(key.change_id)
+        for carrier in carriers:
+            await self._post(group, carrier, [change.to_bytes()], key.change_id, wraps)
         self._spawn(self.subscribe_all())
 
     def _maybe_rekey(self, group: _Group) -> None:
-        """Someone left: the first admin (by ID) among us rekeys, so the leaver's key
-        stops opening new messages."""
+        """The first admin (by verify key) among us rekeys when someone left (so the
+        leaver's key stops opening new messages), and when concurrent changes left the
+        current key with the wrong holders: a member its author did not wrap it for (an
+        add on another branch), or one who got it and is gone (a removal on another
+        branch). Once per key."""
         state = group.state
-        if not state.rekey_wanted or not self._active(group):
+        if not self._active(group) or group.group_id in self._rekeying:
             return
         if min(state.admins, default=b"") != self.identity.verify_key:
             return
-        if group.group_id in self._rekeying:
+        if not state.rekey_wanted and not self._key_holders_differ(group):
             return
         self._rekeying.add(group.group_id)
         self._spawn(self._rekey(group))
 
+    def _key_holders_differ(self, group: _Group) -> bool:
+        state = group.state
+        current = group.changes.get(state.key_change)
+        if current is None or current.depth == 0:
+            return False
+        if current.id in self._checked_keys or current.id in self._handed:
+            return False  # checked once (no rekey loop), or ours: wrapped for the state
+        self._checked_keys.add(current.id)
+        branch: list[Change] = []
+        change: Change | None = current
+        while change is not None:
+            branch.append(change)
+            change = group.changes.get(change.parent)
+        wrapped = set(groups.resolve(branch, group.row.genesis).members)
+        children: dict[bytes, list[Change]] = {}
+        for c in group.changes.values():
+            children.setdefault(c.parent, []).append(c)
+        later, todo = set(), [current.id]
+        while todo:  # changes that follow the key change: their invitees got its key
+            for child in children.get(todo.pop(), []):
+                later.add(child.id)
+                todo.append(child.id)
+        applied = set(state.applied)
+        got = wrapped | {
+            c.target
+            for c in group.changes.values()
+            if c.kind == "add" and c.id in later and c.id in applied
+        }
+        return set(state.members) != got
+
     async def _rekey(self, group: _Group) -> None:
         try:
-            before = self._current_key(group)
             change = self._new_change(group, "rekey", self.identity.verify_key)
-            await self._hand_over_key(group, change, before)
+            await self._hand_over_key(group, change)
         except MeshError:
             log.info("rekey of a group failed; the next change will try again")
         finally:
@@ -299,7 +343,8 @@ class GroupService(GroupBase):
     def on_invite(self, message: Message) -> None:
         """A part of an invitation, from a contact (the receiver checked the sender
         signed it). Taken only from an admin of the group, and only if it adds us; parts
-        that come before the one that does wait (bounded)."""
+        that come before the one that does wait (bounded per sender, kept in the store
+        across restarts)."""
         agreement = self.store.keys.agreement(message.sender)
         try:
             if agreement is None or not agreement.ready:
@@ -308,20 +353,24 @@ class GroupService(GroupBase):
         except RemoteProtocolError:
             self.counters["group_invites_refused"] += 1
             return
+        sender = PublicIdentity.from_id(message.sender).verify_key
         group = self._groups.get(invite.group_id)
         if group is not None:
-            self._merge(group, invite.changes)
-            if self._active(group) and invite.key.change_id in group.state.keys:
-                self._add_key(group, invite.key)
+            self._reinvited(group, invite, sender)
             return
-        if sum(1 for g in self._groups.values() if self._active(g)) >= MAX_GROUPS:
+        if len(self._groups) >= MAX_GROUPS:
             self.counters["group_invites_refused"] += 1
             return
-        parts = self._parked.setdefault(invite.group_id, [])
-        if len(parts) >= PARKED_PARTS or len(self._parked) > PARKED_GROUPS:
-            self._parked.pop(invite.group_id, None)
+        slot = (message.sender, invite.group_id)
+        parts = self._parked.setdefault(slot, [])
+        mine = [s for s in self._parked if s[0] == message.sender]
+        if len(parts) >= PARKED_PARTS or len(mine) > PARKED_PER_SENDER:
+            self._parked.pop(slot, None)
+            self._save_parked()
             self.counters["group_invites_refused"] += 1
             return
+        while len(self._parked) > PARKED_GROUPS:  # the oldest incomplete invitation goes
+            self._parked.pop(next(iter(self._parked)))
         parts.append(invite)
         changes: dict[bytes, Change] = {}
         for part in parts:
@@ -330,17 +379,19 @@ class GroupService(GroupBase):
                     change = Change.from_bytes(data)
                     if change.group_id == invite.group_id:
                         changes[change.id] = change
+        me = self.identity.verify_key
         try:
             state = groups.resolve(changes.values())
         except RemoteProtocolError:
-            return  # the part with the create is still on its way
-        sender = PublicIdentity.from_id(message.sender).verify_key
-        me = self.identity.verify_key
-        if me not in state.members or state.members.get(sender) != "admin":
+            state = None  # the part with the create is still on its way
+        if state is None or me not in state.members or state.members.get(sender) != "admin":
+            self._save_parked()
             return  # the part with our add is still on its way
-        del self._parked[invite.group_id]
+        del self._parked[slot]
+        self._save_parked()
         now = self.wall()
-        self.store.groups.add(invite.group_id, parts[0].name, invite.epoch_len, now)
+        name = parts[0].name
+        self.store.groups.add(invite.group_id, name, invite.epoch_len, now, state.applied[0])
         self.store.groups.add_changes(
             invite.group_id, [(c.id, c.to_bytes()) for c in changes.values()]
         )
@@ -351,6 +402,33 @@ class GroupService(GroupBase):
             if part.key.change_id in group.state.keys:
                 self._add_key(group, part.key)
         self._spawn(self._joined(group))
+
+    def _reinvited(self, group: _Group, invite: groups.Invite, sender: bytes) -> None:
+        """A part for a group we know: only an admin's is taken (a removed member could
+        otherwise plant a key of its own choosing for a change it saw), and its key only
+        if we are a member after its changes and hold no key for that change yet."""
+        if group.state.members.get(sender) != "admin":
+            self.counters["group_invites_refused"] += 1
+            return
+        self._merge(group, invite.changes)
+        if group.state.members.get(sender) != "admin":
+            return  # its own changes removed it
+        rejoined = group.row.left_at is not None and self.identity.verify_key in group.state.members
+        if rejoined:
+            self.store.groups.add(
+                group.group_id, group.row.name, group.row.epoch_len, self.wall(), group.row.genesis
+            )
+            group.row = self.store.groups.get(group.group_id) or group.row
+        held = self._active(group) and invite.key.change_id in group.state.keys
+        if held and (self._add_key(group, invite.key) or rejoined):
+            self._spawn(self._joined(group))
+
+    def _save_parked(self) -> None:
+        """Incomplete invitations survive a restart (in the encrypted store)."""
+        packed = msgpack.packb(
+            [[s, g, [p.to_bytes() for p in parts]] for (s, g), parts in self._parked.items()]
+        )
+        self.store.keys.keyring_put(PARKED_SETTING, packed)
 
     async def _joined(self, group: _Group) -> None:
         await self.subscribe_all()
@@ -370,7 +448,7 @@ class GroupService(GroupBase):
     def _accept(
         self, group: _Group, gkey: GroupKey, mailbox: bytes, record: Record, via: str
     ) -> Message | None:
-        if not self._seen_add(record.id):
+        if record.id in self._seen:
             return None
         try:
             opened = groups.open_record(group.state, gkey, record.ciphertext)
@@ -379,19 +457,32 @@ class GroupService(GroupBase):
             self.counters["group_refused"] += 1
             if len(group.pending) < PENDING_MAX:
                 group.pending.append((gkey.change_id, record))
-            self._seen.pop(record.id, None)
             return None
-        except RemoteProtocolError:
+        except (RemoteProtocolError, TypeError, ValueError):
+            # Not ours to mark seen: a replica could copy a record of another key's
+            # mailbox here, and the real one must still open where it belongs.
             self.counters["group_bad_records"] += 1
-            self.dht.client.unrepairable.put(record.id, None)
+            return None
+        self._seen_add(record.id)
+        if isinstance(opened, GroupMessage) and not self._timely(group, gkey, opened):
+            self.counters["group_refused"] += 1
             return None
         if isinstance(opened, Control):
             self._on_control(group, opened)
             return None
         if isinstance(opened, GroupReceipt):
-            self._on_receipt(opened)
+            self._on_receipt(group, opened)
             return None
         return self._on_message(group, opened, record, via)
+
+    def _timely(self, group: _Group, gkey: GroupKey, message: GroupMessage) -> bool:
+        """A message under a key that is no longer current is taken from a member of
+        the group as it is now, or within OLD_KEY_GRACE of the moment we learned of
+        the next key (by our clock: a removed member cannot backdate its way in)."""
+        if gkey.change_id == group.state.key_change or message.author in group.state.members:
+            return True
+        superseded = self._superseded.setdefault(gkey.change_id, self.wall())
+        return self.wall() < superseded + OLD_KEY_GRACE
 
     def _retry_pending(self, group: _Group) -> None:
         pending, group.pending = group.pending, []
@@ -466,22 +557,21 @@ class GroupService(GroupBase):
     async def _send_receipts(self, group: _Group) -> None:
         await asyncio.sleep(RECEIPT_WINDOW)
         ids = self._to_receipt.pop(group.group_id, [])
-        key = self._current_key(group)
+        key = self._sending_key(group)
         if key is None or not self._active(group):
             return
-        now = self.wall()
-        length = group.row.epoch_len
-        mailbox = key.mailbox_key(keyring.epoch_of(now, length), length)
         for start in range(0, len(ids), groups.MAX_RECEIPT_IDS):
             chunk = ids[start : start + groups.MAX_RECEIPT_IDS]
             sealed = groups.seal_receipt(self.identity, group.group_id, key, chunk)
-            await self._store(mailbox, sealed, envelope.DEFAULT_TTL)
+            await self._store(group, key, sealed, envelope.DEFAULT_TTL)
 
-    def _on_receipt(self, receipt: GroupReceipt) -> None:
-        if receipt.member == self.identity.verify_key:
-            return
+    def _on_receipt(self, group: _Group, receipt: GroupReceipt) -> None:
+        me = self.identity.verify_key
+        if receipt.member == me or receipt.member not in group.state.members:
+            return  # a removed member's receipts count no more
         member = id_for_key(receipt.member)
-        for message_id in self.store.groups.add_receipts(member, receipt.message_ids):
+        ids = receipt.message_ids
+        for message_id in self.store.groups.add_receipts(group.row.peer, member, ids):
             self.counters["group_receipts"] += 1
             delivered = MessageStatus.DELIVERED
             if self.store.set_message_status(message_id, "out", delivered):

@@ -130,6 +130,7 @@ class Node:
             options.epoch_seconds,
         )
         self.receiver.on_group = self.groups.on_invite
+        self.outbox.readdress = self.groups.readdress
         self._peer_event = asyncio.Event()
         self._rejoin_scheduled = False
         self._last_rejoin = -1e9

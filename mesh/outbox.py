@@ -30,6 +30,7 @@ from mesh.envelope import DEFAULT_TTL, Message, MessageKind, OwnerOp, Record
 from mesh.errors import MeshError, UnreachableError
 from mesh.mailboxes import Mailboxes
 from mesh.store import MessageStatus, OutboxItem, Store
+from mesh.store_groups import GROUP_PEER_PREFIX
 from mesh.tasks import TaskSet
 
 OnStatus = Callable[[bytes, MessageStatus, "int | None"], None]
@@ -47,6 +48,7 @@ class Outbox:
         "dht",
         "mailboxes",
         "on_status",
+        "readdress",
         "store",
         "tasks",
         "wall",
@@ -73,6 +75,8 @@ class Outbox:
         self._to_delete: dict[bytes, list[bytes]] = {}
         self._to_acknowledge: dict[str, list[bytes]] = {}
         self._delete_scheduled = False
+        # Set by the node's groups: where a queued group record goes now (or None).
+        self.readdress: Callable[[OutboxItem], tuple[bytes, Record] | None] | None = None
 
     async def finish(self, grace: float) -> None:
         """Wait up to `grace` seconds for the receipts and deletes in flight."""
@@ -121,7 +125,8 @@ class Outbox:
         """(key, record) to store now: sealed again for a contact's epoch if needed;
         None if it waits for the contact's keys; the item is failed if it expired."""
         now = self.wall()
-        if item.peer_id is None:
+        group = item.peer_id is not None and item.peer_id.startswith(GROUP_PEER_PREFIX)
+        if item.peer_id is None or group:
             record = Record.unpack(item.record)
             expired = record.expires_at <= now
         else:
@@ -132,6 +137,14 @@ class Outbox:
             return None
         if item.peer_id is None:
             return item.mailbox_key, record
+        if group:  # a group mailbox's record: to the mailbox of today (mesh.group_base)
+            if self.readdress is None:
+                return item.mailbox_key, record
+            found = self.readdress(item)
+            if found is None:  # we are no longer in that group
+                self.store.set_message_status(item.msg_id, "out", MessageStatus.FAILED)
+                self.store.outbox_remove(item.msg_id)
+            return found
         address = self.mailboxes.address(item.peer_id, now)
         if address is None:
             return None

@@ -63,6 +63,7 @@ from mesh.store_rows import (
     STATUSES,
     Contact,
     Direction,
+    GroupOutboxItem,
     HeldRecord,
     MessageRow,
     MessageStatus,
@@ -367,7 +368,7 @@ class Store:
         sent_at: float,
         expires_at: float,
         now: float,
-        outbox: tuple[bytes, bytes] | None = None,
+        outbox: GroupOutboxItem | None = None,
     ) -> bool:
         """A group's text message (received, or sent: then 'queued' with its sealed
         record for the group mailbox in the outbox, atomically); False if known."""
@@ -384,8 +385,16 @@ class Store:
             if cursor.rowcount == 0:
                 return False
             if outbox is not None:
-                conn.execute(INSERT_OUTBOX, (msg_id, outbox[0], outbox[1], now))
+                conn.execute(INSERT_CONTACT_OUTBOX, outbox.row(msg_id, group_peer, now))
         return True
+
+    def outbox_for_group(
+        self, msg_id: bytes, group_peer: str, item: GroupOutboxItem, now: float
+    ) -> bool:
+        """Queue a record of ours (control, receipt) for a group mailbox."""
+        self._outbox_empty_at = None
+        cursor = self._execute(INSERT_CONTACT_OUTBOX, item.row(msg_id, group_peer, now))
+        return cursor.rowcount == 1
 
     def queue_outgoing(
         self,

@@ -38,17 +38,18 @@ class GroupRow:
     joined_at: float
     left_at: float | None
     fetched_at: float | None
+    genesis: bytes  # the id of the group's create: no other create is ever taken
 
     @property
     def peer(self) -> str:
         return group_peer(self.group_id)
 
 
-_COLUMNS = "group_id, name, epoch_len, joined_at, left_at, fetched_at"
+_COLUMNS = "group_id, name, epoch_len, joined_at, left_at, fetched_at, genesis"
 
 
 def _row(row: Any) -> GroupRow:
-    group_id, name, epoch_len, joined_at, left_at, fetched_at = row
+    group_id, name, epoch_len, joined_at, left_at, fetched_at, genesis = row
     return GroupRow(
         bytes(group_id),
         str(name),
@@ -56,6 +57,7 @@ def _row(row: Any) -> GroupRow:
         float(joined_at),
         None if left_at is None else float(left_at),
         None if fetched_at is None else float(fetched_at),
+        bytes(genesis),
     )
 
 
@@ -63,12 +65,13 @@ class GroupTables:
     def __init__(self, sql: Sql) -> None:
         self._sql = sql
 
-    def add(self, group_id: bytes, name: str, epoch_len: int, now: float) -> bool:
+    def add(self, group_id: bytes, name: str, epoch_len: int, now: float, genesis: bytes) -> bool:
         """A group we joined (or created); False if it was known (a rejoin clears left_at)."""
         cursor = self._sql.execute(
-            "INSERT INTO group_info (group_id, name, epoch_len, joined_at) VALUES (?, ?, ?, ?) "
+            "INSERT INTO group_info (group_id, name, epoch_len, joined_at, genesis) "
+            "VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (group_id) DO UPDATE SET left_at = NULL WHERE left_at IS NOT NULL",
-            (group_id, name, epoch_len, now),
+            (group_id, name, epoch_len, now, genesis),
         )
         return cursor.rowcount == 1
 
@@ -108,16 +111,17 @@ class GroupTables:
             )
             return int(cursor.rowcount)
 
-    def add_receipts(self, member: str, message_ids: Iterable[bytes]) -> list[bytes]:
-        """A member has these messages of ours; returns the ids newly counted."""
+    def add_receipts(self, peer: str, member: str, message_ids: Iterable[bytes]) -> list[bytes]:
+        """A member of the group `peer` has these messages of ours (in that group);
+        returns the ids newly counted."""
         new = []
         with self._sql.transaction() as conn:
             for mid in message_ids:
                 cursor = conn.execute(
                     "INSERT INTO group_receipts (msg_id, member) SELECT ?, ? WHERE EXISTS "
                     "(SELECT 1 FROM messages WHERE msg_id = ? AND direction = 'out' "
-                    "AND author IS NOT NULL) ON CONFLICT DO NOTHING",
-                    (mid, member, mid),
+                    "AND peer_id = ?) ON CONFLICT DO NOTHING",
+                    (mid, member, mid, peer),
                 )
                 if cursor.rowcount == 1:
                     new.append(mid)

@@ -145,7 +145,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE group_info (group_id BLOB PRIMARY KEY, name TEXT NOT NULL,
                              epoch_len INTEGER NOT NULL, joined_at REAL NOT NULL,
-                             left_at REAL, fetched_at REAL) WITHOUT ROWID;
+                             left_at REAL, fetched_at REAL,
+                             genesis BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE group_changes (change_id BLOB PRIMARY KEY, group_id BLOB NOT NULL,
                                 data BLOB NOT NULL);
     CREATE INDEX group_changes_group ON group_changes (group_id);
@@ -208,6 +209,24 @@ class OutboxItem:
     body: bytes | None = None
     ttl: int | None = None
     epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutboxItem:
+    """A record for a group mailbox, as the outbox keeps it: `peer_id` is the group's
+    (group_peer), `kind` "group", `body` the key change whose mailbox it goes to, and
+    `epoch` the day of `mailbox_key`; the outbox moves it to the mailbox of the day when
+    it is sent later (mesh.group_base.GroupBase.readdress)."""
+
+    mailbox_key: bytes
+    record: bytes
+    key_change: bytes
+    epoch: int
+    ttl: int
+
+    def row(self, msg_id: bytes, group_peer: str, now: float) -> tuple[object, ...]:
+        fields = (self.key_change, self.ttl, self.epoch)
+        return (msg_id, self.mailbox_key, self.record, now, group_peer, "group", *fields)
 
 
 @dataclass(frozen=True, slots=True)

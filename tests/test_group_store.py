@@ -35,8 +35,8 @@ def test_a_schema_3_home_migrates_to_groups(
         assert (row.body, row.peer_id, row.author) == (b"hi alice", bob, None)
         assert store.groups.all() == []
         gid = bytes(range(16))
-        assert store.groups.add(gid, "north gate", 86400, now)
-        assert not store.groups.add(gid, "north gate", 86400, now)
+        assert store.groups.add(gid, "north gate", 86400, now, b"g" * 32)
+        assert not store.groups.add(gid, "north gate", 86400, now, b"g" * 32)
         assert store.groups.add_changes(gid, [(b"c" * 32, b"change")]) == 1
         assert store.groups.add_changes(gid, [(b"c" * 32, b"change")]) == 0
         assert store.groups.add_key(gid, b"c" * 32, b"s" * 32)
@@ -56,7 +56,7 @@ def test_a_schema_3_home_migrates_to_groups(
         assert store.unread_counts()[group_peer(gid)] == 1
         store.groups.set_left(gid, now)
         assert store.groups.get(gid).left_at == now  # type: ignore[union-attr]
-        assert store.groups.add(gid, "north gate", 86400, now)  # a rejoin
+        assert store.groups.add(gid, "north gate", 86400, now, b"g" * 32)  # a rejoin
         assert store.groups.get(gid).left_at is None  # type: ignore[union-attr]
 
 

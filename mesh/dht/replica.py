@@ -29,6 +29,10 @@ MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so b
 # the total: anyone can make keys and listen from many ports.
 MAX_LISTENERS_PER_KEY = 1024
 MAX_LISTENERS = 16384
+# A group's members are separate devices; many listeners of one key from one IP are one
+# machine (or one attacker with many ports turning a 4 KB store into 1,024 pushes).
+MAX_LISTENERS_PER_IP = 16
+PUSH_SOURCE_KEYS = 1024
 
 
 class Replica:
@@ -63,7 +67,9 @@ class Replica:
         self.listener_count = 0  # entries of every key of `listeners`
         self.own_keys: set[bytes] = set()
         # key -> the addresses we asked to push it to us (Client.subscribe)
-        self.push_sources: BoundedLru[bytes, set[Address]] = BoundedLru(64)
+        # The keys we subscribed to: our mailboxes, and each group's (2 keys x 2 days
+        # near midnight, up to 256 groups): sized for them, bounded by our own choices.
+        self.push_sources: BoundedLru[bytes, set[Address]] = BoundedLru(PUSH_SOURCE_KEYS)
         self.on_push: Callable[[bytes, Record], None] | None = None
 
     def answer(self, request: wire.Request, sender: bytes, addr: Address) -> wire.Obj:
@@ -167,6 +173,8 @@ class Replica:
         if addr not in subs and self.listener_count >= MAX_LISTENERS:
             raise RefusedError("too many listeners")
         if addr not in subs and len(subs) >= MAX_LISTENERS_PER_KEY:
+            raise RefusedError("too many listeners on this key")
+        if addr not in subs and sum(1 for a in subs if a[0] == addr[0]) >= MAX_LISTENERS_PER_IP:
             raise RefusedError("too many listeners on this key")
         if addr not in subs:
             self.listener_count += 1
