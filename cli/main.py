@@ -427,7 +427,8 @@ def inbox(
     no_mdns: bool,
     interfaces: list[str],
 ) -> None:
-    """Fetch your mailbox and list the messages you received (from NAME only, if given).
+    """Fetch your mailbox and list the messages you received (from NAME only, if given:
+    a contact, else a group's name).
 
     Listing marks nothing read: `mesh read NAME` does."""
     peer = None
