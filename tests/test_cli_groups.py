@@ -192,7 +192,7 @@ def test_without_a_daemon_a_short_lived_node_and_the_store_answer(tmp_path: Path
     assert "[alone]: into the void" in ok(home, "outbox")
     ok(home, "group", "create", "alone")
     assert "2 groups are called 'alone'" in refused(home, "group", "members", "alone")
-    assert ok(home, "group", "leave", created["id"]).strip() == "left alone"
+    assert ok(home, "group", "leave", created["id"], *SHORT_LIVED).strip() == "left alone"
 
 
 def test_untrusted_group_and_author_names_print_inert(capsys: pytest.CaptureFixture[str]) -> None:

@@ -170,6 +170,7 @@ class ChatApp(App[None]):
         self._contacts_lock = asyncio.Lock()
         self._agreement_timer: Timer | None = None
         self.groups: dict[str, GroupInfo] = {}  # peer -> the groups in the list
+        self._groups_seen: tuple[tuple[bytes, float | None, int], ...] = ()
 
     # -- layout ---------------------------------------------------------------------
 
@@ -342,8 +343,15 @@ class ChatApp(App[None]):
             self.notify(f"{name} has added you: you can message each other.", markup=False)
 
     def _groups_changed(self) -> bool:
-        """A group joined (an invitation came), left, or its members changed."""
-        return {g.info.peer: g.info for g in stored_groups(self.store)} != self.groups
+        """A group joined (an invitation came), left, or its changes grew (members):
+        looked at without verifying anything, the list is rebuilt only then."""
+        rows = self.store.groups.all()
+        seen = tuple(
+            (r.group_id, r.left_at, len(self.store.groups.changes(r.group_id))) for r in rows
+        )
+        changed = seen != self._groups_seen
+        self._groups_seen = seen
+        return changed
 
     def sender_words(self, row: MessageRow) -> str:
         """Who wrote a received message: `ann`, or `ann in north gate` for a group's."""
