@@ -118,6 +118,13 @@ async def test_a_group_beside_contacts_with_unread_authors_members_and_sending(
         pushed = await until(pilot, lambda: line_with(app, "while you look"), "a pushed one")
         assert plain(pushed).startswith("ann  ")
 
+        # An invitation while the chat is open: the new group joins the list by itself.
+        for args in (("create", "south gate"), ("invite", "south gate", "ben")):
+            done = mesh(trio.ann, "group", *args)
+            assert done.returncode == 0, done.stderr
+        await until(pilot, lambda: item_for(app, "south gate"), "the new group in the list")
+        assert app.current == peer  # the open conversation stays open
+
 
 def _row(text: str, peer: str, author: str | None, direction: Direction) -> MessageRow:
     body = text.encode()
