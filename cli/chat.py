@@ -15,7 +15,8 @@ from cli.params import host_option
 from mesh import vault
 from mesh.chat import ChatOptions, run_chat
 from mesh.errors import LocalError, MeshError
-from mesh.home import open_home, resolve_recipient
+from mesh.group_views import conversation
+from mesh.home import open_home
 from mesh.netaddr import parse_host_port
 
 
@@ -78,14 +79,14 @@ def command(
     interfaces: tuple[str, ...],
     keep_running: bool,
 ) -> None:
-    """Open the chat (on NAME's conversation, a contact name or an ID).
+    """Open the chat (on NAME's conversation: a contact name or an ID, else a group).
 
     Uses the `mesh up` running for this home; otherwise starts one with the same
     options as `mesh up`, and stops it when you quit (unless --keep-running). A node
     that was already running keeps running.
     """
     with open_home(home) as store:
-        open_with = resolve_recipient(store, name).id if name else None
+        open_with = conversation(store, name)[0] if name else None  # contacts win
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise LocalError("mesh chat needs a terminal; in a script use send, inbox and read")
     up_args = _up_args(host, port, peers, no_mdns, interfaces)

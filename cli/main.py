@@ -9,45 +9,42 @@ every subcommand (bench, sim and chat included).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import platformdirs
 import segno
 
 from cli import bench, chat, people, render, security, sim
+from cli import groups as groups_cli
 from cli import network as network_cli
 from cli import requests as requests_cli
 from cli import share as share_cli
-from cli.params import host_option
+from cli.params import host_option, net_config, network_options
 from mesh import __version__, control
 from mesh.control import list_messages, list_peers, read_inbox, send_text
 from mesh.daemon import run_daemon
 from mesh.envelope import MAX_TEXT_BYTES, MAX_TTL
 from mesh.errors import MeshError, UnknownContactError
+from mesh.group_views import conversation
 from mesh.home import (
     ensure_new_home,
     init_home,
     open_home,
     passphrase_for,
     public_identity,
-    resolve_recipient,
 )
 from mesh.identity import PublicIdentity
-from mesh.netaddr import lan_ipv4_addresses, parse_host_port
-from mesh.runner import NetConfig
+from mesh.netaddr import lan_ipv4_addresses
 from mesh.store import MessageStatus, Store
 from mesh.wire import Address
 
 EXIT_ERROR = 1
 EXIT_QUEUED = 3
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
@@ -103,60 +100,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     ctx.obj = (home or default_home()).expanduser().absolute()
 
 
-# -- options shared by the commands that run a node ---------------------------------------
-
-
-def _parse_peers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
-    try:
-        return [parse_host_port(v) for v in values]
-    except MeshError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _parse_interfaces(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
-    for value in values:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not an IP address") from None
-    return list(values)
-
-
-def network_options(func: F) -> F:
-    options = [
-        click.option(
-            "--peer",
-            "peers",
-            multiple=True,
-            metavar="HOST:PORT",
-            callback=_parse_peers,
-            help="A peer to join through (repeatable).",
-        ),
-        click.option("--no-mdns", is_flag=True, help="Do not look for peers with mDNS."),
-        click.option(
-            "--interface",
-            "interfaces",
-            multiple=True,
-            metavar="ADDR",
-            callback=_parse_interfaces,
-            help="Run mDNS on this local address only (repeatable; default: every "
-            "non-loopback IPv4 interface there is).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def net_config(
-    host: str | None,
-    port: int | None,
-    peers: list[Address],
-    no_mdns: bool,
-    interfaces: list[str],
-) -> NetConfig:
-    listen = host or (interfaces[0] if interfaces else "0.0.0.0")
-    return NetConfig(listen, port, peers, not no_mdns, interfaces or None)
+# -- the passphrase (network options: cli/params.py) ---------------------------------------
 
 
 def ask_passphrase(store: Store) -> str | None:
@@ -373,7 +317,9 @@ def send(
     no_mdns: bool,
     interfaces: list[str],
 ) -> None:
-    """Send TEXT to TO (a contact name or an ID); TEXT `-` (or --file -) reads stdin.
+    """Send TEXT to TO (a contact name or an ID, else a group's name); TEXT `-` (or
+    --file -) reads stdin. A name that is both a contact's and a group's means the
+    contact: `mesh group send` writes to the group.
 
     Reading stdin or a file keeps the text out of `ps` and the shell history. Goes
     through `mesh up` when it runs for this home, else starts a short-lived node.
@@ -383,6 +329,12 @@ def send(
 
     body = message_text(text, text_file)
     net = net_config(host, None, peers, no_mdns, interfaces)
+    group = groups_cli.group_target(home, to)  # no contact of that name, but a group's
+    if group is not None:
+        if ttl is not None:
+            raise click.UsageError("--ttl is for contacts; a group message keeps 7 days")
+        groups_cli.send_to_group(home, group.info.group_id.hex(), body, as_json, net)
+        return
     on_queued = (lambda mid: None) if as_json else _queued
     result = asyncio.run(send_text(home, to, body, ttl, net, ask_passphrase, on_queued))
     if as_json:
@@ -475,13 +427,14 @@ def inbox(
     no_mdns: bool,
     interfaces: list[str],
 ) -> None:
-    """Fetch your mailbox and list the messages you received (from NAME only, if given).
+    """Fetch your mailbox and list the messages you received (from NAME only, if given:
+    a contact, else a group's name).
 
     Listing marks nothing read: `mesh read NAME` does."""
     peer = None
     if name is not None:
         with open_home(home) as store:
-            peer = resolve_recipient(store, name).id
+            peer = conversation(store, name)[0]  # a contact's ID, or a group's peer
     net = net_config(host, None, peers, no_mdns, interfaces)
     messages, fetched = asyncio.run(read_inbox(home, net, ask_passphrase))
     messages = [
@@ -547,6 +500,7 @@ cli.add_command(chat.command)
 cli.add_command(share_cli.command)
 cli.add_command(network_cli.network)
 cli.add_command(requests_cli.requests)
+cli.add_command(groups_cli.group)
 security.register(cli)
 cli.add_command(people.read)
 contacts.add_command(people.verify)

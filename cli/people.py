@@ -67,7 +67,7 @@ def receipts(home: Path, name: str, setting: str, delivery: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
 def read(home: Path, name: str, as_json: bool) -> None:
-    """Show the unread messages from NAME and mark them read.
+    """Show the unread messages from NAME (a contact, else a group) and mark them read.
 
     Sends NAME a read receipt only if you turned them on (`mesh contacts receipts NAME
     on`): at once through a running `mesh up`, else with the next node on this home.

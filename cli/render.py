@@ -50,6 +50,18 @@ def when(timestamp: float | None) -> str:
 
 
 def who(message: Doc) -> str:
+    """Who a message is from (or to): the contact's name, else the start of the ID; for
+    a group's message `[group] author` (`[group]` alone for one you sent)."""
+    group = message.get("group")
+    if isinstance(group, str):
+        name = message.get("group_name")
+        label = one_line(name) if isinstance(name, str) else neutralise(group[:16]) + "..."
+        if message.get("direction") == "out":
+            return f"[{label}]"
+        author = message.get("author_contact")
+        if isinstance(author, str):
+            return f"[{label}] {one_line(author)}"
+        return f"[{label}] " + neutralise(str(message.get("author") or "")[:16]) + "..."
     contact = message.get("contact")
     if isinstance(contact, str):
         return one_line(contact)
@@ -172,3 +184,36 @@ def print_daemon_event(event: Doc) -> None:
         click.echo(f"{when(message['received_at'])}  new message from {who(message)}")
     elif event.get("event") == "expired":
         click.echo(f"{when(time.time())}  {len(event['message_ids'])} message(s) expired")
+
+
+def print_groups(groups: Iterable[Doc]) -> None:
+    rows = [{**g, "name": one_line(g["name"])} for g in groups]
+    if not rows:
+        hint("no groups yet: make one with `mesh group create NAME`")
+    width = max((len(g["name"]) for g in rows), default=0)
+    for group in rows:
+        plural = "" if group["members"] == 1 else "s"
+        notes = [f"{group['members']} member{plural}"]
+        if group.get("admin") and group.get("active"):
+            notes.append("you are an admin")
+        if not group.get("active"):
+            notes.append("you are no longer in it")
+        if group.get("unread"):
+            notes.append(f"{group['unread']} unread")
+        click.echo(f"{group['name']:<{width}}  {group['id'][:16]}  {'; '.join(notes)}")
+
+
+def print_members(doc: Doc) -> None:
+    """`mesh group members`: the group's name, then one member a line (admins first)."""
+    group = doc["group"]
+    click.echo(f"{one_line(group['name'])} ({group['id'][:16]}):")
+    for member in doc["members"]:
+        if member.get("you"):
+            name = "you"
+        elif isinstance(member.get("contact"), str):
+            name = one_line(member["contact"])
+        else:
+            name = "(not a contact)"
+        click.echo(f"  {member['role']:<6}  {name}  {member['id']}")
+    if not group.get("active"):
+        hint("you are no longer in this group: this is who was in it when you left")

@@ -24,6 +24,7 @@ from typing import Any
 from mesh import errors, reading, retention
 from mesh.envelope import MessageKind
 from mesh.errors import AlreadyRunningError, MeshError, UnreachableError
+from mesh.group_views import conversation
 from mesh.home import (
     HomeLock,
     check_text,
@@ -38,6 +39,7 @@ from mesh.home import (
 )
 from mesh.runner import PEER_WAIT, NetConfig, SendResult, deliver_queued, short_lived_node
 from mesh.store import MessageRow, Store
+from mesh.store_groups import group_of_peer
 from mesh.wire import Address
 
 PROTOCOL_VERSION = 1
@@ -61,12 +63,28 @@ def contact_names(store: Store) -> dict[str, str]:
     return names
 
 
-def message_json(row: MessageRow, names: dict[str, str]) -> Event:
+def group_names(store: Store) -> dict[str, str]:
+    """A group's peer (mesh.store_groups.group_peer) -> its name."""
+    return {row.peer: row.name for row in store.groups.all()}
+
+
+def message_json(
+    row: MessageRow, names: dict[str, str], groups: dict[str, str] | None = None
+) -> Event:
+    """A message row as JSON. For a group's message `peer` is the group's peer string
+    ("group:<hex>"), `contact` is null, and `group`, `group_name`, `author` (who wrote
+    it) and `author_contact` (their contact name) say the rest; null for a contact's."""
+    group = group_of_peer(row.peer_id)
+    author = row.author if group is not None else None
     return {
         "id": row.msg_id.hex(),
         "direction": row.direction,
         "peer": row.peer_id,
         "contact": names.get(row.peer_id),
+        "group": None if group is None else group.hex(),
+        "group_name": None if group is None else (groups or {}).get(row.peer_id),
+        "author": author,
+        "author_contact": None if author is None else names.get(author),
         "text": row.body.decode("utf-8", "replace"),
         "sent_at": row.sent_at,
         "received_at": row.received_at,
@@ -81,9 +99,10 @@ def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     """Text messages one way, oldest first, after deleting the expired ones."""
     store.delete_expired_messages(now)
     retention.apply(store, now)
-    names = contact_names(store)
+    names, groups = contact_names(store), group_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
-    return [message_json(r, names) for r in rows[-LISTED_MESSAGES:] if r.kind == MessageKind.TEXT]
+    texts = rows[-LISTED_MESSAGES:]
+    return [message_json(r, names, groups) for r in texts if r.kind == MessageKind.TEXT]
 
 
 def encode_line(doc: Event) -> bytes:
@@ -347,28 +366,29 @@ def contacts_presence(store: Store, now: float) -> list[Event]:
 
 async def read_messages(home: Path, to: str, unlock: Unlock, now: float) -> tuple[list[Event], int]:
     """The unread texts from `to` (oldest first), now marked read; and how many read
-    receipts were queued (only for a contact who opted in; see mesh.reading)."""
+    receipts were queued (only for a contact who opted in; see mesh.reading). `to` may
+    name a group (mesh.group_views.conversation: contacts win); groups get no receipts."""
     with open_home(home) as store:
-        peer = resolve_recipient(store, to)
+        peer, group = conversation(store, to)
         store.delete_expired_messages(now)
-        names = contact_names(store)
+        names, groups = contact_names(store), group_names(store)
         rows = [
             r
-            for r in store.list_messages(peer_id=peer.id, direction="in")
+            for r in store.list_messages(peer_id=peer, direction="in")
             if r.kind == MessageKind.TEXT and not r.read
         ]
-    docs = [message_json(r, names) for r in rows]
+    docs = [message_json(r, names, groups) for r in rows]
     if not rows:
         return docs, 0
     ids = [r.msg_id for r in rows]
     client = await ControlClient.connect(home)
     if client is not None:
         async with client:
-            doc = await client.request("read", peer=peer.id, ids=[i.hex() for i in ids])
+            doc = await client.request("read", peer=peer, ids=[i.hex() for i in ids])
         return docs, int(doc.get("receipts", 0))
     with open_home(home) as store:
-        marked = store.mark_read_ids(peer.id, ids)
-        if not reading.wants_read_receipts(store, peer.id):
+        marked = store.mark_read_ids(peer, ids)
+        if group is not None or not reading.wants_read_receipts(store, peer):
             return docs, 0
         identity = unlock_identity(store, unlock(store))
-        return docs, reading.queue_read_receipts(store, identity, peer.id, marked, now)
+        return docs, reading.queue_read_receipts(store, identity, peer, marked, now)

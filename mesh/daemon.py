@@ -29,15 +29,18 @@ from mesh.control import (
     encode_line,
     error_json,
     format_address,
+    group_names,
     list_messages,
     message_json,
 )
+from mesh.control_groups import GROUP_OPS, run_op
 from mesh.envelope import Message, MessageKind
 from mesh.errors import ControlRequestError, LocalError, MeshError, UnreachableError
 from mesh.home import HomeLock, control_path, queue_message, resolve_recipient
 from mesh.node import Node, parse_address
 from mesh.runner import PEER_WAIT, NetConfig, deliver_queued, start_node
 from mesh.store import MessageStatus
+from mesh.store_groups import group_of_peer
 from mesh.tasks import TaskSet
 from mesh.wire import Address
 
@@ -101,6 +104,8 @@ class Daemon:
             "read": self._op_read,
             "watch": self._op_watch,
         }
+        for op in GROUP_OPS:
+            self._handlers[op] = self._op_group
 
     async def start(self) -> None:
         """Bind the control socket (the caller holds the home's lock, so any old socket
@@ -233,9 +238,9 @@ class Daemon:
 
     async def _op_fetch(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         new = await self._fetch() or []
-        names = contact_names(self.node.store)
+        names, groups = contact_names(self.node.store), group_names(self.node.store)
         rows = [self.node.store.get_message(m.id, "in") for m in new if m.kind == TEXT]
-        return {"messages": [message_json(r, names) for r in rows if r is not None]}
+        return {"messages": [message_json(r, names, groups) for r in rows if r is not None]}
 
     async def _op_inbox(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         await self._join([parse_address(p) for p in _list_arg(request, "peers")])
@@ -255,11 +260,20 @@ class Daemon:
         peers = [{"node_id": c.id.hex(), "address": format_address(c.address)} for c in contacts]
         return {"live": True, "peers": peers}
 
+    async def _op_group(self, request: Event, writer: asyncio.StreamWriter) -> Event:
+        """The `group_*` ops (mesh.control_groups); `peers` as for `send`."""
+        await self._join([parse_address(p) for p in _list_arg(request, "peers")])
+        return await run_op(self.node, str(request["op"]), request)
+
     async def _op_read(self, request: Event, writer: asyncio.StreamWriter) -> Event:
         """Mark messages from `peer` read (all, or the hex `ids`); a read receipt goes
-        out if that contact opted in (mesh.reading)."""
-        peer = resolve_recipient(self.node.store, _text_arg(request, "peer"))
+        out if that contact opted in (mesh.reading). `peer` may be a group's peer
+        string ("group:<hex>", as the chat has it): groups get no read receipts."""
         only = _ids_arg(request)
+        named = _text_arg(request, "peer")
+        if group_of_peer(named) is not None:
+            return {"marked": len(self.node.store.mark_read_ids(named, only)), "receipts": 0}
+        peer = resolve_recipient(self.node.store, named)
         ids = self.node.store.mark_read_ids(peer.id, only)
         store, identity = self.node.store, self.node.identity
         queued = reading.queue_read_receipts(store, identity, peer.id, ids, self.node.wall())
@@ -304,8 +318,8 @@ class Daemon:
         async for message in self.node.messages():
             row = self.node.store.get_message(message.id, "in")
             if row is not None and row.kind == TEXT:
-                names = contact_names(self.node.store)
-                self.emit({"event": "message", "message": message_json(row, names)})
+                names, groups = contact_names(self.node.store), group_names(self.node.store)
+                self.emit({"event": "message", "message": message_json(row, names, groups)})
 
     async def _housekeeping(self) -> None:
         """Delete expired messages now and then; while someone watches, report changes."""

@@ -1,8 +1,10 @@
 """ChatApp: the full-screen chat on the node of a home.
 
-Left, your contacts with unread counts; right, the conversation with a delivery mark
-on each message you sent, and the line you type in; below, the status bar (connected
-or not, devices found, messages waiting) and the keyboard shortcuts.
+Left, your contacts, then your groups (`# name`), with unread counts; right, the
+conversation with a delivery mark on each message you sent (in a group, each message
+under its author's name; Ctrl+G lists the members), and the line you type in; below,
+the status bar (connected or not, devices found, messages waiting) and the keyboard
+shortcuts.
 
 Everything shown comes from the home's store (read beside the daemon, WAL makes that
 safe) and is kept current by the daemon's watch stream: new messages, status changes,
@@ -16,27 +18,34 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
-from textual.app import App, AutopilotCallbackType, ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, Static
 
 from mesh import vault
-from mesh.chat.link import AskPassphrase, DaemonLink, find_or_start
-from mesh.chat.screens import AddContactScreen, MyIdScreen, RequestsScreen, WipeScreen
+from mesh.chat.link import DaemonLink
+from mesh.chat.screens import (
+    AddContactScreen,
+    GroupMembersScreen,
+    MyIdScreen,
+    RequestsScreen,
+    WipeScreen,
+)
 from mesh.chat.view import (
     VERIFIED_MARK,
     Entry,
     NodeState,
     contact_entries,
     entry_text,
+    group_entries,
+    group_title,
     legend,
     message_text,
     short_id,
@@ -47,6 +56,8 @@ from mesh.chat.view import (
 from mesh.control import Event
 from mesh.envelope import MessageKind
 from mesh.errors import LocalError, MeshError
+from mesh.group_service import GroupInfo
+from mesh.group_views import stored_groups
 from mesh.home import check_text, open_home, unlock_identity
 from mesh.identity import PublicIdentity
 from mesh.safe_text import one_line
@@ -126,6 +137,7 @@ class ChatApp(App[None]):
         Binding("ctrl+n", "add_contact", "Add contact", priority=True),
         Binding("ctrl+o", "my_id", "My ID and QR code", priority=True),
         Binding("ctrl+r", "requests", "Requests", priority=True),
+        Binding("ctrl+g", "members", "Group members", priority=True),
         Binding("ctrl+x", "wipe", "Wipe", priority=True),
         Binding("pageup", "scroll_messages(-1)", "Older", show=False),
         Binding("pagedown", "scroll_messages(1)", "Newer", show=False),
@@ -157,6 +169,8 @@ class ChatApp(App[None]):
         self._conversation_lock = asyncio.Lock()
         self._contacts_lock = asyncio.Lock()
         self._agreement_timer: Timer | None = None
+        self.groups: dict[str, GroupInfo] = {}  # peer -> the groups in the list
+        self._groups_seen: tuple[tuple[bytes, float | None, int], ...] = ()
 
     # -- layout ---------------------------------------------------------------------
 
@@ -231,12 +245,13 @@ class ChatApp(App[None]):
         row = self._row(message.get("id"), "in")
         if row is None:
             return
+        if message.get("group") and row.peer_id not in self.groups:
+            await self.refresh_contacts()  # a group just joined: its name and entry
         if row.peer_id == self.current:
             await self.show_row(row)
             await self.mark_read(row.peer_id)
         else:
-            name = one_line(str(message.get("contact") or short_id(row.peer_id)))
-            self.notify(f"New message from {name}", markup=False)
+            self.notify(f"New message from {self.sender_words(row)}", markup=False)
         await self.refresh_contacts()
 
     async def status_changed(self, message_id: str) -> None:
@@ -284,7 +299,9 @@ class ChatApp(App[None]):
             unread.pop(self.current, None)  # being read right now
         contacts = self.store.list_contacts()
         waiting = self.waiting_ids(contacts)
-        self.entries = contact_entries(contacts, unread, reversed(senders), waiting)
+        entries = contact_entries(contacts, unread, reversed(senders), waiting)
+        self.groups = {g.info.peer: g.info for g in stored_groups(self.store)}
+        self.entries = entries + group_entries(self.groups.values(), unread)
         shown = self.query_one("#contacts", ListView)
         await shown.clear()
         await shown.extend(ContactItem(entry) for entry in self.entries)
@@ -302,6 +319,13 @@ class ChatApp(App[None]):
 
     async def check_agreements(self) -> None:
         """While a contact has not added us, look whether they did (their keys came)."""
+        try:
+            if self._groups_changed():
+                await self.refresh_contacts()
+                if self.current in self.groups:
+                    self.show_title(self.current)
+        except MeshError:
+            return  # the store busy: next time
         before = {e.peer_id for e in self.entries if e.waiting}
         if not before:
             return
@@ -317,6 +341,32 @@ class ChatApp(App[None]):
         for peer_id in now_ready:
             name = one_line(self.name_of(peer_id))
             self.notify(f"{name} has added you: you can message each other.", markup=False)
+
+    def _groups_changed(self) -> bool:
+        """A group joined (an invitation came), left, or its changes grew (members):
+        looked at without verifying anything, the list is rebuilt only then."""
+        rows = self.store.groups.all()
+        seen = tuple(
+            (r.group_id, r.left_at, len(self.store.groups.changes(r.group_id))) for r in rows
+        )
+        changed = seen != self._groups_seen
+        self._groups_seen = seen
+        return changed
+
+    def sender_words(self, row: MessageRow) -> str:
+        """Who wrote a received message: `ann`, or `ann in north gate` for a group's."""
+        group = self.groups.get(row.peer_id)
+        if group is None:
+            return one_line(self.name_of(row.peer_id))
+        return f"{one_line(self.author_name(row))} in {one_line(group.name)}"
+
+    def author_name(self, row: MessageRow) -> str:
+        """The name over a message: the contact's (the author's, in a group)."""
+        if row.peer_id not in self.groups:
+            return self.name_of(row.peer_id)
+        if row.direction == "out" or row.author is None:
+            return "You"
+        return self.name_of(row.author)
 
     def contact_name(self, peer_id: str) -> str | None:
         for entry in self.entries:
@@ -357,7 +407,9 @@ class ChatApp(App[None]):
 
     def title_text(self, peer_id: str) -> Text:
         """The name, and the fingerprint to compare with their "My ID" screen; whether
-        they have added us yet."""
+        they have added us yet. A group's: its name and members."""
+        if peer_id in self.groups:
+            return group_title(self.groups[peer_id])
         fingerprint = PublicIdentity.from_id(peer_id).fingerprint
         text = Text(f"Chat with {self.name_of(peer_id)}", style="bold")
         if self.is_verified(peer_id):
@@ -374,7 +426,7 @@ class ChatApp(App[None]):
         return any(e.verified for e in self.entries if e.peer_id == peer_id and e.known)
 
     def _line(self, row: MessageRow) -> MessageLine:
-        line = MessageLine(row, self.name_of(row.peer_id))
+        line = MessageLine(row, self.author_name(row))
         self.shown[widget_key(row)] = line
         return line
 
@@ -430,7 +482,11 @@ class ChatApp(App[None]):
         """Hand a message to the node; it shows up with its mark through the watch
         stream, and at once here when the node answers."""
         try:
-            result = await self.link.request("send", to=peer_id, text=text, ttl=None)
+            if peer_id in self.groups:
+                group = self.groups[peer_id].group_id.hex()
+                result = await self.link.request("group_send", group=group, text=text)
+            else:
+                result = await self.link.request("send", to=peer_id, text=text, ttl=None)
         except MeshError as exc:
             self.notify(one_line(f"Not sent: {exc}"), severity="error", timeout=15, markup=False)
             compose = self.query_one("#compose", Input)
@@ -456,6 +512,8 @@ class ChatApp(App[None]):
             return len(self.screen_stack) == 1
         if action in ("add_contact", "my_id", "requests"):
             return len(self.screen_stack) == 1 and bool(self.own)
+        if action == "members":
+            return len(self.screen_stack) == 1 and self.current in self.groups
         return True
 
     def action_add_contact(self) -> None:
@@ -523,53 +581,19 @@ class ChatApp(App[None]):
                 await self.link.request("add_contact", peer=peer_id)  # their keys go now
         await self.refresh_contacts()
 
+    async def action_members(self) -> None:
+        """Ctrl+G in a group's conversation: who is in it (asked of the node)."""
+        group = self.groups.get(self.current or "")
+        if group is None:
+            return
+        try:
+            answer = await self.link.request("group_members", group=group.group_id.hex())
+        except MeshError as exc:
+            self.notify(one_line(str(exc)), severity="error", timeout=10, markup=False)
+            return
+        members = [m for m in answer.get("members", []) if isinstance(m, dict)]
+        self.push_screen(GroupMembersScreen(group.name, members))
+
     def action_my_id(self) -> None:
         own_id, fingerprint = str(self.own["id"]), str(self.own["fingerprint"])
         self.push_screen(MyIdScreen(own_id, fingerprint, self.own.get("name")))
-
-
-# -- running it --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatOptions:
-    up_args: Sequence[str] = ()  # for `mesh up`, if the chat has to start it
-    peers: Sequence[str] = ()  # HOST:PORT to join through, given to a running daemon too
-    open_with: str | None = None  # an ID whose conversation opens first
-    keep_running: bool = False  # leave a daemon the chat started running on quit
-    node_options: Sequence[str] = ()  # options given that only a started daemon uses
-
-
-@dataclass(frozen=True)
-class ChatOutcome:
-    started_here: bool
-    stopped: bool
-    pid: int | None
-
-
-async def run_chat(
-    home: Path,
-    options: ChatOptions,
-    ask_passphrase: AskPassphrase,
-    auto_pilot: AutopilotCallbackType | None = None,
-) -> ChatOutcome:
-    """Find or start the daemon of `home`, run the chat until the user quits, then stop
-    the daemon if the chat started it (unless `keep_running`). `auto_pilot` (tests) runs
-    the app headless under a Textual pilot."""
-    link = await find_or_start(home, options.up_args, ask_passphrase, options.keep_running)
-    pid = link.process.pid if link.process is not None else None
-    stop = link.started_here and not options.keep_running
-    try:
-        if options.peers and not link.started_here:
-            await link.request("inbox", fetch=False, peers=list(options.peers))
-        notices = []
-        if options.node_options and not link.started_here:
-            given = ", ".join(options.node_options)
-            notices.append(f"Your node was already running: {given} did not change it.")
-        app = ChatApp(home, link, options.open_with, notices)
-        await app.run_async(headless=auto_pilot is not None, auto_pilot=auto_pilot)
-    finally:
-        await link.close()
-        if stop:
-            await link.stop_daemon()
-    return ChatOutcome(link.started_here, stop, pid)

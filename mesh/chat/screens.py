@@ -1,5 +1,6 @@
 """The chat's dialogs: adding a contact by pasting an ID, showing your own ID (as a QR
-code and text) with your fingerprint, strangers' requests, the panic wipe."""
+code and text) with your fingerprint, strangers' requests, the panic wipe, a group's
+members."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from mesh.chat.view import fingerprint_lines, qr_text
+from mesh.chat.view import fingerprint_lines, members_text, qr_text
 from mesh.errors import InvalidIdError, LocalError
 from mesh.identity import Identity, PublicIdentity
 from mesh.requests import accept_in_store
@@ -23,7 +24,7 @@ from mesh.store import Store
 
 # Not scoped: the rules style the screens themselves, not only their children.
 DIALOG_CSS = """
-AddContactScreen, MyIdScreen { align: center middle; }
+AddContactScreen, MyIdScreen, GroupMembersScreen { align: center middle; }
 .dialog {
     width: 76; max-width: 100%; height: auto; max-height: 100%;
     border: thick $accent; background: $surface; padding: 0 2;
@@ -306,3 +307,37 @@ class RequestsScreen(ModalScreen[list[str]]):
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
         self.dismiss(self.accepted)
+
+
+class GroupMembersScreen(ModalScreen[None]):
+    """Who is in a group (the daemon's `group_members` answer): names from your
+    contacts, else the start of the ID, and roles. Escape or Enter closes."""
+
+    DEFAULT_CSS = DIALOG_CSS
+    SCOPED_CSS = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("enter", "close", "Close"),
+    ]
+
+    def __init__(self, name: str, members: list[dict[str, object]]) -> None:
+        super().__init__()
+        self.group_name = name
+        self.members = members
+
+    def compose(self) -> ComposeResult:
+        plural = "" if len(self.members) == 1 else "s"
+        title = f"{one_line(self.group_name)}: {len(self.members)} member{plural}"
+        with VerticalScroll(classes="dialog"):
+            yield Label(Text(title), classes="dialog-title")  # a name is never markup
+            yield Static(members_text(self.members), id="members")
+            yield Static(
+                "Only an admin adds or removes members (mesh group invite / remove).",
+                classes="explain",
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Close", variant="primary", id="close")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import segno
 from rich.text import Text
 
+from mesh.group_service import GroupInfo
 from mesh.safe_text import neutralise, one_line, pieces
 from mesh.store import Contact, MessageRow
+from mesh.store_groups import group_of_peer
 
 # One mark per delivery status of a message you sent, and the words the legend uses.
 MARKS: Mapping[str, str] = {
@@ -42,9 +44,11 @@ MARK_STYLES: Mapping[str, str] = {
     "failed": "bold red",
     "expired": "bold red",
 }
+GROUP_STORED_WORDS = "sent to the group"
 # A message that expired undelivered keeps a stub with its text wiped: this stands in.
 WIPED_TEXT = "(text deleted at expiry)"
 VERIFIED_MARK = "✓"
+GROUP_MARK = "# "  # before a group's name in the list
 QR_BORDER = 2  # light margin around the code, in modules (phones read 2 fine)
 UNKNOWN_PREFIX = "Unknown "
 ESCAPE_STYLE = "reverse"  # how a neutralised control character stands out from typed text
@@ -78,7 +82,10 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
     if mine:
         text.append("  ")
         text.append(MARKS.get(row.status, "?"), style=MARK_STYLES.get(row.status, ""))
-        text.append(f" {STATUS_WORDS.get(row.status, row.status)}", style="dim")
+        words = STATUS_WORDS.get(row.status, row.status)
+        if group_of_peer(row.peer_id) is not None and row.status == "stored":
+            words = GROUP_STORED_WORDS  # groups have no delivery receipts (yet)
+        text.append(f" {words}", style="dim")
     text.append("\n")
     if not row.body and row.status in ("failed", "expired"):
         text.append(WIPED_TEXT, style="dim italic")
@@ -106,6 +113,8 @@ class Entry:
     known: bool  # False: someone who wrote to you but is not in your contacts
     verified: bool = False  # you compared fingerprints (`mesh contacts verify`)
     waiting: bool = False  # you added them, they have not added you yet (no agreement)
+    group: bool = False  # a group's conversation: peer_id is its peer ("group:<hex>")
+    left: bool = False  # a group you left or were removed from (its messages stay)
 
 
 def short_id(peer_id: str) -> str:
@@ -133,7 +142,7 @@ def contact_entries(
     ]
     known = {c.peer_id for c in entries}
     for sender in dict.fromkeys(senders):
-        if sender not in known:
+        if sender not in known and group_of_peer(sender) is None:
             entries.append(
                 Entry(UNKNOWN_PREFIX + short_id(sender), sender, unread.get(sender, 0), False)
             )
@@ -141,12 +150,61 @@ def contact_entries(
     return entries
 
 
+def group_entries(infos: Iterable[GroupInfo], unread: Mapping[str, int]) -> list[Entry]:
+    """Your groups, for the list beside your contacts (their names are whoever invited
+    you's choice: shown through one_line, like a contact's)."""
+    return [
+        Entry(one_line(g.name), g.peer, unread.get(g.peer, 0), True, group=True, left=not g.active)
+        for g in infos
+    ]
+
+
 def entry_text(entry: Entry) -> Text:
-    text = Text(neutralise(entry.label), style="bold" if entry.unread else "")
+    text = Text(GROUP_MARK, style="bold magenta") if entry.group else Text()
+    text.append(neutralise(entry.label), style="bold" if entry.unread else "")
+    if entry.left:
+        text.append(" (left)", style="dim")
     if entry.verified:
         text.append(f" {VERIFIED_MARK}", style="bold green")
     if entry.unread:
         text.append(f"  {entry.unread} new", style="bold black on yellow")
+    return text
+
+
+def group_title(info: GroupInfo) -> Text:
+    """The conversation header of a group: its name, members, what you can do."""
+    plural = "" if info.members == 1 else "s"
+    text = Text(f"Group {one_line(info.name)}", style="bold")
+    text.append(f"  {info.members} member{plural}", style="not bold")
+    if info.admin and info.active:
+        text.append(" · you are an admin", style="not bold")
+    text.append("\nCtrl+G: who is in it. Everyone in it reads what you write here.", "dim")
+    if not info.active:
+        text.append("\n")
+        text.append(
+            "You are no longer in this group: nothing can be sent to it.", style="bold yellow"
+        )
+    return text
+
+
+def members_text(members: Iterable[Mapping[str, object]]) -> Text:
+    """The member list (the `group_members` answer's rows): names from your contacts,
+    else the start of the ID; roles; you."""
+    text = Text()
+    for member in members:
+        peer_id = str(member.get("id", ""))
+        contact = member.get("contact")
+        if member.get("you") is True:
+            name = "You"
+        elif isinstance(contact, str):
+            name = one_line(contact)
+        else:
+            name = f"{short_id(peer_id)} (not in your contacts)"
+        text.append(f"{name}", style="bold")
+        text.append(
+            f"  {member.get('role')}\n", style="green" if member.get("role") == "admin" else "dim"
+        )
+        text.append(f"    {neutralise(peer_id)}\n", style="dim")
     return text
 
 
