@@ -71,7 +71,7 @@ def stored_groups(store: Store) -> list[StoredGroup]:
     for row in store.groups.all():
         try:
             changes = [Change.from_bytes(data) for data in store.groups.changes(row.group_id)]
-            state = groups.resolve(changes)
+            state = groups.resolve(changes, row.genesis)
         except RemoteProtocolError:
             continue  # as the node: a group it cannot load is not listed
         order = sorted(state.members.items(), key=lambda kv: (kv[1] != "admin", id_for_key(kv[0])))
