@@ -106,11 +106,9 @@ class GroupBase:
         self._index: dict[bytes, tuple[bytes, bytes]] = {}  # mailbox key -> (group, key)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._rekeying: set[bytes] = set()
-        self._superseded: dict[bytes, float] = {}
-        self._handed: set[bytes] = set()  # key changes of ours (wrapped by us)
-        self._checked_keys: set[bytes] = (
-            set()
-        )  # current keys whose holders we checked  # key change id -> when it stopped being current
+        self._superseded: dict[bytes, float] = {}  # key change -> when it stopped being current
+        self._wrapped: dict[bytes, set[bytes]] = {}  # our key changes -> whom we wrapped for
+        self._rekeyed_for: set[bytes] = set()  # key changes we rekeyed after
         # Incomplete invitations, by (sender ID, group id), oldest first.
         self._parked: dict[tuple[str, bytes], list[groups.Invite]] = self._load_parked()
         self._to_receipt: dict[bytes, list[bytes]] = {}  # group -> message ids, batched

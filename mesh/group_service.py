@@ -278,7 +278,7 @@ class GroupService(GroupBase):
             for vk in groups.recipients_of(group.state)
             if vk != me
         ]
-        self._handed.add(key.change_id)
+        self._wrapped[key.change_id] = set(group.state.members)
         for carrier in carriers:
             await self._post(group, carrier, [change.to_bytes()], key.change_id, wraps)
         self._spawn(self.subscribe_all())
@@ -297,26 +297,33 @@ class GroupService(GroupBase):
         if not state.rekey_wanted and not self._key_holders_differ(group):
             return
         self._rekeying.add(group.group_id)
+        self._rekeyed_for.add(state.key_change)
         self._spawn(self._rekey(group))
 
     def _key_holders_differ(self, group: _Group) -> bool:
+        """Do the holders of the current key differ from the members? The holders: whom
+        its author wrapped it for (known exactly for our own key changes, else the
+        members of the state its own chain of changes resolves to), and whoever an add
+        that follows it invited (the inviter held it)."""
         state = group.state
         current = group.changes.get(state.key_change)
         if current is None or current.depth == 0:
             return False
-        if current.id in self._checked_keys or current.id in self._handed:
-            return False  # checked once (no rekey loop), or ours: wrapped for the state
-        self._checked_keys.add(current.id)
-        branch: list[Change] = []
-        change: Change | None = current
-        while change is not None:
-            branch.append(change)
-            change = group.changes.get(change.parent)
-        wrapped = set(groups.resolve(branch, group.row.genesis).members)
+        if current.id in self._rekeyed_for:
+            return False  # one rekey per key: a second difference waits for the next change
+        wrapped = self._wrapped.get(current.id)
+        if wrapped is None:
+            branch: list[Change] = []
+            change: Change | None = current
+            while change is not None:
+                branch.append(change)
+                change = group.changes.get(change.parent)
+            wrapped = set(groups.resolve(branch, group.row.genesis).members)
         children: dict[bytes, list[Change]] = {}
         for c in group.changes.values():
             children.setdefault(c.parent, []).append(c)
-        later, todo = set(), [current.id]
+        later: set[bytes] = set()
+        todo = [current.id]
         while todo:  # changes that follow the key change: their invitees got its key
             for child in children.get(todo.pop(), []):
                 later.add(child.id)
