@@ -102,7 +102,12 @@ def list_messages(store: Store, direction: str, now: float) -> list[Event]:
     names, groups = contact_names(store), group_names(store)
     rows = store.list_messages(direction="in" if direction == "in" else "out")
     texts = rows[-LISTED_MESSAGES:]
-    return [message_json(r, names, groups) for r in texts if r.kind == MessageKind.TEXT]
+    out = [message_json(r, names, groups) for r in texts if r.kind == MessageKind.TEXT]
+    for doc, row in zip(out, (r for r in texts if r.kind == MessageKind.TEXT), strict=True):
+        if doc["group"] is not None and row.direction == "out":
+            # Aggregated receipts (groups of up to 20): how many members said they have it.
+            doc["delivered_to"] = store.groups.delivered_to(row.msg_id)
+    return out
 
 
 def encode_line(doc: Event) -> bytes:

@@ -50,6 +50,10 @@ async def test_a_group_message_is_one_record_and_reaches_every_member() -> None:
         assert await wait_until(lambda: admin.group_delivery(receipt.message_id) == (2, 2))
         row = admin.store.get_message(receipt.message_id, "out")
         assert row is not None and row.status == "delivered"
+        from mesh.control import list_messages
+
+        [doc] = [d for d in list_messages(admin.store, "out", admin.wall()) if d["group"]]
+        assert doc["delivered_to"] == 2  # what `mesh outbox --json` shows
         # One record in the group mailbox, nothing in the members' own mailboxes.
         reply = await bounded(ann.send_group(gid, "on my way"))
         assert reply.replicas >= 1

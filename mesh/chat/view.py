@@ -45,6 +45,7 @@ MARK_STYLES: Mapping[str, str] = {
     "expired": "bold red",
 }
 GROUP_STORED_WORDS = "sent to the group"
+GROUP_DELIVERED_WORDS = "delivered to members"
 # A message that expired undelivered keeps a stub with its text wiped: this stands in.
 WIPED_TEXT = "(text deleted at expiry)"
 VERIFIED_MARK = "✓"
@@ -84,7 +85,9 @@ def message_text(row: MessageRow, their_name: str, now: float) -> Text:
         text.append(MARKS.get(row.status, "?"), style=MARK_STYLES.get(row.status, ""))
         words = STATUS_WORDS.get(row.status, row.status)
         if group_of_peer(row.peer_id) is not None and row.status == "stored":
-            words = GROUP_STORED_WORDS  # groups have no delivery receipts (yet)
+            words = GROUP_STORED_WORDS  # no member's receipt yet (none above 20 members)
+        elif group_of_peer(row.peer_id) is not None and row.status == "delivered":
+            words = GROUP_DELIVERED_WORDS  # a member's aggregated receipt came
         text.append(f" {words}", style="dim")
     text.append("\n")
     if not row.body and row.status in ("failed", "expired"):
