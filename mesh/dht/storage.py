@@ -140,6 +140,8 @@ class RecordStorage:
             try:
                 self.persist.held_write(rows, evicted)
             except BaseException:
+                # (Records evicted for them stay evicted; their rows stay on disk until
+                # they expire: a reload may hold them again, never one we did not.)
                 for record_id in new:
                     self._remove(key, record_id)
                 self.counters["stored"] -= len(new)
