@@ -569,6 +569,30 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "ab-issue16": ab_block(
         "issue16", "plain", "encrypted", "`--full-nodes --store plain` vs `--store encrypted`"
     ),
+    "ab-issue16-batch": ab_block(
+        "issue16",
+        "batch-plain",
+        "batch-encrypted",
+        "a9b0389 (one commit per STORE request): `--full-nodes --store plain` vs encrypted",
+    ),
+    "ab-issue16-batch-before": ab_block(
+        "issue16",
+        "batch-base-plain",
+        "batch-base-encrypted",
+        "87397ad (one commit per record), the same sitting: plain vs encrypted",
+    ),
+    "ab-issue16-batch-encrypted": ab_block(
+        "issue16",
+        "batch-base-encrypted",
+        "batch-encrypted",
+        "`--full-nodes --store encrypted`, 87397ad vs a9b0389",
+    ),
+    "ab-issue16-batch-default": ab_block(
+        "issue16",
+        "batch-default-base",
+        "batch-default-new",
+        "the default bench, 87397ad vs a9b0389",
+    ),
     "bench-setup": bench_setup,
     "bench-kv": bench_kv,
     "bench-mailbox": bench_mailbox,

@@ -4,10 +4,12 @@ tombstones (mesh.dht.storage persists into `store.held`), and the peer cache
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mesh.store_db import Sql
 from mesh.store_rows import HELD_PUT, HeldRecord, PeerRow, Tombstone
+
+HELD_DELETE = "DELETE FROM held WHERE key = ? AND record_id = ?"
 
 
 class HeldTables:
@@ -26,13 +28,29 @@ class HeldTables:
         with self._sql.relaxed(), self._sql.transaction() as conn:
             return conn.executemany(HELD_PUT, rows).rowcount
 
+    def held_write(
+        self,
+        rows: Sequence[tuple[bytes, bytes, int, bytes]],
+        deleted: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        """Insert held records and delete (key, record_id) pairs in one commit: what one
+        `RecordStorage.put_many` changed. One row alone is one autocommit statement (no
+        BEGIN/COMMIT round trips): the common case, a STORE of one record."""
+        if len(rows) == 1 and not deleted:
+            self.held_put(*rows[0])
+            return
+        with self._sql.relaxed(), self._sql.transaction() as conn:
+            if deleted:
+                conn.executemany(HELD_DELETE, deleted)
+            if rows:
+                conn.executemany(HELD_PUT, rows)
+
     def held_delete(self, key: bytes, record_ids: Iterable[bytes]) -> int:
         params = [(key, record_id) for record_id in record_ids]
         if not params:
             return 0
         with self._sql.relaxed(), self._sql.transaction() as conn:
-            sql = "DELETE FROM held WHERE key = ? AND record_id = ?"
-            return conn.executemany(sql, params).rowcount
+            return conn.executemany(HELD_DELETE, params).rowcount
 
     def held_load(self, now: float) -> list[HeldRecord]:
         """Unexpired held records (expires_at > now), in insertion order."""

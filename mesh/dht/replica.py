@@ -106,8 +106,24 @@ class Replica:
                 assert_never(request)
 
     def _store(self, request: wire.Store, addr: Address) -> list[int]:
+        """One result per record; the new ones are on disk (one commit for the request:
+        RecordStorage.put_many) before this returns and the answer is sent."""
         now = self.wall()
-        return [int(self.accept(request.key, r, now, addr[0])) for r in request.records]
+        if len(request.records) == 1:
+            return [int(self.accept(request.key, request.records[0], now, addr[0]))]
+        results = [PutResult.REFUSED_FORMAT] * len(request.records)
+        valid: list[int] = []  # indices of the records whose format is right
+        for i, record in enumerate(request.records):
+            if self._format_ok(request.key, record, now):
+                valid.append(i)
+        stored = self.storage.put_many(
+            request.key, [request.records[i] for i in valid], now, addr[0]
+        )
+        for i, result in zip(valid, stored, strict=True):
+            results[i] = result
+            if result is PutResult.STORED:
+                self.push(request.key, request.records[i], now)
+        return [int(r) for r in results]
 
     def _find(self, request: wire.Find, sender: bytes) -> list[wire.ContactTuple]:
         neighbours = self.rpc.table.find_neighbors(request.target, wire.MAX_CONTACTS, sender)
@@ -115,17 +131,22 @@ class Replica:
 
     def accept(self, key: bytes, record: Record, now: float, source: str) -> PutResult:
         """Keep `record` under `key` if its format is right; push it if it is new."""
+        if not self._format_ok(key, record, now):
+            return PutResult.REFUSED_FORMAT
+        result = self.storage.put(key, record, now, source)
+        if result is PutResult.STORED:
+            self.push(key, record, now)
+        return result
+
+    def _format_ok(self, key: bytes, record: Record, now: float) -> bool:
         try:
             envelope.check_record_format(record, now)
             if record.stamp:  # a stranger's request: work bound to this record and key
                 stamps.verify(key, record.id, record.stamp, stamps.MIN_REPLICA_COST)
         except RemoteProtocolError:
             self.storage.counters["refused_format"] += 1
-            return PutResult.REFUSED_FORMAT
-        result = self.storage.put(key, record, now, source)
-        if result is PutResult.STORED:
-            self.push(key, record, now)
-        return result
+            return False
+        return True
 
     def push(self, key: bytes, record: Record, now: float) -> None:
         subs = self.listeners.get(key)

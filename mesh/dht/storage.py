@@ -8,7 +8,9 @@
 - Quotas: records and bytes per key, bytes per source address, total bytes. Past the
   total, the record closest to expiry is evicted first.
 - With a Store's `held` tables, every change is written through to SQLite before `put`
-  returns, so a restarted peer still holds what it acknowledged.
+  returns, so a restarted peer still holds what it acknowledged. `put_many` (the records
+  of one STORE request) writes them all in one commit: SQLCipher pays per commit, per
+  page written (docs/architecture.md, "Held records").
 """
 
 from __future__ import annotations
@@ -109,14 +111,42 @@ class RecordStorage:
 
     def put(self, key: bytes, record: Record, now: float, source: str = "") -> PutResult:
         """Store one already format-checked record. Idempotent by record id."""
-        result = self._admit(key, record, now, source)
-        self.counters[result.name.lower()] += 1
-        if result is PutResult.STORED:
-            self._insert(key, _Held(record, source))
-            self._evict_over_total()
-            if self.persist is not None:
-                self.persist.held_put(key, record.id, record.expires_at, record.pack())
-        return result
+        return self.put_many(key, [record], now, source)[0]
+
+    def put_many(
+        self, key: bytes, records: list[Record], now: float, source: str = ""
+    ) -> list[PutResult]:
+        """Store already format-checked records under one key, one result each, and
+        persist the new ones (and the evictions they caused) in one commit before
+        returning: the caller acknowledges only what is on disk. If that commit fails,
+        the new records are taken back out of memory too (a retry must not be answered
+        DUPLICATE for a record that is not on disk) and the StoreError propagates."""
+        results: list[PutResult] = []
+        new: dict[bytes, Record] = {}  # record id -> record, this call's new ones
+        evicted: list[tuple[bytes, bytes]] = []  # held before this call, now evicted
+        for record in records:
+            result = self._admit(key, record, now, source)
+            self.counters[result.name.lower()] += 1
+            results.append(result)
+            if result is PutResult.STORED:
+                self._insert(key, _Held(record, source))
+                new[record.id] = record
+                for gone in self._evict_over_total():
+                    # One of this call's records, never written: nothing to delete.
+                    if gone[0] != key or new.pop(gone[1], None) is None:
+                        evicted.append(gone)
+        if self.persist is not None and (new or evicted):
+            rows = [(key, r.id, r.expires_at, r.pack()) for r in new.values()]
+            try:
+                self.persist.held_write(rows, evicted)
+            except BaseException:
+                # (Records evicted for them stay evicted; their rows stay on disk until
+                # they expire: a reload may hold them again, never one we did not.)
+                for record_id in new:
+                    self._remove(key, record_id)
+                self.counters["stored"] -= len(new)
+                raise
+        return results
 
     def _admit(self, key: bytes, record: Record, now: float, source: str) -> PutResult:
         if record.expires_at <= now:
@@ -177,14 +207,16 @@ class RecordStorage:
         self.total_bytes -= h.size
         return h
 
-    def _evict_over_total(self) -> None:
+    def _evict_over_total(self) -> list[tuple[bytes, bytes]]:
+        """Evict the records closest to expiry while over the total; the caller
+        persists the evictions (put_many, in the commit of the records that caused them)."""
         evicted: list[tuple[bytes, bytes]] = []
         while self.total_bytes > self.limits.total_bytes and self._expiry:
             _, key, rid = heapq.heappop(self._expiry)
             if self._remove(key, rid) is not None:
                 evicted.append((key, rid))
                 self.counters["evicted"] = self.counters.get("evicted", 0) + 1
-        self._forget_persisted(evicted)
+        return evicted
 
     def delete(self, key: bytes, record_ids: list[bytes], now: float) -> int:
         """Owner-authorised delete: remove and tombstone until the record would expire."""
@@ -220,12 +252,6 @@ class RecordStorage:
         if self.persist is not None:
             self.persist.held_purge_expired(now)
         return len(gone)
-
-    def _forget_persisted(self, removed: list[tuple[bytes, bytes]]) -> None:
-        if self.persist is None:
-            return
-        for key, rid in removed:
-            self.persist.held_delete(key, [rid])
 
     def load(self, now: float) -> int:
         """Reload what a previous run held (after a restart)."""
