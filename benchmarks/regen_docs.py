@@ -566,6 +566,18 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "ab-issue13": ab_block(
         "issue13", "final-plain", "final-key", "the open mesh vs `--network-key`, same code"
     ),
+    "ab-issue13-opt": ab_block(
+        "issue13",
+        "opt-plain",
+        "opt-key",
+        "after the leaner datagram path (1f1207c): the open mesh vs `--network-key`",
+    ),
+    "ab-issue13-open": ab_block(
+        "issue13",
+        "base-plain",
+        "opt-plain",
+        "the open mesh (no key) at 87397ad vs 1f1207c: must not be slower",
+    ),
     "ab-issue16": ab_block(
         "issue16", "plain", "encrypted", "`--full-nodes --store plain` vs `--store encrypted`"
     ),

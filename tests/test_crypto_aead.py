@@ -112,35 +112,74 @@ def test_open_refuses_what_was_not_sealed_with_the_key() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(plaintext=st.binary(min_size=8, max_size=3000))  # past 2048: the functions
-def test_scratch_seals_and_opens_as_the_functions_do(plaintext: bytes) -> None:
+@given(head=st.integers(0, 2**64 - 1), body=st.binary(max_size=3000))  # past 2048: the functions
+def test_scratch_seals_and_opens_as_the_functions_do(head: int, body: bytes) -> None:
     scratch = crypto.AeadScratch(KEY)
-    sealed = scratch.seal(plaintext)
+    plaintext = head.to_bytes(8, "big") + body
+    sealed = scratch.seal_u64(head, body)
+    assert len(sealed) == crypto.AEAD_NONCE_SIZE + len(plaintext) + crypto.AEAD_TAG_SIZE
     assert crypto.aead_open(KEY, sealed) == plaintext
-    assert scratch.open_split(crypto.aead_seal(KEY, plaintext), 8) == (plaintext[:8], plaintext[8:])
+    assert scratch.open_u64(crypto.aead_seal(KEY, plaintext)) == (head, body)
+    assert scratch.open_u64(sealed) == (head, body)
     flipped = bytearray(sealed)
     flipped[-1] ^= 1
-    assert scratch.open_split(bytes(flipped), 8) is None
-    assert scratch.open_split(sealed, len(plaintext) + 1) is None  # shorter than head
+    assert scratch.open_u64(bytes(flipped)) is None
+    assert crypto.AeadScratch(bytes(32)).open_u64(sealed) is None  # another key
+    assert scratch.open_u64(crypto.aead_seal(KEY, plaintext[:7])) is None  # no 8-byte head
     assert repr(scratch) == "AeadScratch(<secret>)"
 
 
 def test_scratch_results_do_not_share_its_buffers() -> None:
     scratch = crypto.AeadScratch(KEY)
-    first, second = scratch.seal(b"first datagram"), scratch.seal(b"second one")
-    assert crypto.aead_open(KEY, first) == b"first datagram"
-    a, b = scratch.open_split(first, 5) or (b"", b""), scratch.open_split(second, 5)
-    assert a == (b"first", b" datagram") and b == (b"secon", b"d one")
+    first, second = scratch.seal_u64(1, b"first datagram"), scratch.seal_u64(2, b"second one")
+    assert crypto.aead_open(KEY, first) == (1).to_bytes(8, "big") + b"first datagram"
+    a, b = scratch.open_u64(first), scratch.open_u64(second)
+    assert a == (1, b"first datagram") and b == (2, b"second one")
+
+
+def test_scratch_nonces_are_drawn_in_batches_and_never_repeat() -> None:
+    scratch = crypto.AeadScratch(KEY)
+    count = 3 * crypto.NONCE_BATCH + 5  # several batches
+    nonces = {scratch.seal_u64(0, b"x")[: crypto.AEAD_NONCE_SIZE] for _ in range(count)}
+    assert len(nonces) == count
+
+
+def test_a_forked_child_never_uses_the_parents_unused_nonces() -> None:
+    import os
+
+    scratch = crypto.AeadScratch(KEY)
+    scratch.seal_u64(0, b"x")  # a batch drawn, most of it unused
+    nonce_of = crypto._shared  # the child must draw a new batch before its first seal
+    assert nonce_of.nonce < crypto.NONCE_BATCH
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, b"1" if nonce_of.nonce == crypto.NONCE_BATCH else b"0")
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    following = scratch.seal_u64(0, b"x")
+    assert crypto.aead_open(KEY, following) is not None
 
 
 def test_scratch_from_another_thread_takes_the_functions() -> None:
     import threading
 
     scratch = crypto.AeadScratch(KEY)
-    scratch.seal(b"claims the buffers for this thread")
+    scratch.seal_u64(0, b"claims the buffers for this thread")
     results: list[bytes | None] = []
-    worker = threading.Thread(target=lambda: results.append(scratch.seal(b"elsewhere")))
+    worker = threading.Thread(target=lambda: results.append(scratch.seal_u64(7, b"elsewhere")))
     worker.start()
     worker.join(10)
     (sealed,) = results
-    assert sealed is not None and crypto.aead_open(KEY, sealed) == b"elsewhere"
+    assert sealed is not None
+    assert crypto.aead_open(KEY, sealed) == (7).to_bytes(8, "big") + b"elsewhere"
+    opened: list[tuple[int, bytes] | None] = []
+    worker = threading.Thread(target=lambda: opened.append(scratch.open_u64(sealed)))
+    worker.start()
+    worker.join(10)
+    assert opened == [(7, b"elsewhere")]

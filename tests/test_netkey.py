@@ -198,6 +198,86 @@ def test_replay_guard_is_bounded_and_refuses_below_its_floor() -> None:
     assert guard.check(b"new", 140.0, now=150.0) is None
 
 
+class _ModelGuard:
+    """The replay guard's rules in the plainest form (a list): what ReplayGuard must do."""
+
+    def __init__(self, window: float, limit: int) -> None:
+        self.window, self.limit, self.seen, self.floor = window, limit, [], float("-inf")
+
+    def check(self, nonce: bytes, timestamp: float, now: float) -> str | None:
+        if abs(timestamp - now) > self.window:
+            return "stale"
+        if timestamp <= self.floor or any(n == nonce for n, _ in self.seen):
+            return "replayed"
+        while self.seen and self.seen[0][1] < now - self.window:
+            self.seen.pop(0)
+        self.seen.append((nonce, timestamp))
+        if len(self.seen) > self.limit:
+            self.floor = max(self.floor, self.seen.pop(0)[1])
+        return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.floats(-3.0, 3.0), st.floats(0.0, 2.0)),
+        min_size=1,
+        max_size=600,
+    ),
+    st.integers(1, 300),
+)
+def test_replay_guard_decides_as_the_plain_rules_do(
+    steps: list[tuple[int, float, float]], limit: int
+) -> None:
+    # Nonces from a small set (replays), timestamps around a clock that moves forward:
+    # the compact guard (buckets that grow and shrink, arrays cut at the head) must agree
+    # with the plain list on every datagram.
+    guard, model = ReplayGuard(window=5.0, limit=limit), _ModelGuard(5.0, limit)
+    now = 1000.0
+    for which, skew, advance in steps:
+        now += advance
+        nonce = which.to_bytes(2, "big") * 12  # 24 bytes, like a real nonce
+        assert guard.check(nonce, now + skew, now) == model.check(nonce, now + skew, now)
+        assert len(guard) == len(model.seen)
+
+
+def test_replay_guard_memory_is_small_per_nonce() -> None:
+    # The point of its layout: ~40 bytes a remembered nonce (a dict of bytes: ~140).
+    import os
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        guards = [ReplayGuard() for _ in range(20)]
+        for guard in guards:
+            for i in range(200):
+                assert guard.check(os.urandom(24), NOW + i * 0.01, NOW + 2) is None
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert sum(len(g) for g in guards) == 4000
+    assert used / 4000 < 64, used / 4000
+
+
+def test_replay_guard_refuses_every_replay_at_its_limit_and_shrinks_back() -> None:
+    import os
+
+    guard = ReplayGuard(window=100.0, limit=netkey.MAX_REMEMBERED)
+    nonces = [os.urandom(24) for _ in range(netkey.MAX_REMEMBERED)]
+    for i, nonce in enumerate(nonces):
+        assert guard.check(nonce, NOW + i * 0.001, NOW) is None
+    assert len(guard) == netkey.MAX_REMEMBERED
+    for i, nonce in enumerate(nonces):
+        assert guard.check(nonce, NOW + i * 0.001, NOW) == "replayed"
+    grown = len(guard._buckets)
+    assert grown >= netkey.MAX_REMEMBERED // (2 * ReplayGuard.PER_BUCKET)
+    later = NOW + 200.0  # everything has left the window
+    for i in range(50):
+        assert guard.check(os.urandom(24), later + i * 0.001, later) is None
+    assert len(guard) == 50 and len(guard._buckets) < grown
+
+
 def test_every_refusal_reason_is_in_the_fixed_vocabulary() -> None:
     sealer = DatagramSealer(KEY)
     seen = set()

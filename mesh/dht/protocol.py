@@ -165,15 +165,11 @@ class DhtProtocol(asyncio.DatagramProtocol):
         self.stats["datagrams_in"] += 1
         source: Address = (addr[0], addr[1])
         try:
-            if self.sealer is None:
-                dgram = wire.decode_datagram(data)
-            else:
+            if self.sealer is not None:
                 if len(data) > wire.MAX_DATAGRAM:
                     raise DatagramError("oversized", "datagram too large")
-                now = self.wall()
-                inner, stamp = self.sealer.open_fresh(data, now)  # before anything is parsed
-                self.sealer.check_replay(data, stamp, now)  # answers too: see open_fresh
-                dgram = wire.decode_datagram(inner)
+                data = self.sealer.open(data, self.wall())  # before anything is parsed
+            dgram = wire.decode_datagram(data)
             if dgram.kind == wire.REQUEST:
                 self._on_request(dgram, source)
             else:
