@@ -17,6 +17,7 @@ stored once in the group's mailbox of the day; inside, it is signed by its autho
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -110,7 +111,14 @@ class GroupKey:
         return keyring.MailboxRoot(scalar, prefix, crypto.scalar_public(scalar))
 
     def mailbox_key(self, epoch: int, length: int = keyring.EPOCH_SECONDS) -> bytes:
-        return keyring.mailbox_key_at(self.mailbox_root.public, length, epoch)
+        return _mailbox_key(self.secret, length, epoch)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mailbox_key(secret: bytes, length: int, epoch: int) -> bytes:
+    """Two scalar multiplications: cached, since a node's mailbox index is rebuilt at
+    every merge of changes for every group's newest keys and the days around now."""
+    return keyring.mailbox_key_at(GroupKey(bytes(32), secret).mailbox_root.public, length, epoch)
 
 
 # -- records of the group mailbox: sealed once, padded like every other record -----------
