@@ -14,12 +14,13 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from mesh import crypto, envelope, groups, keyring
+from mesh.dht.replica import GROUP_PUSHERS
 from mesh.dht.server import DhtServer
 from mesh.envelope import Message, OwnerOp, Record
 from mesh.errors import (
@@ -65,6 +66,8 @@ class _Group:
     keys: dict[bytes, GroupKey]
     state: GroupState
     pending: list[tuple[bytes, Record]]
+    # hand-overs read before the change they hand over (GroupService._on_control)
+    waiting: list[groups.Control] = field(default_factory=list)
 
     @property
     def group_id(self) -> bytes:
@@ -364,10 +367,14 @@ class GroupBase:
         return sum(1 for r in results if isinstance(r, int) and r > 0)
 
     async def _subscribe(self, mailbox: bytes, make: Callable[[int], envelope.OwnerRequest]) -> int:
-        """Listen at the LISTEN_REPLICAS closest replicas, as for our own mailbox."""
+        """Listen at the LISTEN_REPLICAS closest replicas, as for our own mailbox, but
+        with GROUP_PUSHERS of them eager rather than PUSHERS: a group's replicas push
+        each message to every member, so each copy more per member is a hundred
+        datagrams more per message (a missed push is fetched at the next renewal)."""
         found = await self.dht.lookup(mailbox)
         found.sort(key=lambda c: c.long_id ^ int.from_bytes(mailbox, "big"))
-        return await self.dht.subscribe(mailbox, make, found[:LISTEN_REPLICAS])
+        eager = {p.id for p in found[:GROUP_PUSHERS]}
+        return await self.dht.subscribe(mailbox, make, found[:LISTEN_REPLICAS], eager)
 
     async def listen_loop(self) -> None:
         """Renew every group's listens half-way through the grant, and at each new day."""
@@ -389,9 +396,14 @@ class GroupBase:
         started = self.wall()
         length = group.row.epoch_len
         overlap = min(keyring.OVERLAP, length / 4)
+        # With no complete fetch behind us (we went away before the join fetch had
+        # finished), start at the day we joined: a key handed over since then sits in
+        # the mailbox of its day, and without it nothing later opens.
         since = group.row.fetched_at
+        if since is None:
+            since = group.row.joined_at
         last = keyring.epoch_of(started + overlap, length)
-        first = keyring.epoch_of((started if since is None else since) - overlap, length)
+        first = keyring.epoch_of(since - overlap, length)
         first = max(first, last - CATCH_UP_EPOCHS)
         new: list[Message] = []
         done: set[bytes] = set()

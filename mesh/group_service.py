@@ -54,6 +54,9 @@ from mesh.store_groups import group_of_peer, group_peer
 log = logging.getLogger(__name__)
 
 PENDING_MAX = 256  # records kept per group until the change that admits their author
+# Hand-over records kept per group until their change arrives: a hand-over to 1,000
+# members is 21 records (MAX_WRAPS each), at most 4 KB each.
+WAITING_MAX = 32
 PARKED_PARTS = 32  # invitation parts kept per group until the one that adds us
 PARKED_GROUPS = 16  # incomplete invitations kept (32 x 16 x 4 KB at most), oldest out
 PARKED_PER_SENDER = 2  # of them from one contact: a flood cannot crowd out the others
@@ -492,6 +495,9 @@ class GroupService(GroupBase):
         return self.wall() < superseded + OLD_KEY_GRACE
 
     def _retry_pending(self, group: _Group) -> None:
+        waiting, group.waiting = group.waiting, []
+        for control in waiting:
+            self._on_control(group, control)
         pending, group.pending = group.pending, []
         for change_id, record in pending:
             gkey = group.keys.get(change_id)
@@ -502,8 +508,19 @@ class GroupService(GroupBase):
         self._merge(group, control.changes)
         if not control.key_change or control.key_change in group.keys:
             return
-        if not self._active(group) or control.key_change not in group.state.keys:
+        if not self._active(group):
             return
+        if control.key_change not in group.changes:
+            # A hand-over split over several records (more than MAX_WRAPS members),
+            # read before the one with its change (a fetch gives records in the
+            # replicas' order): keep it until the change arrives.
+            if control.wraps and len(group.waiting) < WAITING_MAX:
+                group.waiting.append(control)
+            elif control.wraps:
+                self.counters["group_refused"] += 1
+            return
+        if control.key_change not in group.state.keys:
+            return  # void, or not ours to hold
         poster_role = group.state.members.get(control.poster)
         author = group.changes.get(control.key_change)
         if poster_role != "admin" and (author is None or author.author != control.poster):
