@@ -472,7 +472,13 @@ AB_FIGURES = [
 ]
 
 
-def ab_block(folder: str, old: str, new: str, what: str) -> Callable[[], str]:
+def ab_block(
+    folder: str,
+    old: str,
+    new: str,
+    what: str,
+    figures: list[tuple[str, tuple[str, ...]]] | None = None,
+) -> Callable[[], str]:
     """An interleaved A/B of `mesh bench --json` runs saved as <side>-<round>.json in
     benchmarks/results/<folder>/: medians over the rounds of each side's p50s."""
 
@@ -484,7 +490,7 @@ def ab_block(folder: str, old: str, new: str, what: str) -> Callable[[], str]:
             ]
             sides.append(found)
         rows = []
-        for label, path in AB_FIGURES:
+        for label, path in AB_FIGURES if figures is None else figures:
             older = ("fetch20_ms", "p50") if path[0] == "fetch20_warm_ms" else path
             a = median(dig(run, *path) or dig(run, *older) for run in sides[0])
             b = median(dig(run, *path) or dig(run, *older) for run in sides[1])
@@ -537,12 +543,15 @@ GROUP_FIGURES = [
     ("push: every member has it, p95 ms", ("group_push_all_ms", "p95")),
     ("messages every member got", ("group_push_complete",)),
     ("members who joined", ("group_joined",)),
+    ("the process's CPU per member and message, p50 ms", ("group_cpu_per_member_ms", "p50")),
 ]
 
 
 def bench_group() -> str:
-    """`mesh bench --group N` runs saved as benchmarks/results/issue17/group-N.json."""
-    found = [json.loads(p.read_text()) for p in sorted((RESULTS / "issue17").glob("group-*.json"))]
+    """`mesh bench --group N` runs saved as benchmarks/results/issue17/ab/new-N.json."""
+    found = [
+        json.loads(p.read_text()) for p in sorted((RESULTS / "issue17" / "ab").glob("new-*.json"))
+    ]
     rows = []
     for label, path in GROUP_FIGURES:
         rows.append([label, fmt(median(dig(run, *path) for run in found))])
@@ -550,9 +559,9 @@ def bench_group() -> str:
     first = found[0]
     return (
         f"`mesh bench --peers {first['peers']} --group {first['group_members']} "
-        f"--no-baselines`, median of {len(found)} runs at {commits(found)}, load average "
-        f"{min(loads):.2f}-{max(loads):.2f}: benchmarks/results/issue17/group-N.json.\n\n"
-        + table(["figure", "value"], rows)
+        f"--trials 4 --no-baselines --no-equal-work`, median of {len(found)} runs at "
+        f"{commits(found)}, load average {min(loads):.2f}-{max(loads):.2f}: "
+        f"benchmarks/results/issue17/ab/new-N.json.\n\n" + table(["figure", "value"], rows)
     )
 
 
@@ -560,6 +569,16 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "stamps": stamps_block,
     "sim-group": sim_group,
     "bench-group": bench_group,
+    "ab-issue17": ab_block(
+        "issue17/ab", "old", "new", "b95c810 vs the fan-out after the answer (issue 17)"
+    ),
+    "ab-issue17-group": ab_block(
+        "issue17/ab",
+        "old",
+        "new",
+        "`--group 100`, b95c810 vs the fan-out after the answer (issue 17)",
+        [(label, path) for label, path in GROUP_FIGURES if path[0] != "group_cpu_per_member_ms"],
+    ),
     "ab-issue12": ab_block(
         "issue12", "quiet-old", "quiet-new", "e3dca19 (before the DHT split) vs 039831f"
     ),

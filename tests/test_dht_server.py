@@ -361,3 +361,56 @@ async def test_a_peer_introduced_again_after_a_goodbye_is_taken_back_at_once() -
         assert b.node_id in a.table
     finally:
         await close_all(servers)
+
+
+@pytest.mark.asyncio
+async def test_a_replica_pushes_after_its_answer_in_batches_and_fewer_for_a_group() -> None:
+    """Issue 17: the fan-out goes on the loop's next turns, FAN_OUT_BATCH at a time
+    (the STORE's answer is sent first), and a key with more than FEW_LISTENERS
+    listeners (a group's) is pushed by the replicas with fewer than GROUP_PUSHERS
+    closer peers, not PUSHERS."""
+    from mesh.dht import replica as replica_module
+
+    owner, writer = Identity.generate(), Identity.generate()
+    key = owner.public.mailbox_key
+    record = record_for(owner, writer, "hello")
+    sent: list[wire.Address] = []
+    closer = {"n": replica_module.GROUP_PUSHERS}  # close for a person's key, not a group's
+
+    class FakeRpc:
+        protocol = object()  # listening
+
+        def call(self, addr: wire.Address, method: str, args: Any, retries: int) -> None:
+            assert method == "push"
+            sent.append(addr)
+
+        def closer_peers(self, key: bytes, limit: int) -> int:
+            return min(closer["n"], limit)
+
+    class AllVerified:
+        def is_verified(self, addr: wire.Address) -> bool:
+            return True
+
+    rep = Replica(FakeRpc(), AllVerified(), None, time.time, 600)  # type: ignore[arg-type]
+    until = time.time() + 600
+    few = replica_module.FEW_LISTENERS
+    rep.listeners[key] = {("127.0.0.1", 1000 + i): (until, False) for i in range(few)}
+    rep.push(key, record, time.time())
+    assert sent == []  # not before the answer
+    for _ in range(4):
+        await asyncio.sleep(0)
+    assert len(sent) == few  # a person's key: a close replica pushes to every listener
+    sent.clear()
+    many = 3 * replica_module.FAN_OUT_BATCH + 2
+    rep.listeners[key] = {("127.0.0.1", 2000 + i): (until, i < 5) for i in range(many)}
+    rep.push(key, record, time.time())
+    await asyncio.sleep(0)
+    assert len(sent) == 5  # a group's: only the eager ones (first batch holds them all)
+    closer["n"] = replica_module.GROUP_PUSHERS - 1  # now among the closest of a group too
+    sent.clear()
+    rep.push(key, record, time.time())
+    await asyncio.sleep(0)
+    assert len(sent) == replica_module.FAN_OUT_BATCH  # one batch per turn
+    for _ in range(8):
+        await asyncio.sleep(0)
+    assert sorted(sent) == sorted(rep.listeners[key])  # then every one, once

@@ -10,6 +10,7 @@ raises a RemoteProtocolError subclass to refuse, never anything else on purpose.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import assert_never
 
@@ -23,6 +24,8 @@ from mesh.errors import RefusedError, RemoteProtocolError
 from mesh.wire import Address
 
 PUSHERS = 4  # replicas that push a new record: those with fewer closer peers
+GROUP_PUSHERS = 2  # the same for a key with more than FEW_LISTENERS listeners (a group)
+FEW_LISTENERS = 8
 MAX_LISTENED_KEYS = 4096  # mailboxes with listeners; anyone can make keys, so bounded
 # A person's mailbox has one listener (a few devices); a group's has one per member
 # (issue 17: 250 and more), and a replica cannot tell them apart. What bounds memory is
@@ -33,6 +36,7 @@ MAX_LISTENERS = 16384
 # machine (or one attacker with many ports turning a 4 KB store into 1,024 pushes).
 MAX_LISTENERS_PER_IP = 16
 PUSH_SOURCE_KEYS = 1024
+FAN_OUT_BATCH = 16  # pushes sent per turn of the event loop (Replica._fan_out)
 
 
 class Replica:
@@ -158,19 +162,35 @@ class Replica:
         # subscriber ranked among its PUSHERS closest (eager), and those that count
         # fewer than PUSHERS closer peers in their own table. Two views, so a replica
         # set that the sender and the recipient see differently still pushes.
+        # A key with many listeners is a group's: each of its members would get a
+        # copy from every pushing replica, so fewer replicas push (GROUP_PUSHERS).
+        pushers = PUSHERS if len(subs) <= FEW_LISTENERS else GROUP_PUSHERS
         close: bool | None = None
-        obj: list[object] | None = None
+        targets: list[Address] = []
         for addr, (until, eager) in subs.items():
             if until <= now or not self.liveness.is_verified(addr):
                 continue
             if not eager:
                 if close is None:
-                    close = self.rpc.closer_peers(key, PUSHERS) < PUSHERS
+                    close = self.rpc.closer_peers(key, pushers) < pushers
                 if not close:
                     continue
-            if obj is None:
-                obj = record.to_obj()
+            targets.append(addr)
+        if targets:
+            # After the answer: the STORE this came with is acknowledged first (its
+            # sender waits for that, not for our fan-out), and a group's hundreds of
+            # listeners go FAN_OUT_BATCH per turn of the loop, between our other work.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._fan_out, key, record.to_obj(), targets, 0)
+
+    def _fan_out(self, key: bytes, obj: wire.Obj, targets: list[Address], start: int) -> None:
+        if self.rpc.protocol is None:
+            return  # closed meanwhile
+        end = min(start + FAN_OUT_BATCH, len(targets))
+        for addr in targets[start:end]:
             self.rpc.call(addr, "push", [key, obj], retries=1)
+        if end < len(targets):
+            asyncio.get_running_loop().call_soon(self._fan_out, key, obj, targets, end)
 
     def _fetch(self, key: bytes, with_records: bool) -> list[wire.Obj]:
         now = self.wall()

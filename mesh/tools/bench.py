@@ -243,14 +243,14 @@ async def bench_mesh(options: BenchOptions) -> dict[str, Any]:
         await net.wait_quiet()
         log.info("%d mailbox trials", options.trials)
         samples = await run_trials(net, options.trials)
-        if options.profile:
-            net.profiler.print(sys.stderr)
-            result["profiled"] = True  # cProfile slows everything: do not quote these times
         result.update(samples_result(samples))
         if options.group:
             log.info("group trials: %d members", options.group)
             result.update(await group_trials(net, options.group, options.trials))
             result["group_send_vs_send"] = ratio(result["group_send_ms"], result["send_online_ms"])
+        if options.profile:
+            net.profiler.print(sys.stderr)
+            result["profiled"] = True  # cProfile slows everything: do not quote these times
         result["extra_nodes"] = len(net.extras)
     finally:
         await net.stop()

@@ -13,7 +13,10 @@ a time:
   first member's, and the last (N-1th) member's, `messages()` yields it;
 - `group_push_complete`: share of messages every member got within the wait;
 - `group_send_vs_send`: `group_send_ms` p50 over the same run's one-to-one
-  `send_online_ms` p50.
+  `send_online_ms` p50;
+- `group_cpu_per_member_ms`: the process's CPU time from the start of a send until the
+  last member has it, over N-1: what each member's arrival costs the one core that
+  runs them all (so `group_push_all_ms` is at least about N-1 times it).
 
 Every member is a Node in the bench's one process, so the last member's arrival also
 waits for the other N-2 members' Python (open, verify, store, queue) to run first: on
@@ -68,21 +71,25 @@ async def group_trials(net: MeshNet, size: int, trials: int) -> dict[str, Any]:
     send_ms: list[float] = []
     first_ms: list[float] = []
     all_ms: list[float] = []
+    cpu_ms: list[float] = []  # the process's CPU per member, until the last one has it
     complete: list[bool] = []
     replicas: list[int] = []
     for _ in range(trials * PUSH_SAMPLES):
-        begun = time.perf_counter()
-        receipt = await admin.send_group(group_id, TEXT)
-        send_ms.append((time.perf_counter() - begun) * 1000.0)
-        replicas.append(receipt.replicas)
-        wanted = {receipt.message_id}
-        got = [await a.wait_for(wanted) for a in arrivals]
+        with net.profiler.phase("group"):
+            cpu = time.process_time()
+            begun = time.perf_counter()
+            receipt = await admin.send_group(group_id, TEXT)
+            send_ms.append((time.perf_counter() - begun) * 1000.0)
+            replicas.append(receipt.replicas)
+            wanted = {receipt.message_id}
+            got = [await a.wait_for(wanted) for a in arrivals]
         complete.append(all(got))
         times = [a.times[receipt.message_id] for a in arrivals if receipt.message_id in a.times]
         if times:
             first_ms.append((min(times) - begun) * 1000.0)
         if all(got):
             all_ms.append((max(times) - begun) * 1000.0)
+            cpu_ms.append((time.process_time() - cpu) * 1000.0 / len(members))
         await net.wait_quiet()
     for a in arrivals:
         await a.close()
@@ -95,4 +102,5 @@ async def group_trials(net: MeshNet, size: int, trials: int) -> dict[str, Any]:
         "group_push_first_ms": summary(first_ms),
         "group_push_all_ms": summary(all_ms),
         "group_push_complete": fraction(complete),
+        "group_cpu_per_member_ms": summary(cpu_ms),
     }
