@@ -569,8 +569,11 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "stamps": stamps_block,
     "sim-group": sim_group,
     "bench-group": bench_group,
-    "ab-issue17": ab_block(
-        "issue17/ab", "old", "new", "b95c810 vs the fan-out after the answer (issue 17)"
+    "ab-issue17-core": ab_block(
+        "issue17/core",
+        "old",
+        "new",
+        "the default bench (no group), b95c810 vs the fan-out after the answer (issue 17)",
     ),
     "ab-issue17-group": ab_block(
         "issue17/ab",
