@@ -514,10 +514,11 @@ class GroupService(GroupBase):
             # A hand-over split over several records (more than MAX_WRAPS members),
             # read before the one with its change (a fetch gives records in the
             # replicas' order): keep it until the change arrives.
-            if control.wraps and len(group.waiting) < WAITING_MAX:
-                group.waiting.append(control)
-            elif control.wraps:
-                self.counters["group_refused"] += 1
+            if control.wraps:
+                if len(group.waiting) < WAITING_MAX:
+                    group.waiting.append(control)
+                else:
+                    self.counters["group_refused"] += 1
             return
         if control.key_change not in group.state.keys:
             return  # void, or not ours to hold

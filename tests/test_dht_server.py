@@ -378,7 +378,8 @@ async def test_a_replica_pushes_after_its_answer_in_batches_and_fewer_for_a_grou
     closer = {"n": replica_module.GROUP_PUSHERS}  # close for a person's key, not a group's
 
     class FakeRpc:
-        protocol = object()  # listening
+        class protocol:  # listening
+            transport = object()
 
         def call(self, addr: wire.Address, method: str, args: Any, retries: int) -> None:
             assert method == "push"

@@ -184,8 +184,8 @@ class Replica:
             loop.call_soon(self._fan_out, key, record.to_obj(), targets, 0)
 
     def _fan_out(self, key: bytes, obj: wire.Obj, targets: list[Address], start: int) -> None:
-        if self.rpc.protocol is None:
-            return  # closed meanwhile
+        if self.rpc.protocol is None or self.rpc.protocol.transport is None:
+            return  # stopped since the record came: nothing to send from
         end = min(start + FAN_OUT_BATCH, len(targets))
         for addr in targets[start:end]:
             self.rpc.call(addr, "push", [key, obj], retries=1)
